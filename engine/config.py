@@ -1,0 +1,492 @@
+"""The run configuration: one typed field per setting, each with its default and one line of help.
+
+That help string is the only copy: `aplot init`'s comments, the CLI's `aplot fields` listing and the
+TUI's form labels are all generated from it. This module is torch-free so the UI can validate configs.
+Derived values (world size, effective batch, total steps) are computed once in `resolve()` by the
+trainer and frozen into the manifest's `[resolved]` table; nothing else recomputes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def f(default: Any, help: str, *, choices: tuple | None = None, gt: float | None = None,
+      ge: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
+    """A config field: default, one-line help, and the simple checks validation applies."""
+    meta = {"help": help, "choices": choices, "gt": gt, "ge": ge, "le": le, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def sub(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass
+class TinyModelConfig:
+    hidden_size: int = f(64, "hidden width of the tiny model built from config", gt=0)
+    num_layers: int = f(2, "transformer layers of the tiny model", gt=0)
+    num_heads: int = f(4, "attention heads of the tiny model (must divide hidden_size)", gt=0)
+    vocab_size: int = f(512, "vocabulary size of the tokenizer trained locally on the training text", ge=64)
+
+
+@dataclass
+class LoraConfig:
+    r: int = f(0, "LoRA rank; 0 trains all weights", ge=0)
+    alpha: int = f(16, "LoRA scaling alpha", gt=0)
+    dropout: float = f(0.0, "LoRA dropout", ge=0, lt=1)
+    target_modules: list = f([], "module names to adapt; empty = peft's default for the architecture")
+
+
+@dataclass
+class ModelSection:
+    name: str = f("tiny", 'hub id, local path, or "tiny" (a small model built from config)')
+    max_length: int = f(256, "tokens per prompt+response; the prompt is cut from the left", gt=8)
+    tokenizer: str = f("", "tokenizer to load; empty = the model's own (or trained locally for tiny)")
+    gguf_file: str = f("", "GGUF file inside the model folder, loaded through transformers' gguf_file")
+    trust_remote_code: bool = f(False, "allow custom modelling code shipped with a checkpoint")
+    gradient_checkpointing: bool = f(False, "recompute activations in backward to save memory")
+    dropout: float = f(0.0, "dropout of the tiny model (ignored for pretrained checkpoints)", ge=0, lt=1)
+    tiny: TinyModelConfig = sub(TinyModelConfig, "shape of the model built when name = \"tiny\"")
+    lora: LoraConfig = sub(LoraConfig, "parameter-efficient fine-tuning with peft")
+
+
+@dataclass
+class DataSection:
+    train: str = f("synthetic", 'training pairs: .jsonl/.json(.gz), or "synthetic" for the demo task')
+    eval_fraction: float = f(0.1, "share of train held out as the eval set `heldout`; 0 = none", ge=0, lt=1)
+    eval: dict = f({}, "more named eval sets, name = path (e.g. ood = \"other.jsonl\")")
+    max_train_pairs: int = f(0, "use at most this many training pairs (after the split); 0 = all", ge=0)
+    max_eval_pairs: int = f(0, "use at most this many pairs of each eval set; 0 = all", ge=0)
+    synthetic_pairs: int = f(2000, "pairs generated when train = \"synthetic\"", gt=0)
+    label_noise: float = f(0.1, "share of synthetic pairs whose label the gold rule flips", ge=0, lt=0.5)
+
+
+@dataclass
+class AplotSection:
+    semantic_weight: float = f(0.1, "λ: weight of the semantic cost against the reward cost", ge=0, le=1)
+    epsilon: float = f(0.1, "ε: entropic regularisation of Sinkhorn", gt=0)
+    margin_scale: float = f(1.0, "γ: the margin is γ·n·Σⱼ Pᵢⱼ Cᵢⱼ", ge=0)
+    solver: str = f("sinkhorn", "optimal-transport solver", choices=("sinkhorn", "emd"))
+    max_iter: int = f(50, "Sinkhorn iterations at most", gt=0)
+    reward_cost: str = f("abs", "reward cost 1−σ(|Δ|) (abs) or 1−σ(Δ) (signed)", choices=("abs", "signed"))
+    reward_temperature: float = f(1.0, "τ: the reward cost reads σ(Δ/τ)", gt=0)
+    normalize_costs: str = f("none", "per-batch normalisation of each cost term",
+                             choices=("none", "minmax", "rank"))
+    relative_margin: bool = f(False, "subtract the batch mean from the margin (only its spread acts)")
+    warmup_steps: int = f(0, "plain BT for this many steps before the margin switches on", ge=0)
+    embedding: str = f("hidden", "representations: the RM's pooled hidden state or a sentence encoder",
+                       choices=("hidden", "encoder"))
+    encoder: str = f("", "sentence encoder for embedding = \"encoder\" (path); empty = the MiniLM package")
+    ot_scope: str = f("global", "solve OT over the batch gathered from all ranks, or per rank",
+                      choices=("global", "local"))
+
+
+@dataclass
+class LossSection:
+    type: str = f("aplot", "reward-model loss", choices=("bt", "bt_margin", "label_smoothing", "aplot"))
+    center_rewards: float = f(0.0, "c: adds c·mean((r⁺+r⁻)²) to keep rewards centred", ge=0)
+    label_smoothing: float = f(0.1, "ε of the label_smoothing loss", ge=0, lt=0.5)
+    aplot: AplotSection = sub(AplotSection, "the optimal-transport adaptive margin")
+
+
+@dataclass
+class PPOSection:
+    reward_model_run: str = f("", "a completed RM run id, or a checkpoint folder")
+    prompts: str = f("synthetic", 'prompts file (.jsonl with "prompt"), or "synthetic" for the demo')
+    eval_prompts: int = f(256, "held-out prompts for the win-rate", gt=0)
+    sft_steps: int = f(0, "supervised steps on reference completions before PPO (the demo's reference)", ge=0)
+    rollout_batch: int = f(32, "prompts per rollout, per process", gt=0)
+    minibatch_size: int = f(16, "rollout samples per PPO minibatch", gt=0)
+    max_new_tokens: int = f(16, "tokens generated per response", gt=0)
+    temperature: float = f(1.0, "sampling temperature of rollouts", gt=0)
+    kl_coef: float = f(0.05, "β of the per-token KL penalty against the reference", ge=0)
+    kl_target: float = f(0.0, "adaptive KL control target (Ziegler et al.); 0 = fixed β", ge=0)
+    kl_horizon: int = f(10000, "adaptive KL controller horizon in samples", gt=0)
+    ppo_epochs: int = f(4, "passes over each rollout", gt=0)
+    clip_range: float = f(0.2, "policy ratio clip ε", gt=0)
+    clip_range_value: float = f(0.2, "value clip range", gt=0)
+    vf_coef: float = f(0.1, "weight of the value loss", ge=0)
+    gamma: float = f(1.0, "discount", gt=0, le=1)
+    lam: float = f(0.95, "GAE λ", ge=0, le=1)
+    whiten_advantages: bool = f(True, "normalise advantages per minibatch batch")
+    whiten_rewards: bool = f(False, "normalise the RM scores per rollout")
+    missing_eos_penalty: float = f(0.0, "subtract this from the score of responses with no EOS", ge=0)
+    win_rate_every: int = f(10, "steps between win-rate evals (and at the end)", gt=0)
+    judge: str = f("rm", 'win-rate judge: "rm" (the run\'s RM), "gold" (synthetic task), or an RM run id')
+    opponent: str = f("reference", 'win-rate opponent: "reference" or another PPO run id')
+    samples_logged: int = f(4, "sample completions written at each eval", ge=0)
+
+
+@dataclass
+class OptimSection:
+    lr: float = f(2e-5, "peak learning rate (AdamW)", gt=0)
+    batch_size: int = f(16, "pairs per process per step", gt=0)
+    grad_accum: int = f(1, "micro-batches per optimizer step", gt=0)
+    max_steps: int = f(0, "optimizer steps; 0 = run `epochs` epochs", ge=0)
+    epochs: int = f(1, "passes over the training set when max_steps = 0", gt=0)
+    warmup_ratio: float = f(0.03, "share of steps with linear warm-up", ge=0, lt=1)
+    scheduler: str = f("linear", "learning-rate decay after warm-up", choices=("linear", "cosine", "constant"))
+    weight_decay: float = f(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = f(1.0, "gradient clipping norm; 0 = off", ge=0)
+    skip_nonfinite: bool = f(False, "skip a batch whose loss is not finite instead of failing")
+
+
+@dataclass
+class EvalSection:
+    every: int = f(50, "steps between evals; also evaluated at the end", ge=0)
+    batch_size: int = f(32, "pairs per eval batch", gt=0)
+    hard_pairs: int = f(20, "hardest pairs (most negative reward gap) written at each eval", ge=0)
+
+
+@dataclass
+class CheckpointSection:
+    every: int = f(50, "steps between checkpoints; a resumable state is also saved at the end", ge=0)
+    keep: int = f(2, "newest step checkpoints kept, besides `best`", gt=0)
+
+
+@dataclass
+class LaunchSection:
+    num_processes: int = f(1, "processes (GPUs, or CPU ranks when cpu = true)", gt=0)
+    mixed_precision: str = f("no", "autocast precision through Accelerate", choices=("no", "bf16", "fp16"))
+    cpu: bool = f(False, "force CPU even where a GPU exists")
+    accelerate_config: str = f("", "an accelerate config file: DeepSpeed, FSDP, multi-node")
+    threads: int = f(0, "torch threads per process; 0 = cores / processes", ge=0)
+
+
+@dataclass
+class LogSection:
+    every: int = f(1, "steps between train metric lines", gt=0)
+    trackers: list = f([], 'passed to Accelerate: "tensorboard", "wandb", "mlflow", ...')
+
+
+@dataclass
+class Config:
+    kind: str = f("rm", "what the run trains", choices=("rm", "ppo"))
+    name: str = f("run", "a human name; part of the run id")
+    seed: int = f(0, "seed of data order, initialisation and sampling")
+    tags: list = f([], "free labels shown in `aplot ls` and the runs screen")
+    notes: str = f("", "free text kept in the manifest")
+    model: ModelSection = sub(ModelSection, "the reward model or policy")
+    data: DataSection = sub(DataSection, "preference pairs")
+    loss: LossSection = sub(LossSection, "reward-model loss (kind = rm)")
+    ppo: PPOSection = sub(PPOSection, "PPO settings (kind = ppo)")
+    optim: OptimSection = sub(OptimSection, "optimizer and schedule")
+    eval: EvalSection = sub(EvalSection, "evaluation")
+    checkpoint: CheckpointSection = sub(CheckpointSection, "checkpoints")
+    launch: LaunchSection = sub(LaunchSection, "accelerate launch settings")
+    log: LogSection = sub(LogSection, "logging")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """Every problem with a config at once; each line names the dotted field and the file."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --------------------------------------------------------------------------- schema walking
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def iter_fields(cls: type = Config, prefix: str = ""):
+    """Yield (dotted_path, dataclass field, type, is_table) depth-first, in declaration order."""
+    hints = _hints(cls)
+    for fld in dataclasses.fields(cls):
+        tp = hints[fld.name]
+        path = f"{prefix}{fld.name}"
+        if dataclasses.is_dataclass(tp):
+            yield path, fld, tp, True
+            yield from iter_fields(tp, path + ".")
+        else:
+            yield path, fld, tp, False
+
+
+def field_help(path: str) -> str:
+    for p, fld, _tp, _table in iter_fields():
+        if p == path:
+            return fld.metadata.get("help", "")
+    raise KeyError(path)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is not None:
+        return origin.__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+_INVALID = object()
+
+
+def _coerce(value: Any, tp: Any, path: str, problems: list[str], where: str) -> Any:
+    """Check one leaf's type; ints are accepted for floats."""
+    base = get_origin(tp) or tp
+    ok = False
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif base is str:
+        ok = isinstance(value, str)
+    elif base is list:
+        ok = isinstance(value, list)
+    elif base is dict:
+        ok = isinstance(value, dict)
+    if not ok:
+        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r} ({where})")
+        return _INVALID
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str, problems: list[str], where: str) -> Any:
+    hints = _hints(cls)
+    names = {fl.name: fl for fl in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            close = [n for n in names if n.startswith(key[:3])]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{path}: unknown field{hint} ({where})")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                problems.append(f"{path}: expected a table, got {value!r} ({where})")
+                continue
+            kwargs[key] = _build(tp, value, path + ".", problems, where)
+        else:
+            value = _coerce(value, tp, path, problems, where)
+            if value is not _INVALID:
+                kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_leaf(path: str, fld: dataclasses.Field, value: Any, problems: list[str], where: str) -> None:
+    m = fld.metadata
+    if m.get("choices") and value not in m["choices"]:
+        opts = " | ".join(m["choices"])
+        problems.append(f"{path}: must be one of {opts}, got {value!r} ({where})")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            problems.append(f"{path}: must be finite, got {value!r} ({where})")
+            return
+        for key, op, word in (("gt", float.__gt__, ">"), ("ge", float.__ge__, ">="),
+                              ("lt", float.__lt__, "<"), ("le", float.__le__, "<=")):
+            bound = m.get(key)
+            if bound is not None and not op(float(value), float(bound)):
+                problems.append(f"{path}: must be {word} {bound:g}, got {value!r} ({where})")
+
+
+def validate(cfg: Config, where: str = "config", problems: list[str] | None = None) -> None:
+    """Raise ConfigError listing every bad field (with any `problems` found earlier)."""
+    problems = list(problems or [])
+    for path, fld, _tp, is_table in iter_fields():
+        if is_table:
+            continue
+        _check_leaf(path, fld, get(cfg, path), problems, where)
+    if cfg.model.tiny.hidden_size % max(cfg.model.tiny.num_heads, 1):
+        problems.append(f"model.tiny.num_heads: must divide model.tiny.hidden_size "
+                        f"({cfg.model.tiny.hidden_size}), got {cfg.model.tiny.num_heads} ({where})")
+    for name, path in cfg.data.eval.items():
+        if not isinstance(path, str) or not path:
+            problems.append(f"data.eval.{name}: expected a file path, got {path!r} ({where})")
+        elif name == "heldout":
+            problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split ({where})")
+    if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
+        problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
+    if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
+        problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true ({where})")
+    if problems:
+        raise ConfigError(problems)
+
+
+# --------------------------------------------------------------------------- access
+
+
+def get(cfg: Any, path: str) -> Any:
+    obj = cfg
+    for part in path.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, where: str = "config") -> Config:
+    problems: list[str] = []
+    cfg = _build(Config, data, "", problems, where)  # fields of the wrong type keep their default
+    validate(cfg, where, problems)
+    return cfg
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override's right-hand side as a TOML value; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a raw config dict (before validation)."""
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"{item}: an override reads key.path=value (override)")
+            continue
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"{key}: {part} is not a table (override)")
+                break
+        else:
+            node[parts[-1]] = _parse_value(text.strip())
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read ({e.strerror})"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: malformed TOML: {e}"]) from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.toml"
+    if not name.replace("-", "").replace("_", "").isalnum() or not path.exists():
+        raise ConfigError([f"--preset {name}: no such preset; known: {', '.join(preset_names())}"])
+    return path
+
+
+def load(path: Path | str | None = None, overrides: list[str] | None = None, *,
+         preset: str | None = None) -> Config:
+    """Read a TOML config (or a shipped preset), apply dotted overrides, validate everything."""
+    if preset:
+        path = preset_path(preset)
+    data = read_toml(Path(path)) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(data, where)
+    base = Path(path).resolve().parent if path is not None and not preset else Path.cwd()
+    _resolve_paths(cfg, base)
+    return cfg
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    """Data paths in a config are relative to the config file, like a Makefile's."""
+
+    def fix(p: str) -> str:
+        if not p or p == "synthetic" or Path(p).is_absolute():
+            return p
+        candidate = (base / p)
+        return str(candidate.resolve()) if candidate.exists() else p
+
+    cfg.data.train = fix(cfg.data.train)
+    cfg.data.eval = {k: fix(v) for k, v in cfg.data.eval.items()}
+    if cfg.kind == "ppo" and cfg.ppo.prompts not in ("", "synthetic"):
+        cfg.ppo.prompts = fix(cfg.ppo.prompts)
+    if cfg.launch.accelerate_config:
+        cfg.launch.accelerate_config = fix(cfg.launch.accelerate_config)
+
+
+def dumps(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Fields that differ between two config dicts, by dotted path."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.update(diff(va, vb, path + "."))
+        elif va != vb:
+            out[path] = (va, vb)
+    return out
+
+
+# --------------------------------------------------------------------------- `aplot init`
+
+
+def _toml_value(value: Any) -> str:
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def commented_template(cfg: Config | None = None) -> str:
+    """A complete config with every field and its help as a comment (for `aplot init`)."""
+    cfg = cfg or Config()
+    lines = ["# aplot run configuration. Every field is optional; shown here with its default.",
+             "# Run it with:  aplot run THIS_FILE [key.path=value ...]", ""]
+
+    def emit(obj: Any, cls: type, prefix: str) -> None:
+        hints = _hints(cls)
+        tables = []
+        for fld in dataclasses.fields(cls):
+            tp = hints[fld.name]
+            if dataclasses.is_dataclass(tp):
+                tables.append(fld)
+                continue
+            value = getattr(obj, fld.name)
+            if isinstance(value, dict):
+                tables.append(fld)
+                continue
+            lines.append(f"{fld.name} = {_toml_value(value)}".ljust(40) + f"# {fld.metadata['help']}")
+        for fld in tables:
+            path = f"{prefix}{fld.name}"
+            lines.append("")
+            lines.append(f"[{path}]".ljust(40) + f"# {fld.metadata['help']}")
+            value = getattr(obj, fld.name)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    lines.append(f"{k} = {_toml_value(v)}")
+            else:
+                emit(value, hints[fld.name], path + ".")
+
+    emit(cfg, Config, "")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,215 @@
+"""Metric names (the one copy the engine writes and the TUI reads) and the JSONL stream.
+
+Names follow TRL where TRL has one. The stream is `metrics.jsonl`: one object per line,
+`{"time", "step", "split", "data"}`, appended and flushed per event. Readers follow it by
+byte offset and tolerate a torn last line (a writer killed mid-line). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ---- splits
+TRAIN = "train"
+EVAL_PREFIX = "eval/"
+HELDOUT = "heldout"
+
+# ---- reward-model training (SPEC §4)
+LOSS = "loss"
+ACCURACY = "accuracy"
+REWARD_GAP = "reward_gap"
+CHOSEN_REWARD = "chosen_reward"
+REJECTED_REWARD = "rejected_reward"
+MIN_REWARD = "min_reward"
+MAX_REWARD = "max_reward"
+MARGIN_MEAN = "margin/mean"
+MARGIN_STD = "margin/std"
+MARGIN_MAX = "margin/max"
+MARGIN_GAP_CORR = "margin/gap_corr"
+OT_COST = "ot/cost"
+OT_ITERATIONS = "ot/iterations"
+GRAD_NORM = "grad_norm"
+LEARNING_RATE = "learning_rate"
+SAMPLES_PER_S = "samples_per_s"
+TOKENS_PER_S = "tokens_per_s"
+EPOCH = "epoch"
+# eval-only: paired samples of (margin, reward gap) for the margin panel's scatter
+MARGIN_HIST = "margin_hist"
+GAP_HIST = "gap_hist"
+
+RM_TRAIN_KEYS = (LOSS, ACCURACY, REWARD_GAP, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD,
+                 MARGIN_MEAN, MARGIN_STD, MARGIN_MAX, OT_COST, OT_ITERATIONS, GRAD_NORM,
+                 LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S)
+
+# ---- PPO (SPEC §5, TRL's names)
+KL = "objective/kl"
+ENTROPY = "objective/entropy"
+NON_SCORE_REWARD = "objective/non_score_reward"
+RLHF_REWARD = "objective/rlhf_reward"
+SCORES = "objective/scores"
+GOLD_SCORE = "objective/gold_score"
+KL_COEF = "objective/kl_coef"
+APPROXKL = "policy/approxkl_avg"
+CLIPFRAC = "policy/clipfrac_avg"
+POLICY_LOSS = "loss/policy_avg"
+VALUE_LOSS = "loss/value_avg"
+VALUE_CLIPFRAC = "val/clipfrac_avg"
+RESPONSE_LENGTH = "response_length"
+ADVANTAGE_MEAN = "advantages/mean"
+ADVANTAGE_STD = "advantages/std"
+WIN_RATE = "win_rate"
+WIN_RATE_SE = "win_rate_se"
+WIN_RATE_N = "win_rate_n"
+SAMPLES = "samples"  # list of {prompt, response, score}
+
+PPO_TRAIN_KEYS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
+                  POLICY_LOSS, VALUE_LOSS, VALUE_CLIPFRAC, RESPONSE_LENGTH)
+
+# the metric each kind is judged by in summaries (split, name, higher_is_better)
+KEY_METRICS = {
+    "rm": [(TRAIN, LOSS, False), (TRAIN, ACCURACY, True), (EVAL_PREFIX + HELDOUT, ACCURACY, True)],
+    "ppo": [(TRAIN, SCORES, True), (TRAIN, KL, False), (EVAL_PREFIX + "win", WIN_RATE, True)],
+}
+
+
+def eval_split(name: str) -> str:
+    return EVAL_PREFIX + name
+
+
+@dataclass
+class Record:
+    time: float
+    step: int
+    split: str
+    data: dict[str, Any]
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every reader can parse the line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends records and flushes each to the OS, so a killed run loses no finished line."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        self._repair_torn_tail()
+
+    def _repair_torn_tail(self) -> None:
+        """A writer killed mid-line leaves a fragment; start the next record on a fresh line."""
+        size = self.path.stat().st_size
+        if size:
+            with open(self.path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    self._fh.write("\n")
+                    self._fh.flush()
+
+    def write(self, step: int, split: str, data: dict[str, Any]) -> None:
+        line = json.dumps({"time": round(time.time(), 3), "step": int(step), "split": split,
+                           "data": _clean(data)}, ensure_ascii=False)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def parse_line(line: bytes | str) -> Record | None:
+    try:
+        obj = json.loads(line)
+        return Record(float(obj["time"]), int(obj["step"]), str(obj["split"]), dict(obj["data"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class MetricsTail:
+    """Follows a metrics file by byte offset: each `read_new()` parses only what was appended.
+
+    A final line without its newline is left for the next call (it may still be being written);
+    complete lines that do not parse are counted in `skipped` and passed over.
+    """
+
+    path: Path
+    offset: int = 0
+    skipped: int = 0
+    _pending: bytes = field(default=b"", repr=False)
+
+    def read_new(self, max_bytes: int = 64 << 20) -> list[Record]:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return []
+        if size < self.offset:  # truncated or replaced: start over
+            self.offset, self._pending = 0, b""
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(min(size - self.offset, max_bytes))
+        self.offset += len(chunk)
+        buf = self._pending + chunk
+        lines = buf.split(b"\n")
+        self._pending = lines.pop()  # b"" when buf ended with a newline
+        out = []
+        for line in lines:
+            if not line.strip():
+                continue
+            rec = parse_line(line)
+            if rec is None:
+                self.skipped += 1
+            else:
+                out.append(rec)
+        return out
+
+
+def read_all(path: Path | str) -> list[Record]:
+    """Every complete, parseable record (a torn last line is ignored)."""
+    tail = MetricsTail(Path(path))
+    out: list[Record] = []
+    while True:
+        batch = tail.read_new()
+        if not batch:
+            break
+        out.extend(batch)
+    if tail._pending:
+        rec = parse_line(tail._pending)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def series(records: list[Record], split: str, name: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in records:
+        if r.split == split and isinstance(r.data.get(name), (int, float)):
+            xs.append(r.step)
+            ys.append(float(r.data[name]))
+    return xs, ys
