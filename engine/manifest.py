@@ -125,11 +125,16 @@ def _strip_none(obj: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename: readers see the old file or the new, never half."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -211,31 +216,54 @@ def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[st
     return manifest
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`, read from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            out.append(int(entry.name))
+    return out
+
+
 def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
-    """Whether `pid` is a live process (and, where /proc tells, one started for this run)."""
+    """Whether the run's process group (led by `pid`, the spawned launcher) still has a live member.
+
+    The group, not the pid: `accelerate launch` can exit on SIGINT while its ranks are still
+    saving a checkpoint. With `run_id`, a member must name the run on its command line, which
+    guards against pid reuse after a reboot.
+    """
     if not pid or pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    try:
-        if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False  # a zombie awaiting its parent's wait(): dead for us
-        if run_id:  # guard against pid reuse: the process must name this run
-            return run_id.encode() in (proc / "cmdline").read_bytes()
-    except OSError:
-        pass
-    return True
+    if not Path("/proc/self").exists():  # no procfs: fall back to signal 0 on the group
+        try:
+            os.killpg(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    for member in group_members(pid):
+        if not run_id:
+            return True
+        try:
+            if run_id.encode() in Path(f"/proc/{member}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def effective_status(manifest: dict) -> str:
-    """`running` with a dead process is shown as `crashed`."""
+    """`running` (or launched but never started) with no live process is shown as `crashed`."""
     status = manifest.get("status", "created")
-    if status == "running" and not pid_alive(manifest.get("pid"), manifest.get("id")):
+    if status in ("running", "created") and manifest.get("pid") and \
+            not pid_alive(manifest.get("pid"), manifest.get("id")):
         return "crashed"
     return status
 

@@ -1,0 +1,470 @@
+"""The `aplot` command line: the TUI with no arguments, and headless commands for scripts.
+
+Every user mistake ends in one line on stderr and a non-zero exit; `--debug` shows tracebacks.
+Nothing here imports torch: training runs in the subprocess the supervisor starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine import config as config_mod
+from engine import manifest as mf
+from engine import metrics as M
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="aplot: train reward models (Bradley-Terry, APLOT) and run PPO, from the terminal.")
+
+EXIT_USAGE = 2
+_state = {"debug": False, "runs_dir": None}
+
+RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="run store (default: $APLOT_RUNS_DIR or ./runs)")]
+
+
+class UserError(Exception):
+    """A one-line message for the user; exit status 2 unless given."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _root(runs_dir: Path | None) -> Path:
+    return mf.runs_root(runs_dir or _state["runs_dir"])
+
+
+def _err(line: str) -> None:
+    typer.echo(f"aplot: {line}", err=True)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    runs_dir: RunsDir = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks on errors")] = False,
+) -> None:
+    """With no command, open the terminal UI."""
+    _state["debug"] = debug
+    _state["runs_dir"] = runs_dir
+    if ctx.invoked_subcommand is None:
+        from aplot_tui.app import AplotApp
+
+        AplotApp(runs_dir=_root(runs_dir)).run()
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _load_config(config: Path | None, overrides: list[str], preset: str | None) -> config_mod.Config:
+    if config is None and not preset:
+        raise UserError("give a CONFIG file or --preset NAME (presets: "
+                        + ", ".join(config_mod.preset_names()) + ")")
+    if config is not None and "=" in str(config):  # `aplot run --preset x a.b=1`: shift overrides
+        overrides = [str(config), *overrides]
+        config = None
+    cfg = config_mod.load(config, overrides, preset=preset if config is None else None)
+    preflight(cfg)
+    return cfg
+
+
+def preflight(cfg: config_mod.Config) -> None:
+    """Checks that cost nothing and would otherwise fail minutes later inside the subprocess."""
+    problems = []
+    files = [("data.train", cfg.data.train)] + [(f"data.eval.{k}", v) for k, v in cfg.data.eval.items()]
+    if cfg.kind == "ppo":
+        files = [("ppo.prompts", cfg.ppo.prompts)]
+    for field, path in files:
+        if path and path != "synthetic" and not Path(path).is_file():
+            problems.append(f"{field}: no such data file {path!r}")
+    if cfg.launch.accelerate_config and not Path(cfg.launch.accelerate_config).is_file():
+        problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
+    if problems:
+        raise config_mod.ConfigError(problems)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
+    """Follow a run to its end with a progress bar and live key metrics; its final status."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from aplot_tui import supervisor
+
+    console = Console(stderr=True)
+    tail = M.MetricsTail(paths.metrics)
+    kind = mf.read(paths).get("kind", "rm")
+    keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}[kind]
+    latest: dict[str, float] = {}
+    with Progress(TextColumn("[bold]{task.fields[run]}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+                  TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task("train", total=None, run=paths.id, metrics="starting…")
+        try:
+            while True:
+                total = mf.read(paths).get("resolved", {}).get("total_steps")
+                for rec in tail.read_new():
+                    if rec.split == M.TRAIN:
+                        latest.update({k: v for k, v in rec.data.items() if k in keys and v is not None})
+                        bar.update(task, completed=rec.step)
+                    elif rec.split.startswith(M.EVAL_PREFIX):
+                        for k in (M.ACCURACY, M.WIN_RATE):
+                            if k in rec.data:
+                                latest[f"{rec.split[5:]}/{k}"] = rec.data[k]
+                                if not quiet:
+                                    console.print(f"  step {rec.step} {rec.split}: " + " ".join(
+                                        f"{k}={_fmt(v)}" for k, v in rec.data.items()
+                                        if isinstance(v, (int, float))))
+                bar.update(task, total=total, metrics=" ".join(f"{k}={_fmt(v)}" for k, v in latest.items()))
+                if proc.poll() is not None and tail.offset >= _size(paths.metrics):
+                    break
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            console.print(f"stopping {paths.id} (checkpoint first; Ctrl-C again to force)…")
+            try:
+                return supervisor.stop(paths, proc=proc)
+            except KeyboardInterrupt:
+                return supervisor.stop(paths, grace=0.5, proc=proc)
+    return supervisor.reap(paths, proc)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _report_end(paths: mf.RunPaths, status: str) -> int:
+    manifest = mf.read(paths)
+    if status == "completed":
+        summ = manifest.get("summary", {})
+        shown = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not k.endswith("step")}
+        typer.echo(f"{paths.id}: completed  " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+        return 0
+    line = manifest.get("error") or status
+    _err(f"run {paths.id} {status}: {line} (log: {paths.log})")
+    return 1 if status == "failed" else 130 if status == "stopped" else 1
+
+
+def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: bool,
+                       links: dict | None = None) -> tuple[mf.RunPaths, str]:
+    from aplot_tui import supervisor
+
+    paths = supervisor.create_run(cfg, root, links=links)
+    typer.echo(f"run {paths.id}  ({paths.dir})", err=True)
+    proc = supervisor.spawn(paths)
+    if detach:
+        return paths, "running"
+    return paths, follow(paths, proc, quiet=quiet)
+
+
+def _reward_model_ref(cfg: config_mod.Config, root: Path) -> dict:
+    """For PPO: the [links] entry naming the RM run (validated by the trainer itself)."""
+    ref = cfg.ppo.reward_model_run
+    if ref and not Path(ref).exists():
+        try:
+            return {"reward_model_run": mf.find_run(root, ref).id}
+        except mf.RunError:
+            pass
+    return {"reward_model_run": ref}
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="a TOML config (see `aplot init`)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. optim.lr=2e-5")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="a shipped preset instead of CONFIG; "
+                                               "`demo` runs the RM→PPO pipeline")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="start and return; follow later in the TUI")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Launch a run and follow it: progress, live metrics; exit 0 only if it completed."""
+    root = _root(runs_dir)
+    overrides = list(overrides or [])
+    if preset == "demo" and config is None:
+        raise typer.Exit(_run_demo(root, overrides, quiet))
+    cfg = _load_config(config, overrides, preset)
+    links = _reward_model_ref(cfg, root) if cfg.kind == "ppo" else None
+    paths, status = _launch_and_follow(cfg, root, detach, quiet, links)
+    if detach:
+        typer.echo(paths.id)
+        return
+    raise typer.Exit(_report_end(paths, status))
+
+
+def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
+    """The embedded default: an APLOT reward model on the synthetic task, then PPO against it."""
+    rm_over = [o for o in overrides if not o.startswith("ppo.")]
+    rm_cfg = config_mod.load(None, rm_over, preset="demo-rm")
+    rm_paths, status = _launch_and_follow(rm_cfg, root, False, quiet)
+    code = _report_end(rm_paths, status)
+    if code:
+        return code
+    ppo_over = [o for o in overrides if o.startswith(("ppo.", "seed"))]
+    ppo_cfg = config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_paths.id}"'], preset="demo-ppo")
+    ppo_paths, status = _launch_and_follow(ppo_cfg, root, False, quiet, {"reward_model_run": rm_paths.id})
+    return _report_end(ppo_paths, status)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique part of it)")],
+    detach: Annotated[bool, typer.Option("--detach", help="start and return")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
+    from aplot_tui import supervisor
+
+    paths = mf.find_run(_root(runs_dir), run_id)
+    proc = supervisor.resume(paths)
+    typer.echo(f"resuming {paths.id} from step {mf.checkpoint_steps(paths)[-1]}", err=True)
+    if detach:
+        return
+    raise typer.Exit(_report_end(paths, follow(paths, proc, quiet=quiet)))
+
+
+@app.command()
+def stop(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique part of it)")],
+    grace: Annotated[float, typer.Option(help="seconds to wait for a clean stop before SIGTERM")] = 30.0,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Stop a running run: SIGINT (checkpoint, then exit), then SIGTERM, then SIGKILL."""
+    from aplot_tui import supervisor
+
+    paths = mf.find_run(_root(runs_dir), run_id)
+    status = supervisor.stop(paths, grace=grace)
+    typer.echo(f"{paths.id}: {status}")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@app.command("ls")
+def ls(
+    filter_text: Annotated[str, typer.Option("--filter", "-f", help="substring of id, name, loss or tag")] = "",
+    status: Annotated[str, typer.Option(help="only runs with this status")] = "",
+    kind: Annotated[str, typer.Option(help="only rm or ppo runs")] = "",
+    tag: Annotated[str, typer.Option(help="only runs with this tag")] = "",
+    sort: Annotated[str, typer.Option(help="created | name | status | kind | loss | step | metric")] = "created",
+    reverse: Annotated[bool, typer.Option("--reverse", "-r", help="reverse the order")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """List runs with status (running with a dead process shows `crashed`) and key metrics."""
+    from aplot_tui import store
+
+    if sort not in store.SORT_KEYS:
+        raise UserError(f"--sort: must be one of {' | '.join(store.SORT_KEYS)}, got {sort!r}")
+    rows = store.sort_rows(store.filter_rows(store.list_rows(_root(runs_dir)), filter_text, status, kind, tag),
+                           sort, reverse)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=1))
+        return
+    if as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        metric_keys = sorted({k for r in rows for k in r.metrics})
+        w.writerow(["id", "name", "kind", "loss", "status", "step", "total_steps", "age_s", "tags", *metric_keys])
+        for r in rows:
+            w.writerow([r.id, r.name, r.kind, r.loss, r.status, r.step, r.total_steps, round(r.age_s),
+                        ";".join(r.tags), *[r.metrics.get(k, "") for k in metric_keys]])
+        typer.echo(buf.getvalue(), nl=False)
+        return
+    if not rows:
+        typer.echo(f"no runs in {_root(runs_dir)}")
+        return
+    header = f"{'ID':<44} {'KIND':<4} {'LOSS':<16} {'STATUS':<10} {'STEP':>11}  {'AGE':>5}  METRICS"
+    typer.echo(header)
+    for r in rows:
+        metrics = "  ".join(f"{k.split('/', 1)[1]}={_fmt(v)}" for k, v in r.metrics.items())
+        step = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
+        typer.echo(f"{r.id:<44} {r.kind:<4} {r.loss:<16} {r.status:<10} {step:>11}  "
+                   f"{store.format_age(r.age_s):>5}  {metrics}")
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique part of it)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the manifest as JSON")] = False,
+    diagnostics: Annotated[bool, typer.Option("--diagnostics", help="reward-model diagnostics of the last eval")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Everything about one run: status, config, provenance, summary, last metrics."""
+    from aplot_tui import store
+
+    paths = mf.find_run(_root(runs_dir), run_id)
+    manifest = mf.read(paths)
+    manifest["effective_status"] = mf.effective_status(manifest)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=1, default=str))
+        return
+    if diagnostics:
+        from aplot_tui.diagnostics_view import render_diagnostics
+
+        typer.echo(render_diagnostics(paths))
+        return
+    typer.echo(f"{paths.id}  [{manifest['effective_status']}]  {manifest.get('kind')}  {manifest.get('name')}")
+    if manifest.get("error"):
+        typer.echo(f"error: {manifest['error']}")
+    for table in ("resolved", "summary", "provenance", "links"):
+        if manifest.get(table):
+            typer.echo(f"\n[{table}]")
+            for k, v in manifest[table].items():
+                typer.echo(f"  {k} = {_fmt(v)}")
+    step, values = store.latest_values(store.last_records(paths.metrics))
+    if values:
+        typer.echo(f"\n[latest metrics @ step {step}]")
+        for k, v in sorted(values.items()):
+            typer.echo(f"  {k} = {_fmt(v)}")
+    ckpts = mf.checkpoint_steps(paths)
+    typer.echo(f"\ncheckpoints: {', '.join(f'step-{s}' for s in ckpts) or 'none'}"
+               + ("  best" if (paths.checkpoints / 'best').exists() else ""))
+
+
+@app.command()
+def compare(
+    run_ids: Annotated[list[str], typer.Argument(metavar="RUN...", help="two or more runs")],
+    plot: Annotated[Path | None, typer.Option("--plot", help="write overlaid curves to a .png or .svg file")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table format: text | csv | md")] = "text",
+    runs_dir: RunsDir = None,
+) -> None:
+    """A metrics table (final and best values) and a config diff of the fields that differ."""
+    from aplot_tui import report
+
+    root = _root(runs_dir)
+    runs = [mf.find_run(root, r) for r in run_ids]
+    if len(runs) < 2:
+        raise UserError("compare needs at least two runs")
+    rows = report.compare_table([p.dir for p in runs])
+    if fmt not in ("text", "csv", "md"):
+        raise UserError(f"--format: must be text | csv | md, got {fmt!r}")
+    typer.echo(report.format_table(rows, fmt))
+    configs = [mf.read(p).get("config", {}) for p in runs]
+    diffs: dict[str, list] = {}
+    for i, c in enumerate(configs[1:], 1):
+        for key in config_mod.diff(configs[0], c):
+            diffs.setdefault(key, [])
+    if fmt == "text":
+        typer.echo("\nconfig diff" + ("" if diffs else ": identical"))
+        for key in sorted(diffs):
+            vals = "  |  ".join(_fmt(config_mod.get(c, key)) if _has(c, key) else "—" for c in configs)
+            typer.echo(f"  {key}: {vals}")
+    if plot:
+        report.export_compare([p.dir for p in runs], plot)
+        typer.echo(f"wrote {plot}", err=True)
+
+
+def _has(cfg: dict, key: str) -> bool:
+    try:
+        config_mod.get(cfg, key)
+        return True
+    except (KeyError, AttributeError):
+        return False
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique part of it)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="destination folder (default: ./<run-id>)")] = None,
+    which: Annotated[str, typer.Option("--which", help="best | final")] = "best",
+    runs_dir: RunsDir = None,
+) -> None:
+    """Copy a run's model (HF folder, safetensors + tokenizer), manifest and metrics out of the store."""
+    paths = mf.find_run(_root(runs_dir), run_id)
+    src = paths.checkpoints / which
+    if not src.is_dir():
+        other = "final" if which == "best" else "best"
+        if (paths.checkpoints / other).is_dir():
+            src = paths.checkpoints / other
+        else:
+            raise UserError(f"{paths.id}: no exported model (checkpoints/{which}); has the run completed?")
+    dest = out or Path(paths.id)
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"{dest}: exists and is not empty")
+    shutil.copytree(src, dest / "model", dirs_exist_ok=True)
+    for f in (paths.manifest, paths.metrics):
+        if f.exists():
+            shutil.copy2(f, dest / f.name)
+    typer.echo(str(dest))
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write the config")] = Path("aplot.toml"),
+    preset: Annotated[str | None, typer.Option("--preset", help="start from a shipped preset")] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented config with every field, its default and its help."""
+    if path.exists() and not force:
+        raise UserError(f"{path}: exists (use --force to overwrite)")
+    cfg = config_mod.load(None, [], preset=preset) if preset else config_mod.Config()
+    path.write_text(config_mod.commented_template(cfg))
+    typer.echo(f"wrote {path}; run it with: aplot run {path}")
+
+
+@app.command()
+def fields() -> None:
+    """Every config field with its default and help (what `aplot run` overrides accept)."""
+    for path, fld, _tp, is_table in config_mod.iter_fields():
+        if is_table:
+            continue
+        default = config_mod.get(config_mod.Config(), path)
+        typer.echo(f"{path} = {default!r}  # {fld.metadata['help']}")
+
+
+def main() -> None:
+    """Console entry point: map known errors to one line and an exit status."""
+    debug = "--debug" in sys.argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except config_mod.ConfigError as e:
+        if debug:
+            raise
+        for line in e.problems:
+            _err(line)
+        sys.exit(EXIT_USAGE)
+    except (mf.RunError, UserError) as e:
+        if debug:
+            raise
+        _err(str(e))
+        sys.exit(getattr(e, "code", EXIT_USAGE))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the unforeseen
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        _err(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

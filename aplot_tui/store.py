@@ -1,0 +1,133 @@
+"""Rows and summaries of the runs in a store, for `aplot ls`/`show` and the runs screen.
+
+Reads manifests and, for runs still going, only the tail of their metrics stream: listing a
+store of many long runs must stay fast. Torch-free, textual-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import manifest as mf
+from engine import metrics as M
+
+
+@dataclass
+class RunRow:
+    id: str
+    name: str
+    kind: str
+    loss: str
+    status: str
+    step: int
+    total_steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    age_s: float = 0.0
+    tags: list[str] = field(default_factory=list)
+    created_at: str = ""
+    error: str = ""
+    path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def last_records(path: Path, max_bytes: int = 65536) -> list[M.Record]:
+    """The complete records in the last `max_bytes` of a metrics file (no full read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            chunk = fh.read()
+    except OSError:
+        return []
+    lines = chunk.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]  # the first line is probably cut
+    return [r for r in (M.parse_line(line) for line in lines if line.strip()) if r is not None]
+
+
+def latest_values(records: list[M.Record]) -> tuple[int, dict[str, float]]:
+    """Latest step and the latest value of each key metric, by `split/name`."""
+    step, out = 0, {}
+    for r in records:
+        step = max(step, r.step)
+        for k, v in r.data.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{r.split}/{k}"] = float(v)
+    return step, out
+
+
+KEY_COLUMNS = {
+    "rm": ("train/loss", "train/accuracy", "eval/heldout/accuracy"),
+    "ppo": ("train/objective/scores", "train/objective/kl", "eval/win/win_rate"),
+}
+
+
+def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
+    cfg = manifest.get("config", {})
+    kind = manifest.get("kind", cfg.get("kind", "rm"))
+    summary = manifest.get("summary", {})
+    status = mf.effective_status(manifest)
+    step, values = latest_values(last_records(paths.metrics))
+    metrics = {}
+    for key in KEY_COLUMNS.get(kind, ()):
+        if key in values:
+            metrics[key] = values[key]
+        elif key in summary:
+            metrics[key] = summary[key]
+    return RunRow(
+        id=paths.id, name=manifest.get("name", ""), kind=kind,
+        loss=cfg.get("loss", {}).get("type", "") if kind == "rm" else "ppo",
+        status=status, step=step or int(summary.get("step", 0) or 0),
+        total_steps=int(manifest.get("resolved", {}).get("total_steps", 0) or 0),
+        metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),
+        created_at=manifest.get("created_at", ""), error=manifest.get("error", ""), path=str(paths.dir),
+    )
+
+
+def list_rows(root: Path) -> list[RunRow]:
+    return [row(p, m) for p, m in mf.list_runs(Path(root))]
+
+
+def filter_rows(rows: list[RunRow], text: str = "", status: str = "", kind: str = "", tag: str = "") -> list[RunRow]:
+    """Case-insensitive substring match over id, name, loss and tags, plus exact field filters."""
+    text = text.lower().strip()
+    out = []
+    for r in rows:
+        hay = " ".join([r.id, r.name, r.loss, r.kind, r.status, *r.tags]).lower()
+        if text and text not in hay:
+            continue
+        if status and r.status != status:
+            continue
+        if kind and r.kind != kind:
+            continue
+        if tag and tag not in r.tags:
+            continue
+        out.append(r)
+    return out
+
+
+SORT_KEYS = ("created", "name", "status", "kind", "loss", "step", "metric")
+
+
+def sort_rows(rows: list[RunRow], key: str = "created", reverse: bool = False) -> list[RunRow]:
+    def metric(r: RunRow) -> float:
+        return next(iter(r.metrics.values()), float("-inf"))
+
+    keyfun = {"created": lambda r: r.id, "name": lambda r: r.name, "status": lambda r: r.status,
+              "kind": lambda r: r.kind, "loss": lambda r: r.loss, "step": lambda r: r.step,
+              "metric": metric}[key]
+    return sorted(rows, key=keyfun, reverse=reverse)
+
+
+def format_age(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"

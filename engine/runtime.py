@@ -1,0 +1,328 @@
+"""What every training entry point shares: the run's life cycle on disk, seen from inside the subprocess.
+
+An entry point (`engine.reward`, `engine.ppo`) is started by the supervisor as
+`accelerate launch [flags] -m engine.<kind> --run-dir runs/<id> [--resume]`, and wraps its
+training function with `run_main`. `RunContext` then owns, for that function:
+
+- the Accelerator built from `[launch]`/`[optim]`/`[log]` (DDP, FSDP or DeepSpeed come from
+  `accelerate launch` and its config file — there is no home-made distribution layer here);
+- the one main-process gate: only rank 0 writes the manifest and the metrics stream;
+- the status life cycle: `running` at start, then `completed` | `stopped` | `failed` with
+  `exit_code` and a one-line `error`;
+- stop requests: SIGINT/SIGTERM set a flag that all ranks agree on at the next step boundary,
+  so a stop ends with a resumable checkpoint instead of a torn one;
+- checkpoints: `checkpoints/step-N` via `accelerator.save_state` (safetensors weights,
+  optimizer, scheduler, RNG) plus `trainer_state.json`, a `done` marker written last, rotation
+  to `[checkpoint] keep`, and exact resume from the newest complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine import config as config_mod
+from engine import manifest as mf
+from engine.metrics import MetricsWriter, parse_line
+
+TRAINER_STATE = "trainer_state.json"
+DONE = "done"
+
+
+class TrainingError(Exception):
+    """A failure with a one-line message meant for the user (no traceback in the manifest)."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="aplot training entry point (started by `aplot run`).")
+    p.add_argument("--run-dir", required=True, type=Path, help="the run folder holding manifest.toml")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    p.add_argument("--debug", action="store_true", help="print full tracebacks")
+    return p.parse_args(argv)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunContext:
+    def __init__(self, run_dir: Path, resume: bool = False):
+        self.paths = mf.RunPaths(Path(run_dir))
+        self.manifest = mf.read(self.paths)
+        self.cfg = config_mod.from_dict(self.manifest["config"], str(self.paths.manifest))
+        self.resume = resume
+        self._stop_flag = False
+        self._writer: MetricsWriter | None = None
+        self.accelerator = self._make_accelerator()
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_accelerator(self):
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        cfg = self.cfg
+        trackers = list(cfg.log.trackers) or None
+        accelerator = Accelerator(
+            cpu=cfg.launch.cpu,
+            step_scheduler_with_optimizer=False,  # total steps already count every rank; step once
+            mixed_precision=cfg.launch.mixed_precision,
+            gradient_accumulation_steps=cfg.optim.grad_accum,
+            log_with=trackers,
+            project_config=ProjectConfiguration(project_dir=str(self.paths.dir),
+                                                logging_dir=str(self.paths.dir / "trackers")),
+        )
+        if accelerator.device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+            torch.set_num_threads(cfg.launch.threads or max(1, (os.cpu_count() or 1) // max(local, 1)))
+        set_seed(cfg.seed, device_specific=False)
+        if trackers:
+            accelerator.init_trackers(self.paths.id, config=_flatten(config_mod.to_dict(cfg)))
+        return accelerator
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _on_signal(self, signum, _frame) -> None:
+        # A second SIGINT means "now". SIGTERM never escalates: the multi-process launcher forwards
+        # SIGTERM to its ranks right after the group's SIGINT, and that must not tear the checkpoint.
+        if self._stop_flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop_flag = True
+        print(f"[aplot] received {signal.Signals(signum).name}: stopping at the next step boundary "
+              "(a checkpoint is saved first)", flush=True)
+
+    @property
+    def stop_requested(self) -> bool:
+        """True on every rank once any rank was signalled (one tiny all-reduce per call)."""
+        if self.accelerator.num_processes == 1:
+            return self._stop_flag
+        import torch
+
+        flag = torch.tensor([1.0 if self._stop_flag else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def start(self, resolved: dict, data_hashes: dict | None = None) -> None:
+        """Mark the run running and freeze the derived values and provenance into the manifest."""
+        if not self.is_main:
+            return
+        import accelerate
+        import torch
+        import transformers
+
+        provenance = {
+            "aplot_version": _aplot_version(),
+            "git_commit": _git_commit() or "",
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "device": str(self.accelerator.device),
+            "device_name": (torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+                            or platform.machine()),
+            "distributed_type": str(self.accelerator.distributed_type).split(".")[-1],
+            "world_size": self.accelerator.num_processes,
+            "mixed_precision": self.accelerator.mixed_precision,
+            "hostname": platform.node(),
+            "data_sha256": dict(data_hashes or {}),
+        }
+        changes: dict[str, Any] = {"status": "running", "pid": _launcher_pid(), "resolved": resolved,
+                                   "provenance": provenance, "error": "", "exit_code": -1,
+                                   "started_at": mf.now_iso()}
+        mf.update(self.paths, **changes)
+        print("[aplot] resolved: " + json.dumps(resolved, sort_keys=True), flush=True)
+
+    # ------------------------------------------------------------------ metrics
+
+    def log(self, step: int, split: str, data: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        if self._writer is None:
+            self._writer = MetricsWriter(self.paths.metrics)
+        self._writer.write(step, split, data)
+        if self.cfg.log.trackers:
+            scalars = {f"{split}/{k}": v for k, v in data.items() if isinstance(v, (int, float))}
+            self.accelerator.log(scalars, step=step)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, step: int, extra_state: dict[str, Any]) -> Path:
+        """Save a resumable state as `checkpoints/step-N` (all ranks must call this)."""
+        out = self.paths.checkpoints / f"step-{step}"
+        if self.is_main and out.exists():
+            shutil.rmtree(out)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(out), safe_serialization=True)
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            (out / TRAINER_STATE).write_text(json.dumps({"step": step, **extra_state}, indent=1))
+            (out / DONE).write_text(mf.now_iso() + "\n")  # written last: marks the checkpoint complete
+            self._rotate()
+            mf.update(self.paths, summary={"last_checkpoint": f"{mf.CHECKPOINTS}/step-{step}",
+                                           "last_checkpoint_step": step})
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def _rotate(self) -> None:
+        steps = mf.checkpoint_steps(self.paths)
+        for old in steps[: max(0, len(steps) - self.cfg.checkpoint.keep)]:
+            shutil.rmtree(self.paths.checkpoints / f"step-{old}", ignore_errors=True)
+        for d in self.paths.checkpoints.glob("step-*"):  # torn saves left by a kill
+            if not (d / DONE).exists() and d.name not in {f"step-{s}" for s in steps}:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def resume_state(self) -> dict[str, Any] | None:
+        """Load the newest complete checkpoint into the prepared objects; its trainer state, or None."""
+        if not self.resume:
+            return None
+        steps = mf.checkpoint_steps(self.paths)
+        if not steps:
+            raise TrainingError(f"{self.paths.id}: no complete checkpoint to resume from")
+        ckpt = self.paths.checkpoints / f"step-{steps[-1]}"
+        self.accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / TRAINER_STATE).read_text())
+        if self.is_main:
+            self._supersede_metrics_after(state["step"])
+            print(f"[aplot] resumed from {ckpt.name}: continuing at step {state['step'] + 1}", flush=True)
+        return state
+
+    def _supersede_metrics_after(self, step: int) -> None:
+        """Lines the killed attempt wrote past the checkpoint move to metrics.superseded.jsonl.
+
+        The resumed run writes those steps again; keeping both in the stream would draw every curve
+        twice. Nothing is deleted: the superseded lines stay readable beside the stream.
+        """
+        if not self.paths.metrics.exists():
+            return
+        keep, moved = [], []
+        for line in self.paths.metrics.read_bytes().splitlines(keepends=True):
+            rec = parse_line(line)
+            if rec is None or rec.step <= step:
+                (keep if rec is not None else moved).append(line)
+            else:
+                moved.append(line)
+        if moved:
+            with open(self.paths.dir / "metrics.superseded.jsonl", "ab") as fh:
+                fh.writelines(m if m.endswith(b"\n") else m + b"\n" for m in moved)
+            mf.write_atomic_bytes(self.paths.metrics, b"".join(keep))
+
+    def export_model(self, model, tokenizer, name: str) -> Path:
+        """An HF folder (safetensors + tokenizer) under checkpoints/<name>, for PPO and evaluation."""
+        out = self.paths.checkpoints / name
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            tmp = out.with_name(f".{name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            unwrapped = self.accelerator.unwrap_model(model)
+            target = getattr(unwrapped, "hf_model", unwrapped)
+            if hasattr(target, "merge_and_unload") and name in ("final", "best"):
+                pass  # LoRA adapters are saved as adapters; peft loads them back onto the base
+            target.save_pretrained(str(tmp), safe_serialization=True,
+                                   state_dict=self.accelerator.get_state_dict(target))
+            tokenizer.save_pretrained(str(tmp))
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(tmp, out)
+        self.accelerator.wait_for_everyone()
+        return out
+
+    # ------------------------------------------------------------------ end
+
+    def finish(self, status: str, summary: dict[str, Any] | None = None, error: str = "") -> None:
+        if self._writer is not None:
+            self._writer.sync()
+            self._writer.close()
+        if self.cfg.log.trackers:
+            self.accelerator.end_training()
+        if not self.is_main:
+            return
+        code = {"completed": 0, "stopped": 130}.get(status, 1)
+        mf.update(self.paths, status=status, exit_code=code, error=error, finished_at=mf.now_iso(),
+                  summary=_finite(summary or {}))
+
+
+def _aplot_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aplot")
+    except PackageNotFoundError:
+        return "0+local"
+
+
+def _launcher_pid() -> int:
+    """The pid the supervisor spawned (`accelerate launch`), whose process group holds every rank."""
+    try:
+        return os.getpgid(0)
+    except OSError:
+        return os.getpid()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _finite(d: dict) -> dict:
+    return {k: (_finite(v) if isinstance(v, dict) else v) for k, v in d.items()
+            if not (isinstance(v, float) and not math.isfinite(v))}
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[0] if text else ""
+    return msg if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {msg}"
+
+
+def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | None = None) -> None:
+    """Run `entry(ctx) -> (status, summary)` and record how it ended; exit 0 only when completed."""
+    args = parse_args(argv)
+    try:
+        ctx = RunContext(args.run_dir, resume=args.resume)
+    except (mf.RunError, config_mod.ConfigError) as e:
+        print(f"aplot: {e}", file=sys.stderr)
+        sys.exit(2)
+    t0 = time.time()
+    try:
+        status, summary = entry(ctx)
+    except KeyboardInterrupt:
+        ctx.finish("stopped", error="interrupted before a checkpoint could be saved")
+        sys.exit(130)
+    except Exception as exc:  # recorded in one line; the full traceback goes to train.log
+        traceback.print_exc()
+        msg = one_line(exc)
+        print(f"[aplot] failed: {msg}", file=sys.stderr, flush=True)
+        try:
+            ctx.finish("failed", error=msg)
+        except Exception:  # the disk may be what failed; the log still has the story
+            traceback.print_exc()
+        sys.exit(1)
+    summary = dict(summary)
+    summary["wall_s"] = round(time.time() - t0, 2)
+    ctx.finish(status, summary)
+    sys.exit({"completed": 0, "stopped": 130}.get(status, 1))
