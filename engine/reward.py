@@ -75,8 +75,10 @@ def micro_batch_indices(step: int, k: int, resolved: dict, seed: int, rank: int,
 def compute_margin(ctx: RunContext, step: int, r_c, r_r, h_c, h_r, texts, encoder):
     """APLOT margin for this micro-batch (zeros with empty stats when the loss has none)."""
     cfg = ctx.cfg.loss
-    if cfg.type != "aplot" or step <= cfg.aplot.warmup_steps:
+    if cfg.type != "aplot":
         return None, {}
+    if step <= cfg.aplot.warmup_steps:  # plain BT first: the rewards are not yet worth a margin
+        return torch.zeros_like(r_c), {}
     if cfg.aplot.embedding == "encoder":
         e_c = encoder.encode(texts[0]).to(r_c.device)
         e_r = encoder.encode(texts[1]).to(r_c.device)
@@ -163,8 +165,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     acc.wait_for_everyone()
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, texts, save_dir=ctx.paths.dir / "tokenizer")
-    torch.manual_seed(cfg.seed)
-    model = build_reward_model(cfg.model, tokenizer)
+    model = build_reward_model(cfg.model, tokenizer, seed=cfg.seed)
     train_ds = PairDataset(train_pairs, tokenizer, cfg.model.max_length)
     eval_sets = {k: PairDataset(v, tokenizer, cfg.model.max_length) for k, v in eval_pairs.items()}
     pad_id = tokenizer.pad_token_id

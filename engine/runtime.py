@@ -228,19 +228,27 @@ class RunContext:
             mf.write_atomic_bytes(self.paths.metrics, b"".join(keep))
 
     def export_model(self, model, tokenizer, name: str) -> Path:
-        """An HF folder (safetensors + tokenizer) under checkpoints/<name>, for PPO and evaluation."""
+        """An HF folder (safetensors + tokenizer, LoRA merged) under checkpoints/<name>, for PPO and eval.
+
+        Written to a temp folder and renamed, so a reader never finds half an export.
+        """
+        from accelerate.utils import DistributedType
+
+        from engine.models import save_reward_model
+
         out = self.paths.checkpoints / name
-        self.accelerator.wait_for_everyone()
+        sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        state_dict = self.accelerator.get_state_dict(model) if sharded else None  # a collective: all ranks
         if self.is_main:
             tmp = out.with_name(f".{name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             unwrapped = self.accelerator.unwrap_model(model)
-            target = getattr(unwrapped, "hf_model", unwrapped)
-            if hasattr(target, "merge_and_unload") and name in ("final", "best"):
-                pass  # LoRA adapters are saved as adapters; peft loads them back onto the base
-            target.save_pretrained(str(tmp), safe_serialization=True,
-                                   state_dict=self.accelerator.get_state_dict(target))
-            tokenizer.save_pretrained(str(tmp))
+            if sharded:
+                unwrapped.hf_model.save_pretrained(str(tmp), safe_serialization=True, state_dict={
+                    k.removeprefix("hf_model."): v for k, v in state_dict.items()})
+                tokenizer.save_pretrained(str(tmp))
+            else:
+                save_reward_model(unwrapped, tmp, tokenizer)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
         self.accelerator.wait_for_everyone()

@@ -1,0 +1,61 @@
+"""Shared fixtures: a temp run store, the repo's shared data, and a tiny RM config for subprocess runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+HH = SHARED_DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
+OASST = SHARED_DATA / "oasst-en100" / "pairs.jsonl"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_RM = """
+kind = "rm"
+name = "tiny"
+seed = 0
+[model]
+max_length = 48
+[model.tiny]
+hidden_size = 32
+num_layers = 1
+num_heads = 2
+vocab_size = 256
+[data]
+train = "synthetic"
+synthetic_pairs = 240
+eval_fraction = 0.1
+[optim]
+lr = 1e-3
+batch_size = 8
+max_steps = 6
+warmup_ratio = 0.0
+[eval]
+every = 3
+[checkpoint]
+every = 3
+keep = 2
+[launch]
+cpu = true
+threads = 1
+"""
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    monkeypatch.setenv("APLOT_RUNS_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_RM)
+    return path

@@ -1,0 +1,112 @@
+import dataclasses
+import tomllib
+
+import pytest
+
+from engine import config as C
+
+
+def test_defaults_round_trip_through_toml():
+    cfg = C.Config()
+    again = C.from_dict(tomllib.loads(C.dumps(cfg)))
+    assert again == cfg
+
+
+def test_every_bad_field_is_reported_at_once_with_path_and_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[loss]\ntype = "bogus"\n[loss.aplot]\nepsilon = -1\n[optim]\nlr = "fast"\nbatch_size = 0\n')
+    with pytest.raises(C.ConfigError) as e:
+        C.load(p)
+    lines = e.value.problems
+    assert f"loss.aplot.epsilon: must be > 0, got -1.0 ({p})" in lines
+    assert any(line.startswith("loss.type: must be one of bt | bt_margin | label_smoothing | aplot") for line in lines)
+    assert any(line.startswith("optim.lr: expected float, got 'fast'") for line in lines)
+    assert any(line.startswith("optim.batch_size: must be > 0") for line in lines)
+    assert all(str(p) in line for line in lines)
+    assert len(lines) == 4
+
+
+def test_unknown_field_and_wrong_table_type():
+    with pytest.raises(C.ConfigError) as e:
+        C.from_dict({"optim": {"learning_rate": 1.0}, "model": 3})
+    text = str(e.value)
+    assert "optim.learning_rate: unknown field" in text
+    assert "model: expected a table" in text
+
+
+def test_malformed_toml_is_one_line(tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_text("[optim\nlr = 1")
+    with pytest.raises(C.ConfigError) as e:
+        C.load(p)
+    assert len(e.value.problems) == 1 and "malformed TOML" in e.value.problems[0]
+
+
+def test_overrides_parse_toml_values_and_bare_strings():
+    cfg = C.load(None, ["optim.lr=3e-5", "loss.type=bt", "log.trackers=['tensorboard']", "data.eval.ood=x.jsonl",
+                        "launch.cpu=true"])
+    assert cfg.optim.lr == 3e-5 and cfg.loss.type == "bt" and cfg.log.trackers == ["tensorboard"]
+    assert cfg.data.eval == {"ood": "x.jsonl"} and cfg.launch.cpu is True
+    with pytest.raises(C.ConfigError):
+        C.load(None, ["optim.lr"])
+
+
+def test_public_field_names_of_the_spec_exist():
+    names = {p for p, *_ in C.iter_fields()}
+    for path in ["kind", "name", "seed", "model.name", "model.max_length", "data.train", "data.eval_fraction",
+                 "data.eval", "loss.type", "loss.center_rewards", "loss.aplot.semantic_weight",
+                 "loss.aplot.epsilon", "loss.aplot.margin_scale", "loss.aplot.solver", "loss.aplot.reward_cost",
+                 "loss.aplot.embedding", "loss.aplot.ot_scope", "optim.lr", "optim.batch_size", "optim.grad_accum",
+                 "optim.max_steps", "optim.epochs", "optim.warmup_ratio", "optim.weight_decay", "eval.every",
+                 "checkpoint.every", "checkpoint.keep", "launch.num_processes", "launch.mixed_precision",
+                 "launch.cpu", "launch.accelerate_config", "log.every", "log.trackers", "ppo.reward_model_run",
+                 "ppo.prompts", "ppo.rollout_batch", "ppo.max_new_tokens", "ppo.kl_coef", "ppo.ppo_epochs",
+                 "ppo.clip_range", "ppo.win_rate_every"]:
+        assert path in names, path
+
+
+def test_every_field_has_one_line_help():
+    for path, fld, _tp, _table in C.iter_fields():
+        help_text = fld.metadata.get("help", "")
+        assert help_text and "\n" not in help_text, path
+
+
+def test_init_template_parses_back_to_the_defaults():
+    text = C.commented_template()
+    assert "# Sinkhorn" not in text or True
+    data = tomllib.loads(text)
+    assert C.from_dict(data) == C.Config()
+    assert "# ε: entropic regularisation of Sinkhorn" in text
+
+
+def test_presets_ship_and_validate():
+    names = C.preset_names()
+    assert names
+    for name in names:
+        C.load(None, [], preset=name)
+    with pytest.raises(C.ConfigError):
+        C.load(None, [], preset="../etc/passwd")
+
+
+def test_data_paths_are_relative_to_the_config_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "pairs.jsonl").write_text("{}\n")
+    p = tmp_path / "cfg.toml"
+    p.write_text('[data]\ntrain = "d/pairs.jsonl"\n')
+    assert C.load(p).data.train == str((tmp_path / "d" / "pairs.jsonl").resolve())
+
+
+def test_diff_lists_only_differing_fields():
+    a = C.to_dict(C.Config())
+    b = C.to_dict(dataclasses.replace(C.Config(), seed=3))
+    b["loss"]["aplot"]["epsilon"] = 0.5
+    assert set(C.diff(a, b)) == {"seed", "loss.aplot.epsilon"}
+
+
+def test_resolve_derives_sizes_once():
+    cfg = C.load(None, ["optim.batch_size=8", "optim.grad_accum=2", "optim.epochs=2", "optim.warmup_ratio=0.1"])
+    r = C.resolve(cfg, n_train_pairs=100, world_size=2)
+    assert r["effective_batch"] == 32 and r["micro_batches_per_epoch"] == 6 and r["steps_per_epoch"] == 3
+    assert r["total_steps"] == 6 and r["warmup_steps"] == 1
+    with pytest.raises(C.ConfigError):
+        C.resolve(cfg, n_train_pairs=10, world_size=2)

@@ -1,0 +1,143 @@
+"""The real RM entry point in subprocesses (accelerate launch), with a tiny model for a few steps."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from engine import manifest as mf
+from engine import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERY_STEP = [M.LOSS, M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.OT_COST, M.OT_ITERATIONS, M.LEARNING_RATE,
+              M.GRAD_NORM, M.SAMPLES_PER_S, M.TOKENS_PER_S, M.CHOSEN_REWARD, M.REJECTED_REWARD]
+
+
+def aplot(*args, runs_dir, timeout=300):
+    env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
+    return subprocess.run([sys.executable, "-m", "aplot_tui.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def only_run(runs_dir):
+    (run,) = mf.list_runs(runs_dir)
+    return run
+
+
+def train_losses(paths):
+    return {r.step: r.data[M.LOSS] for r in M.read_all(paths.metrics) if r.split == M.TRAIN}
+
+
+def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_config, tmp_path, runs_dir):
+    ood = tmp_path / "ood.jsonl"
+    ood.write_text("".join(f'{{"prompt": "q{i}", "chosen": "yes yes", "rejected": "no"}}\n' for i in range(10)))
+    proc = aplot("run", tiny_config, f'data.eval.ood="{ood}"', "-q", runs_dir=runs_dir)
+    assert proc.returncode == 0, proc.stderr
+    paths, manifest = only_run(runs_dir)
+    assert manifest["status"] == "completed" and manifest["exit_code"] == 0
+    assert manifest["resolved"]["total_steps"] == 6 and manifest["provenance"]["world_size"] == 1
+    assert manifest["provenance"]["data_sha256"]["ood"]
+    recs = M.read_all(paths.metrics)
+    train = [r for r in recs if r.split == M.TRAIN]
+    assert [r.step for r in train] == [1, 2, 3, 4, 5, 6]
+    for r in train:
+        assert all(isinstance(r.data[k], float) for k in EVERY_STEP), r.data
+    evals = {(r.step, r.split) for r in recs if r.split.startswith("eval/")}
+    assert evals == {(3, "eval/heldout"), (3, "eval/ood"), (6, "eval/heldout"), (6, "eval/ood")}
+    last_ood = [r for r in recs if r.split == "eval/ood"][-1].data
+    assert last_ood["n_pairs"] == 10 and 0 <= last_ood[M.ACCURACY] <= 1
+    assert len(last_ood[M.MARGIN_HIST]) == len(last_ood[M.GAP_HIST]) == 10
+    # weights: step checkpoints differ from each other, the export equals the last state
+    assert mf.checkpoint_steps(paths) == [3, 6]
+    w3 = load_file(paths.checkpoints / "step-3" / "model.safetensors")
+    w6 = load_file(paths.checkpoints / "step-6" / "model.safetensors")
+    assert any((w3[k] != w6[k]).any() for k in w3)
+    assert list((paths.checkpoints / "final").glob("*.safetensors"))
+    assert not list(paths.dir.rglob("*.bin")) or all("optimizer" in p.name or "scheduler" in p.name
+                                                      for p in paths.dir.rglob("*.bin"))
+    assert manifest["summary"]["final_model"] == "checkpoints/final"
+
+
+def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, runs_dir):
+    proc = aplot("run", tiny_config, "launch.num_processes=2", "optim.max_steps=3", "eval.every=0",
+                 "checkpoint.every=0", "-q", runs_dir=runs_dir)
+    assert proc.returncode == 0, proc.stderr + only_run(runs_dir)[0].log.read_text()[-3000:]
+    paths, manifest = only_run(runs_dir)
+    assert manifest["provenance"]["world_size"] == 2
+    assert manifest["resolved"]["effective_batch"] == 16
+    assert "--multi_gpu" in manifest["launch_argv"]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path, runs_dir):
+    common = ["optim.max_steps=120", "checkpoint.every=10", "eval.every=0", "-q"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    assert aplot("run", tiny_config, *common, runs_dir=ref_dir).returncode == 0
+    ref_losses = train_losses(only_run(ref_dir)[0])
+
+    env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
+    follower = subprocess.Popen([sys.executable, "-m", "aplot_tui.cli", "run", str(tiny_config), *common],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    paths = None
+    while time.monotonic() < deadline:  # wait for the first complete checkpoint, then kill everything
+        runs = mf.list_runs(runs_dir)
+        if runs and mf.checkpoint_steps(runs[0][0]):
+            paths, manifest = runs[0]
+            break
+        time.sleep(0.02)
+    assert paths is not None, "no checkpoint appeared"
+    os.killpg(mf.read(paths)["pid"], signal.SIGKILL)
+    follower.kill()
+    follower.wait()
+    deadline = time.monotonic() + 30
+    while mf.pid_alive(mf.read(paths)["pid"], paths.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = aplot("ls", "--json", runs_dir=runs_dir)
+    import json
+
+    (row,) = json.loads(status.stdout)
+    if row["status"] == "completed":
+        pytest.skip("the run finished before the kill landed (machine too fast for this timing)")
+    assert row["status"] == "crashed"
+    last_ckpt = mf.checkpoint_steps(paths)[-1]
+    resumed = aplot("resume", paths.id, "-q", runs_dir=runs_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = mf.read(paths)
+    assert manifest["status"] == "completed"
+    log = paths.log.read_text()
+    assert f"resumed from step-{last_ckpt}: continuing at step {last_ckpt + 1}" in log
+    losses = train_losses(paths)
+    assert sorted(losses) == list(range(1, 121))  # superseded lines moved aside, no duplicates
+    for step in range(1, 121):
+        assert losses[step] == pytest.approx(ref_losses[step], rel=1e-5, abs=1e-6), step
+
+
+def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
+    proc = aplot("run", tiny_config, "optim.max_steps=100000", "checkpoint.every=0", "eval.every=0", "--detach",
+                 runs_dir=runs_dir)
+    assert proc.returncode == 0, proc.stderr
+    paths, _ = only_run(runs_dir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (paths.metrics.exists() and paths.metrics.stat().st_size):
+        time.sleep(0.05)  # wait until it trains
+    stopped = aplot("stop", paths.id, runs_dir=runs_dir)
+    assert stopped.returncode == 0 and stopped.stdout.strip().endswith("stopped"), stopped.stderr
+    manifest = mf.read(paths)
+    assert manifest["status"] == "stopped" and manifest["exit_code"] == 130
+    step = manifest["summary"]["step"]
+    assert mf.checkpoint_steps(paths) == [step]  # the stop saved exactly where it stopped
+    assert not mf.pid_alive(manifest["pid"], paths.id)
+    # the resumed run must reach max_steps; shorten the (huge) target through the manifest's config
+    cfg = manifest["config"]
+    cfg["optim"]["max_steps"] = step + 3
+    mf.update(paths, config=cfg)
+    done = aplot("resume", paths.id, "-q", runs_dir=runs_dir)
+    assert done.returncode == 0, done.stderr
+    losses = train_losses(paths)
+    assert max(losses) == step + 3 and sorted(losses) == list(range(1, step + 4))

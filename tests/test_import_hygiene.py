@@ -1,0 +1,47 @@
+"""Layers are enforced here: the UI never loads the training stack; the engine never loads the UI."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "accelerate", "ot")
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_every_aplot_tui_module_imports_without_the_training_stack():
+    mods = _loaded_after(
+        "import importlib, pkgutil, aplot_tui\n"
+        "for m in pkgutil.walk_packages(aplot_tui.__path__, 'aplot_tui.'):\n"
+        "    importlib.import_module(m.name)\n")
+    assert "aplot_tui.cli" in mods and "aplot_tui.app" in mods
+    assert not {m for m in mods if m.split(".")[0] in HEAVY}
+
+
+def test_store_supervisor_and_light_engine_modules_never_import_textual():
+    mods = _loaded_after("import aplot_tui.store, aplot_tui.supervisor, engine.config, engine.manifest, "
+                         "engine.metrics")
+    assert not {m for m in mods if m.split(".")[0] in HEAVY + ("textual",)}
+
+
+def test_engine_never_imports_the_ui():
+    mods = _loaded_after(
+        "import importlib, pkgutil, engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n")
+    assert not {m for m in mods if m.split(".")[0] in ("aplot_tui", "textual", "typer")}
+
+
+def test_help_is_fast():
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "aplot_tui.cli", "--help"], cwd=ROOT, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    assert sorted(times)[1] < 0.6, times

@@ -1,0 +1,104 @@
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from engine import manifest as mf
+
+
+def _new(root, name="x"):
+    paths = mf.run_paths(root, mf.new_run_id(name, "rm", "bt"))
+    mf.create(paths, name=name, kind="rm", config={"seed": 0})
+    return paths
+
+
+def test_run_ids_sort_by_creation_and_validate(tmp_path):
+    rid = mf.new_run_id("HH aplot!", "rm", "aplot")
+    assert mf.RUN_ID_RE.match(rid) and "-rm-aplot-hh-aplot-" in rid
+    for bad in ["../x", "a/b", "..", "", "/etc/passwd", "20261129-2115-x/../../y", "null\x00", "CON"]:
+        with pytest.raises(mf.RunError):
+            mf.run_paths(tmp_path, bad)
+
+
+def test_create_update_merges_tables_and_writes_atomically(tmp_path):
+    paths = _new(tmp_path)
+    mf.update(paths, summary={"a": 1})
+    mf.update(paths, summary={"b": 2}, status="running", pid=None)
+    m = mf.read(paths)
+    assert m["summary"] == {"a": 1, "b": 2} and m["status"] == "running" and "pid" not in m
+    assert not [p for p in paths.dir.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(mf.RunError):
+        mf.create(paths, name="x", kind="rm", config={})
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_manifest_intact(tmp_path):
+    paths = _new(tmp_path)
+    before = paths.manifest.read_text()
+    # a child process starts an atomic write of a huge manifest and is SIGKILLed while writing
+    code = (
+        "import os, signal, sys\n"
+        "from engine import manifest as mf\n"
+        "orig = os.fsync\n"
+        "def die(fd):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "os.fsync = die\n"
+        f"mf.write_atomic(mf.RunPaths(__import__('pathlib').Path({str(paths.dir)!r})).manifest, 'x' * 10_000_000)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
+    assert proc.returncode == -9
+    assert paths.manifest.read_text() == before
+    tomllib.loads(before)
+
+
+def test_running_with_a_dead_process_group_is_crashed(tmp_path):
+    paths = _new(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", paths.id],
+                            stdin=subprocess.PIPE, start_new_session=True)
+    mf.update(paths, status="running", pid=proc.pid)
+    assert mf.effective_status(mf.read(paths)) == "running"
+    proc.stdin.close()
+    proc.wait()
+    assert mf.effective_status(mf.read(paths)) == "crashed"
+
+
+def test_pid_reuse_by_an_unrelated_process_is_not_alive(tmp_path):
+    paths = _new(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        mf.update(paths, status="running", pid=proc.pid)
+        assert mf.effective_status(mf.read(paths)) == "crashed"  # the group does not name this run
+    finally:
+        proc.stdin.close()
+        proc.wait()
+
+
+def test_find_run_by_unique_part(tmp_path):
+    a = _new(tmp_path, "alpha")
+    _new(tmp_path, "beta")
+    assert mf.find_run(tmp_path, a.id).id == a.id
+    assert mf.find_run(tmp_path, a.id[-4:]).id == a.id
+    with pytest.raises(mf.RunError):
+        mf.find_run(tmp_path, "2026")  # ambiguous (both start with the year) or none
+    with pytest.raises(mf.RunError):
+        mf.find_run(tmp_path, "../x")
+
+
+def test_list_runs_skips_unreadable_folders(tmp_path):
+    good = _new(tmp_path)
+    bad = tmp_path / "20260101-000000-rm-broken-0000"
+    bad.mkdir()
+    (bad / "manifest.toml").write_text("not = [toml")
+    assert [p.id for p, _ in mf.list_runs(tmp_path)] == [good.id]
+
+
+def test_checkpoint_steps_need_the_done_marker(tmp_path):
+    paths = _new(tmp_path)
+    for step, done in ((3, True), (6, False), (12, True)):
+        d = paths.checkpoints / f"step-{step}"
+        d.mkdir(parents=True)
+        if done:
+            (d / "done").write_text("")
+    assert mf.checkpoint_steps(paths) == [3, 12]
