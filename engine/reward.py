@@ -22,6 +22,7 @@ import torch
 from transformers import get_scheduler
 
 from engine import config as config_mod
+from engine import diagnostics as D
 from engine import metrics as M
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs
 from engine.losses import bt_loss, pair_stats, rm_loss
@@ -99,7 +100,7 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     model.eval()
     idx = np.arange(len(dataset))[acc.process_index::acc.num_processes]
     n_batches = math.ceil(len(dataset) / (cfg.eval.batch_size * acc.num_processes))
-    chosen, rejected, margins = [], [], []
+    chosen, rejected, margins, lengths, order = [], [], [], [], []
     for b in range(n_batches):  # the same count on every rank, so gathers line up
         part = idx[b * cfg.eval.batch_size:(b + 1) * cfg.eval.batch_size]
         if len(part) == 0:
@@ -119,8 +120,11 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
         chosen.append(acc.gather(r_c)[keep])
         rejected.append(acc.gather(r_r)[keep])
         margins.append(acc.gather(m.float())[keep])
+        lengths.append(acc.gather(batch["lengths"].to(acc.device).view(2, n).T.contiguous())[keep])  # [n, 2]
+        order.append(acc.gather(torch.as_tensor(part, device=acc.device))[keep])  # dataset index of each row
     model.train()
     r_c, r_r, m = torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
+    lens, order = torch.cat(lengths).cpu().numpy(), torch.cat(order).cpu().numpy()
     stats = pair_stats(r_c, r_r)
     gap = (r_c - r_r)
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],
@@ -130,7 +134,13 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
         out[M.MARGIN_MEAN] = float(m.mean())
         out[M.MARGIN_HIST] = [round(float(x), 4) for x in m[sel]]
         out[M.GAP_HIST] = [round(float(x), 4) for x in gap[sel]]
-    return out
+    # what the accuracy hides: length bias, calibration, and the pairs it gets most wrong
+    rc_np, rr_np = r_c.cpu().numpy(), r_r.cpu().numpy()
+    out.update(D.diagnostics(rc_np, rr_np, lens[:, 0], lens[:, 1]))
+    hard = D.hard_pair_records([pairs[i] for i in order], rc_np, rr_np,
+                               m.cpu().numpy() if cfg.loss.type == "aplot" else None, k=cfg.eval.hard_pairs,
+                               len_c=lens[:, 0], len_r=lens[:, 1]) if cfg.eval.hard_pairs else []
+    return out, hard
 
 
 def compute_margin_eval(cfg, r_c, r_r, h_c, h_r, texts, encoder):
@@ -145,8 +155,10 @@ def compute_margin_eval(cfg, r_c, r_r, h_c, h_r, texts, encoder):
 def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step) -> dict[str, dict]:
     results = {}
     for name, ds in eval_sets.items():
-        results[name] = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder)
+        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder)
         ctx.log(step, M.eval_split(name), results[name])
+        if ctx.is_main and hard:
+            D.append_hard_pairs(ctx.paths.hard_pairs, step, name, hard)
     return results
 
 

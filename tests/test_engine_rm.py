@@ -52,6 +52,15 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     last_ood = [r for r in recs if r.split == "eval/ood"][-1].data
     assert last_ood["n_pairs"] == 10 and 0 <= last_ood[M.ACCURACY] <= 1
     assert len(last_ood[M.MARGIN_HIST]) == len(last_ood[M.GAP_HIST]) == 10
+    # diagnostics ride along every eval: length buckets, rules, calibration, hardest pairs
+    from engine import diagnostics as D
+
+    assert last_ood[D.N_CHOSEN_LONGER] == 10 and last_ood[D.LONGER_WINS_ACC] == 1.0
+    assert 0 <= last_ood[D.ECE] <= 1
+    hard = D.latest_hard_pairs(D.read_hard_pairs(paths.hard_pairs))
+    assert set(hard) == {"heldout", "ood"} and hard["ood"]["step"] == 6
+    gaps = [p["gap"] for p in hard["ood"]["pairs"]]
+    assert gaps == sorted(gaps) and hard["ood"]["pairs"][0]["prompt"].startswith("q")
     # weights: step checkpoints differ from each other, the export equals the last state
     assert mf.checkpoint_steps(paths) == [3, 6]
     w3 = load_file(paths.checkpoints / "step-3" / "model.safetensors")
