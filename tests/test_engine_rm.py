@@ -1,5 +1,6 @@
 """The real RM entry point in subprocesses (accelerate launch), with a tiny model for a few steps."""
 
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,9 @@ def train_losses(paths):
 
 def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_config, tmp_path, runs_dir):
     ood = tmp_path / "ood.jsonl"
-    ood.write_text("".join(f'{{"prompt": "q{i}", "chosen": "yes yes", "rejected": "no"}}\n' for i in range(10)))
+    long_answer = "yes, and here is a much longer and more careful answer " * 3
+    ood.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": long_answer, "rejected": "no"}) + "\n"
+                           for i in range(10)))
     proc = aplot("run", tiny_config, f'data.eval.ood="{ood}"', "-q", runs_dir=runs_dir)
     assert proc.returncode == 0, proc.stderr
     paths, manifest = only_run(runs_dir)
@@ -108,8 +111,6 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
     while mf.pid_alive(mf.read(paths)["pid"], paths.id) and time.monotonic() < deadline:
         time.sleep(0.05)
     status = aplot("ls", "--json", runs_dir=runs_dir)
-    import json
-
     (row,) = json.loads(status.stdout)
     if row["status"] == "completed":
         pytest.skip("the run finished before the kill landed (machine too fast for this timing)")
