@@ -1,0 +1,222 @@
+"""The real-data study's pure helpers (bench/real_accuracy.py, bench/study_report.py), not its trainings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import real_accuracy as RA
+from bench import study_report as SR
+from engine import config as config_mod
+from engine import diagnostics as D
+from engine import metrics as M
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------------------- splits
+
+
+def test_shuffle_split_is_seeded_disjoint_and_sized():
+    rows = list(range(100))
+    train, test = RA.shuffle_split(rows, 60, 30, seed=0)
+    assert (len(train), len(test)) == (60, 30)
+    assert not set(train) & set(test)
+    assert RA.shuffle_split(rows, 60, 30, seed=0) == (train, test)
+    assert RA.shuffle_split(rows, 60, 30, seed=1) != (train, test)
+    assert train != rows[:60]  # shuffled, not the file order
+    with pytest.raises(ValueError):
+        RA.shuffle_split(rows, 80, 30, seed=0)
+
+
+def test_prompt_split_keeps_each_prompt_on_one_side():
+    rows = [{"prompt": f"p{i % 25}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(100)]  # 4 per prompt
+    train, test = RA.prompt_split(rows, 0.2, seed=0)
+    assert len(train) + len(test) == 100
+    assert len(test) == 20  # five whole prompts of four pairs reach the target exactly
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    assert RA.prompt_split(rows, 0.2, seed=0) == (train, test)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
+def test_study_splits_of_the_real_data(tmp_path):
+    files = RA.write_splits(["a", "b"], root=tmp_path)
+    a = {k: RA.read_jsonl(Path(v)) for k, v in files["a"].items()}
+    b = {k: RA.read_jsonl(Path(v)) for k, v in files["b"].items()}
+    assert (len(a["train"]), len(a["id"]), len(a["ood"])) == (1800, 512, 732)
+    assert not {r["chosen"] + r["rejected"] for r in a["train"]} & {r["chosen"] + r["rejected"] for r in a["id"]}
+    assert len(b["train"]) + len(b["id"]) == 732
+    assert 0.17 <= len(b["id"]) / 732 <= 0.25
+    assert not {r["prompt"] for r in b["train"]} & {r["prompt"] for r in b["id"]}
+    assert b["ood"] == a["id"]  # direction b's OOD set is direction a's HH test split
+    again = RA.write_splits(["a"], root=tmp_path)
+    assert Path(again["a"]["train"]).read_bytes() == Path(files["a"]["train"]).read_bytes()
+
+
+# ---------------------------------------------------------------------------- runs and overrides
+
+
+def test_run_key_changes_with_every_setting():
+    base = dict(method="bt", seed=0, direction="a", max_length=256, lr=2e-5)
+    keys = {RA.run_key(**base)}
+    for change in ({"method": "aplot"}, {"seed": 1}, {"direction": "b"}, {"max_length": 128}, {"lr": 1e-5},
+                   {"max_steps": 3}, {"max_eval_pairs": 64}, {"heldout": 0.1}):
+        keys.add(RA.run_key(**{**base, **change}))
+    assert len(keys) == 9
+
+
+def test_eval_every_gives_a_few_evals_per_epoch():
+    assert RA.eval_every(1797, 16, 4) == 28  # 112 steps: evals at 28, 56, 84 and the end
+    assert RA.eval_every(585, 16, 4) == 9  # 36 steps
+    assert RA.eval_every(1797, 16, 4, max_steps=3) == 1
+    assert RA.eval_every(1797, 16, 0) == 112
+
+
+@pytest.mark.parametrize("method", [*RA.METHODS, RA.UNTRAINED])
+def test_every_method_is_a_valid_config(method):
+    job = RA.make_job("a", method, 3, max_length=128, lr=3e-5)
+    files = {"train": Path("/d/train.jsonl"), "id": Path("/d/id.jsonl"), "ood": Path("/d/o.jsonl")}
+    cfg = config_mod.load(None, RA.overrides(job, files, "/m/minilm", every=7, threads=1))
+    assert (cfg.model.name, cfg.model.max_length, cfg.seed) == ("/m/minilm", 128, 3)
+    assert cfg.data.eval == {"id": "/d/id.jsonl", "ood": "/d/o.jsonl"} and cfg.data.eval_fraction == 0
+    assert (cfg.optim.batch_size, cfg.optim.epochs, cfg.checkpoint.every, cfg.launch.cpu) == (16, 1, 0, True)
+    if method == RA.UNTRAINED:
+        assert (cfg.loss.type, cfg.optim.lr, cfg.optim.max_steps, cfg.eval.every) == ("bt", 1e-12, 1, 0)
+    else:
+        assert (cfg.optim.lr, cfg.optim.max_steps, cfg.eval.every) == (3e-5, 0, 7)
+    if method == "aplot-signed-minmax":
+        assert (cfg.loss.aplot.reward_cost, cfg.loss.aplot.normalize_costs) == ("signed", "minmax")
+    if method == "bt-center":
+        assert cfg.loss.center_rewards == 0.01
+
+
+def test_small_grid_is_the_briefs_ten_and_full_holds_every_variant():
+    assert len(RA.GRIDS["small"]) == 10 and set(RA.GRIDS["small"]) <= set(RA.METHODS)
+    assert RA.GRIDS["full"] == list(RA.METHODS) and len(RA.METHODS) == 17
+
+
+def rec(step, split, **data):
+    return M.Record(0.0, step, split, data)
+
+
+def test_run_result_reads_curves_finals_and_margin_after_warmup():
+    records = [
+        rec(1, "train", loss=0.7),  # warm-up: no margin logged
+        rec(2, "train", loss=0.6, **{M.MARGIN_MEAN: 0.5, M.MARGIN_STD: 0.1, M.MARGIN_GAP_CORR: 0.2}),
+        rec(2, "eval/id", accuracy=0.55, n_pairs=4),
+        rec(2, "eval/ood", accuracy=0.45, n_pairs=4),
+        rec(3, "train", loss=0.5, **{M.MARGIN_MEAN: 0.7, M.MARGIN_STD: 0.3, M.MARGIN_GAP_CORR: None}),
+        rec(3, "eval/id", accuracy=0.6, n_pairs=4, **{D.ACC_CHOSEN_SHORTER: 1.0, D.N_CHOSEN_SHORTER: 2,
+                                                      D.SHORTER_WINS_ACC: 0.75}),
+        rec(3, "eval/ood", accuracy=0.5, n_pairs=4),
+    ]
+    out = RA.run_result(records)
+    assert out["steps"] == 3 and out["final_train_loss"] == 0.5
+    assert out["curve"] == {"id": [[2, 0.55], [3, 0.6]], "ood": [[2, 0.45], [3, 0.5]]}
+    assert out["final"]["id"]["accuracy"] == 0.6 and out["final"]["id"]["shorter_wins_acc"] == 0.75
+    assert out["final"]["id"]["buckets"] == {"chosen_shorter": 1.0, "similar": None, "chosen_longer": None}
+    assert out["margin"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.2), "gap_corr": 0.2, "steps": 2}
+    assert RA.run_result(records[:1] + records[2:4])["margin"] is None  # BT: no margin at all
+
+
+def result(method, seed, id_acc, ood_acc=0.5, curve=None, margin=None, direction="a", buckets=None):
+    bucket_n = {"chosen_shorter": 2, "similar": 1, "chosen_longer": 1}
+    ev = {"accuracy": id_acc, "buckets": buckets or {b: id_acc for b in D.BUCKETS}, "bucket_n": bucket_n,
+          "shorter_wins_acc": 0.625, "n_pairs": 4}
+    return {"method": method, "seed": seed, "direction": direction, "steps": 112,
+            "final": {"id": ev, "ood": {**ev, "accuracy": ood_acc}},
+            "curve": {"id": curve or [[112, id_acc]]}, "margin": margin}
+
+
+def test_top_aplot_and_the_extra_seed_plan():
+    phase1 = [result("bt", 0, 0.62), result("aplot", 0, 0.60), result("aplot-rank", 0, 0.64),
+              result("aplot-minmax", 0, 0.63), result("aplot-rank", 0, 0.50, direction="b")]
+    assert RA.top_aplot(phase1, "a") == ["aplot-rank", "aplot-minmax"]
+    jobs = RA.plan_phase2(phase1, ["bt", "aplot", "aplot-rank", "aplot-minmax"], ["a"], [1, 2],
+                          max_length=128, lr=2e-5)
+    assert sorted((j.method, j.seed) for j in jobs) == sorted(
+        (m, s) for s in (1, 2) for m in (RA.UNTRAINED, "bt", "aplot-rank", "aplot-minmax"))
+    untrained = [j for j in jobs if j.method == RA.UNTRAINED]
+    assert all((j.lr, j.max_steps) == (RA.UNTRAINED_LR, 1) for j in untrained)
+
+
+# ---------------------------------------------------------------------------- report statistics
+
+
+def test_mean_sd_is_the_sample_sd_and_ignores_missing():
+    out = SR.mean_sd([0.60, 0.62, 0.64, None])
+    assert out["mean"] == pytest.approx(0.62) and out["sd"] == pytest.approx(0.02) and out["n"] == 3
+    assert SR.mean_sd([0.7]) == {"mean": 0.7, "sd": None, "n": 1}
+    assert SR.mean_sd([]) == {"mean": None, "sd": None, "n": 0}
+
+
+def test_steps_to_reach_is_the_first_eval_at_or_above_the_target():
+    curve = [[56, 0.61], [28, 0.55], [84, 0.60], [112, 0.63]]  # out of order on purpose
+    assert SR.steps_to_reach(curve, 0.60) == 56
+    assert SR.steps_to_reach(curve, 0.61) == 56  # equal counts as reached
+    assert SR.steps_to_reach(curve, 0.62) == 112
+    assert SR.steps_to_reach(curve, 0.64) is None
+    assert SR.steps_to_reach([], 0.5) is None
+
+
+def test_shorter_wins_buckets_by_hand():
+    # 64 pairs: 25 chosen shorter (rule right), 23 chosen longer (rule wrong), 16 similar;
+    # overall 31.5/64 ⇒ the similar bucket scored 6.5/16
+    got = SR.shorter_wins_buckets(31.5 / 64, {"chosen_shorter": 25, "similar": 16, "chosen_longer": 23})
+    assert got == {"chosen_shorter": 1.0, "similar": pytest.approx(0.40625), "chosen_longer": 0.0}
+    empty = SR.shorter_wins_buckets(0.5, {"chosen_shorter": 0, "similar": 10, "chosen_longer": 0})
+    assert empty == {"chosen_shorter": None, "similar": pytest.approx(0.5), "chosen_longer": None}
+
+
+def test_shorter_wins_buckets_agree_with_the_rule_applied_per_bucket():
+    rng = np.random.default_rng(0)
+    len_c, len_r = rng.integers(1, 80, 300), rng.integers(1, 80, 300)
+    len_r[:20] = len_c[:20]  # ties score a half
+    diag = D.diagnostics(np.zeros(300), np.zeros(300), len_c, len_r)
+    bucket_n = {b: diag[D.BUCKET_N[b]] for b in D.BUCKETS}
+    got = SR.shorter_wins_buckets(diag[D.SHORTER_WINS_ACC], bucket_n)
+    buckets = D.length_buckets(len_c, len_r)
+    for b in D.BUCKETS:
+        sel = buckets == b
+        assert got[b] == pytest.approx(D.length_rule_accuracy(len_c[sel], len_r[sel], "shorter"))
+
+
+def test_direction_report_rows_target_and_convergence():
+    runs = [
+        result(SR.UNTRAINED, 0, 0.50),
+        result("bt", 0, 0.60, curve=[[28, 0.55], [112, 0.60]]),
+        result("bt", 1, 0.64, curve=[[28, 0.62], [112, 0.64]]),
+        result("aplot", 0, 0.66, margin={"mean": 0.5, "std": 0.1, "gap_corr": 0.3},
+               curve=[[28, 0.63], [112, 0.66]]),
+        result("aplot", 1, 0.58, margin={"mean": 0.7, "std": 0.3, "gap_corr": None},
+               curve=[[28, 0.50], [112, 0.58]]),
+    ]
+    rep = SR.direction_report(runs, ["bt", "aplot"], "test")
+    assert rep["bt_target"] == pytest.approx(0.62)
+    assert [r["method"] for r in rep["rows"]] == [SR.UNTRAINED, SR.SHORTER_WINS, "bt", "aplot"]
+    untrained, rule, bt, aplot = rep["rows"]
+    assert "steps_to_bt" not in untrained and "margin" not in bt
+    assert bt["steps_to_bt"] == {"values": [None, 28], "reached": 1, "n": 2, "mean": 28}
+    assert aplot["steps_to_bt"]["values"] == [28, None]
+    assert aplot["id"]["mean"] == pytest.approx(0.62) and aplot["id"]["sd"] == pytest.approx(math.sqrt(0.0032))
+    assert aplot["margin"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.2), "gap_corr": 0.3}
+    assert rule["id"]["mean"] == 0.625
+    # 4 pairs, 2 chosen shorter, 1 similar, 1 chosen longer: 2.5/4 ⇒ the similar pair is a tie
+    assert rule["buckets"]["id"] == {"chosen_shorter": 1.0, "similar": 0.5, "chosen_longer": 0.0}
+
+    text = SR.markdown({"settings": {"max_length": 128, "lr": 2e-5, "max_steps": 0}, "methods": {"bt": []},
+                        "directions": {"a": rep}})
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[1].startswith("| untrained | 0 | 0.500 |")
+    assert table[3].startswith("| bt | 0,1 | 0.620 ± 0.028 |") and "28 (1/2 seeds)" in table[3]
+    assert "| 0.600 | 0.200 | +0.300 |" in table[4]
+    assert "1.00 / 0.50 / 0.00" in table[2]
+
+
+def test_never_reaching_bt_reads_never():
+    runs = [result("bt", 0, 0.60), result("aplot", 0, 0.55, curve=[[28, 0.5], [112, 0.55]])]
+    row = SR.direction_report(runs, ["bt", "aplot"], "t")["rows"][-1]
+    assert row["steps_to_bt"]["reached"] == 0 and SR.fmt_steps(row["steps_to_bt"]) == "never"
