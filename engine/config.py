@@ -123,7 +123,7 @@ class PPOSection:
     vf_coef: float = f(0.1, "weight of the value loss", ge=0)
     gamma: float = f(1.0, "discount", gt=0, le=1)
     lam: float = f(0.95, "GAE λ", ge=0, le=1)
-    whiten_advantages: bool = f(True, "normalise advantages per minibatch batch")
+    whiten_advantages: bool = f(True, "normalise advantages over each rollout (as TRL)")
     whiten_rewards: bool = f(False, "normalise the RM scores per rollout")
     missing_eos_penalty: float = f(0.0, "subtract this from the score of responses with no EOS", ge=0)
     win_rate_every: int = f(10, "steps between win-rate evals (and at the end)", gt=0)

@@ -184,8 +184,10 @@ def build_reward_model(cfg: ModelSection, tokenizer, seed: int = 0, dtype: torch
             kwargs: dict = {"num_labels": 1, "trust_remote_code": cfg.trust_remote_code, "dtype": dtype}
             if Path(cfg.name).is_dir():
                 kwargs["local_files_only"] = True
-            if cfg.gguf_file:
-                kwargs["gguf_file"] = cfg.gguf_file
+            if cfg.gguf_file:  # dequantised to dense weights, so the trained model can be saved
+                from transformers import GgufConfig
+
+                kwargs.update(gguf_file=cfg.gguf_file, quantization_config=GgufConfig(dequantize=True))
             hf_model = AutoModelForSequenceClassification.from_pretrained(cfg.name, **kwargs)
             if len(tokenizer) > hf_model.get_input_embeddings().num_embeddings:
                 hf_model.resize_token_embeddings(len(tokenizer))  # a pad token was added

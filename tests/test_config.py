@@ -83,7 +83,8 @@ def test_presets_ship_and_validate():
     names = C.preset_names()
     assert names
     for name in names:
-        C.load(None, [], preset=name)
+        cfg = C.load(None, ['ppo.reward_model_run="some-rm-run"'], preset=name)
+        assert cfg.name == name
     with pytest.raises(C.ConfigError):
         C.load(None, [], preset="../etc/passwd")
 

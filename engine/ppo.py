@@ -1,0 +1,408 @@
+"""PPO against a trained reward model (SPEC §5), read top to bottom like CleanRL's ppo.py.
+
+Started by the supervisor (never by hand, though it can be):
+
+    accelerate launch [--multi_gpu] [--num_processes N] [--mixed_precision bf16] \
+        [--config_file ds_or_fsdp.yaml] -m engine.ppo --run-dir runs/<id> [--resume]
+
+Set-up: prompts → policy (optionally fitted to the synthetic reference first; that fit is also the
+frozen reference) → the reward model of a completed RM run → judge and opponent for the win-rate.
+Loop, per step: sample prompts → generate → score with the RM → per-token KL penalty against the
+reference (`kl_coef`, adaptive when `kl_target` > 0) → GAE (`gamma`, `lam`) → clipped policy and
+value updates (`clip_range`, `clip_range_value`, `vf_coef`) over `ppo_epochs` × minibatches. Every
+switch is in the manifest and its diagnostic is logged beside it (KL control ↔ objective/kl and
+objective/kl_coef, advantage whitening ↔ advantages/*, value clipping ↔ val/clipfrac_avg).
+Win-rate every `win_rate_every` steps on held-out prompts, then checkpoint; resume is exact.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from transformers import get_scheduler
+
+from engine import manifest as mf
+from engine import metrics as M
+from engine import policy as P
+from engine import ppo_losses as L
+from engine import synthetic
+from engine.data import ASSISTANT_MARK, render_messages
+from engine.models import load_reward_model, load_tokenizer, n_params
+from engine.runtime import RunContext, TrainingError, run_main
+
+SYNTHETIC_POOL = 8192  # training prompts drawn for prompts = "synthetic"
+REFERENCE = "reference"  # checkpoints/reference: the SFT-fitted start, kept for resume
+
+
+# ---------------------------------------------------------------------------- prompts
+
+
+def read_prompts(path: str) -> list[str]:
+    """`prompt` of each row of a .jsonl(.gz): text, or {role, content} messages (HH template)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TrainingError(f"ppo.prompts: {path}: no such file")
+    raw = p.read_bytes()
+    text = (gzip.decompress(raw) if path.endswith(".gz") else raw).decode("utf-8-sig")
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            prompt = json.loads(line)["prompt"]
+            out.append(prompt if isinstance(prompt, str) else render_messages(prompt) + ASSISTANT_MARK)
+        except (ValueError, KeyError, TypeError):
+            raise TrainingError(f"{path}:{lineno}: expected a JSON object with a \"prompt\" field holding text "
+                                "or {role, content} messages") from None
+    return list(dict.fromkeys(out))  # a repeated prompt must not land on both sides of the split
+
+
+def load_prompts(cfg) -> tuple[list[str], list[str], dict]:
+    """(training prompts, held-out win-rate prompts, data hashes); the two never share a prompt."""
+    p = cfg.ppo
+    if p.prompts == "synthetic":
+        train = synthetic.make_prompts(SYNTHETIC_POOL, cfg.seed)
+        seen = set(train)
+        held = [x for x in synthetic.make_prompts(4 * p.eval_prompts + 64, cfg.seed + 1) if x not in seen]
+        held = list(dict.fromkeys(held))[:p.eval_prompts]
+        return train, held, {"prompts": "synthetic"}
+    prompts = read_prompts(p.prompts)
+    digest = hashlib.sha256(Path(p.prompts).read_bytes()).hexdigest()
+    order = np.random.default_rng(cfg.seed).permutation(len(prompts))
+    held = [prompts[i] for i in order[:p.eval_prompts]]
+    train = [prompts[i] for i in order[p.eval_prompts:]]
+    if len(train) < p.rollout_batch:
+        raise TrainingError(f"ppo.prompts: {len(prompts)} prompts leave {len(train)} for training after "
+                            f"{p.eval_prompts} held out; need at least ppo.rollout_batch = {p.rollout_batch}")
+    return train, held, {"prompts": digest}
+
+
+def step_prompts(train: list[str], step: int, resolved: dict, seed: int, rank: int, n: int) -> list[str]:
+    """Prompts of `step` (1-based) on `rank`: a pure function of (seed, step), so resume is exact."""
+    epoch, pos = divmod(step - 1, resolved["rollouts_per_epoch"])
+    order = np.random.default_rng([seed, epoch]).permutation(len(train))
+    start = pos * resolved["global_rollout"] + rank * n
+    return [train[i] for i in order[start:start + n]]
+
+
+# ---------------------------------------------------------------------------- runs we read from
+
+
+def find_model_run(store: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
+    """(exported model folder, run id or path) for a completed run of `kind` in the run store (the
+    run folder's parent), or for a model folder given by path."""
+    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
+        return Path(ref), str(Path(ref).resolve())
+    try:
+        paths = mf.find_run(store, ref)
+        manifest = mf.read(paths)
+    except mf.RunError as e:
+        raise TrainingError(f"{field}: {e}") from None
+    status, what = mf.effective_status(manifest), manifest.get("kind")
+    if what != kind or status != "completed":
+        raise TrainingError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
+                            f", not a completed {kind.upper()} run")
+    folder = paths.dir / manifest.get("summary", {}).get("final_model", "checkpoints/final")
+    if not (folder / "config.json").exists():
+        raise TrainingError(f"{field}: run {paths.id} has no exported model at {folder}")
+    return folder, paths.id
+
+
+class Judge:
+    """Outcome of response a against b for each prompt: 1 a wins, 0.5 tie, 0 b wins."""
+
+    def __init__(self, ctx: RunContext, rm, rm_tok):
+        spec, p = ctx.cfg.ppo.judge, ctx.cfg.ppo
+        if spec == "gold" and p.prompts != "synthetic":
+            raise TrainingError("ppo.judge: \"gold\" needs ppo.prompts = \"synthetic\" (the only task with a gold rule)")
+        self.gold, self.rm, self.tok, self.device = spec == "gold", rm, rm_tok, ctx.accelerator.device
+        if spec not in ("rm", "gold"):
+            folder, _ = find_model_run(ctx.paths.dir.parent, spec, "rm", "ppo.judge")
+            self.rm, self.tok = load_reward_model(folder, self.device)
+
+    def __call__(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        if self.gold:
+            return [synthetic.gold_judge(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
+        sa = P.score(self.rm, self.tok, prompts, a, rm_max_length(self.tok), self.device)
+        sb = P.score(self.rm, self.tok, prompts, b, rm_max_length(self.tok), self.device)
+        return [0.5 if abs(x - y) < 1e-6 else float(x > y) for x, y in zip(sa.tolist(), sb.tolist(), strict=True)]
+
+
+def rm_max_length(tok) -> int:
+    return int(min(tok.model_max_length, 4096))
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def sample_texts(lm, tok, prompts: list[str], cfg, seed: int, batch: int = 64) -> list[str]:
+    """Responses to `prompts` from a fixed sampling seed: eval samples differ only by the policy."""
+    texts = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), batch):
+            chunk = P.encode_prompts(tok, prompts[i:i + batch], cfg.model.max_length - cfg.ppo.max_new_tokens)
+            ids, mask = P.left_pad(chunk, tok.pad_token_id, lm.device)
+            resp = P.generate(lm, ids, mask, max_new_tokens=cfg.ppo.max_new_tokens, temperature=cfg.ppo.temperature,
+                              eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+            texts += P.decode_responses(tok, resp, P.response_mask(resp, tok.eos_token_id))
+    return texts
+
+
+def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step) -> dict:
+    """Policy vs opponent on this rank's share of the held-out prompts, gathered, logged."""
+    cfg = ctx.cfg
+    texts = sample_texts(lm, tok, prompts, cfg, seed=cfg.seed + 7919)
+    outcomes = gather_object(judge(prompts, texts, opponent_texts))
+    rate, se, n = L.win_rate(outcomes)
+    result = {M.WIN_RATE: rate, M.WIN_RATE_SE: se, M.WIN_RATE_N: n}
+    ctx.log(step, M.eval_split("win"), result)
+    k = cfg.ppo.samples_logged
+    if k and ctx.is_main:
+        scores = P.score(rm, rm_tok, prompts[:k], texts[:k], rm_max_length(rm_tok), ctx.accelerator.device).tolist()
+        gold = [synthetic.gold_reward(p, t) if cfg.ppo.prompts == "synthetic" else None
+                for p, t in zip(prompts[:k], texts[:k], strict=True)]
+        ctx.log(step, M.SAMPLES, {M.SAMPLES: [{"prompt": p, "response": t, "score": s, "gold": g}
+                                              for p, t, s, g in zip(prompts[:k], texts[:k], scores, gold, strict=True)]})
+    return result
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def train(ctx: RunContext) -> tuple[str, dict]:
+    cfg, acc, p = ctx.cfg, ctx.accelerator, ctx.cfg.ppo
+    dev, rank, world = acc.device, acc.process_index, acc.num_processes
+    say = acc.print
+
+    # 1. the reward model first: a wrong reference should fail in a second, not after SFT
+    rm_dir, rm_id = find_model_run(ctx.paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")
+    rm, rm_tok = load_reward_model(rm_dir, dev)
+    judge = Judge(ctx, rm, rm_tok)
+
+    # 2. prompts, tokenizer, policy; the reference is the policy at the start of PPO
+    train_prompts, eval_prompts, hashes = load_prompts(cfg)
+    if p.sft_steps and p.prompts != "synthetic":
+        raise TrainingError("ppo.sft_steps: the supervised warm start fits synthetic.reference_completions; "
+                            "it needs ppo.prompts = \"synthetic\"")
+    corpus = synthetic.corpus(cfg.seed) if p.prompts == "synthetic" else train_prompts[:5000]
+    tok = load_tokenizer(cfg.model, corpus, ctx.paths.dir / "tokenizer") if ctx.is_main else None
+    acc.wait_for_everyone()  # rank 0 trains (tiny) and saves it; the others read the saved copy
+    tok = tok or load_tokenizer(cfg.model, corpus, ctx.paths.dir / "tokenizer")
+    ref_dir = ctx.paths.checkpoints / REFERENCE
+    sft_losses: list[float] = []
+    if (ref_dir / "config.json").exists():  # a resume, or a relaunch after the warm start
+        lm = P.load_causal_lm(ref_dir)
+    else:
+        lm = P.build_causal_lm(cfg.model, tok, seed=cfg.seed)
+        if p.sft_steps:
+            refs = synthetic.reference_completions(train_prompts, cfg.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                sft_losses = P.sft_fit(lm.to(dev), tok, train_prompts, refs, steps=p.sft_steps,
+                                       batch_size=p.rollout_batch, lr=sft_lr(cfg), max_length=cfg.model.max_length,
+                                       seed=cfg.seed, device=dev)
+            say(f"[aplot] SFT warm start: {p.sft_steps} steps, loss {sft_losses[0]:.3f} → {sft_losses[-1]:.3f}")
+            ctx.export_model(lm, tok, REFERENCE)
+            lm = P.load_causal_lm(ref_dir)  # every rank starts from the very same saved weights
+    lm.to(dev)
+    ref = P.frozen_copy(lm)
+    policy = P.PolicyWithValue(lm).to(dev)
+
+    # 3. win-rate opponent: the reference, or another PPO run's final policy (sampled once)
+    eval_local = eval_prompts[rank::world]
+    if p.opponent == "reference":
+        opp_lm, opp_tok = ref, tok
+    else:
+        opp_dir, _ = find_model_run(ctx.paths.dir.parent, p.opponent, "ppo", "ppo.opponent")
+        opp_lm, opp_tok = P.load_causal_lm(opp_dir).to(dev).eval(), P.load_folder_tokenizer(opp_dir)
+    opponent_texts = sample_texts(opp_lm, opp_tok, eval_local, cfg, seed=cfg.seed + 104729)
+    del opp_lm
+
+    # 4. derived sizes, computed once and frozen into the manifest
+    resolved = resolve_ppo(cfg, len(train_prompts), len(eval_prompts), world)
+    resolved.update(n_params=n_params(policy), reward_model=str(rm_dir))
+    if sft_losses:  # absent on resume, so the manifest keeps the first launch's value
+        resolved["sft_final_loss"] = round(sft_losses[-1], 4)
+    total = resolved["total_steps"]
+
+    # 5. optimizer, schedule (per PPO update, as TRL anneals it), KL controller
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, eps=1e-5)
+    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=resolved["warmup_updates"],
+                              num_training_steps=resolved["total_updates"])
+    policy, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
+    kl_ctl = L.kl_controller(p.kl_coef, p.kl_target, p.kl_horizon)
+
+    # 6. resume
+    start_step, best, win = 1, {"win_rate": -1.0, "step": 0}, {}
+    state = ctx.resume_state()
+    if state is not None:
+        start_step, best = state["step"] + 1, state.get("best", best)
+        kl_ctl.load_state_dict(state["kl_ctl"])
+    ctx.start(resolved, hashes)
+    if ctx.is_main:
+        mf.update(ctx.paths, links={"reward_model_run": rm_id})
+    say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
+        f"prompts, {total} steps of {resolved['global_rollout']} rollouts, judge {p.judge}, opponent {p.opponent}")
+    unwrapped = acc.unwrap_model(policy)
+
+    def evaluate(step: int) -> dict:
+        result = win_rate_eval(ctx, unwrapped.hf_model, tok, eval_local, opponent_texts, judge, rm, rm_tok, step)
+        if step > 0 and result[M.WIN_RATE] > best["win_rate"]:
+            best.update(win_rate=result[M.WIN_RATE], step=step)
+            ctx.export_model(unwrapped.hf_model, tok, "best")
+        return result
+
+    if start_step == 1:
+        win = evaluate(0)  # the start of the curve: the policy is the reference here (≈ 0.5)
+
+    # 7. the loop
+    step, last = start_step - 1, {}
+    for step in range(start_step, total + 1):
+        t0 = time.perf_counter()
+        prompts = step_prompts(train_prompts, step, resolved, cfg.seed, rank, p.rollout_batch)
+
+        # 7a. rollout: generate, then log-probs/values of the policy and reference log-probs
+        with torch.no_grad(), acc.autocast():
+            policy.eval()
+            queries = P.encode_prompts(tok, prompts, resolved["max_prompt_tokens"])
+            q_ids, q_mask = P.left_pad(queries, tok.pad_token_id, dev)  # [B, P]
+            responses = P.generate(unwrapped.hf_model, q_ids, q_mask, max_new_tokens=p.max_new_tokens,
+                                   temperature=p.temperature, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # [B, T]
+            r_mask = P.response_mask(responses, tok.eos_token_id)  # [B, T]
+            logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
+            ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature)
+            texts = P.decode_responses(tok, responses, r_mask)
+            scores = P.score(rm, rm_tok, prompts, texts, rm_max_length(rm_tok), dev)  # [B]
+            has_eos = P.ends_with_eos(responses, r_mask, tok.eos_token_id)  # [B]
+            scores = scores - p.missing_eos_penalty * (~has_eos).float()
+            policy.train()
+
+        # 7b. per-token KL penalty, score at the last token, GAE
+        kl = L.per_token_kl(logp, ref_logp) * r_mask  # [B, T]
+        rewards, non_score = L.kl_penalised_rewards(scores, kl, r_mask, kl_ctl.value)  # [B, T]
+        if p.whiten_rewards:
+            rewards = L.masked_whiten(rewards, r_mask, shift_mean=False)
+        advantages, returns = L.gae(rewards, values, r_mask, p.gamma, p.lam)  # [B, T]
+        adv_mean, adv_std = L.masked_mean(advantages, r_mask), L.masked_var(advantages, r_mask).sqrt()
+        if p.whiten_advantages:
+            advantages = L.masked_whiten(advantages, r_mask)
+
+        # 7c. clipped policy and value updates over ppo_epochs × minibatches
+        stats = defaultdict(list)
+        for _epoch in range(p.ppo_epochs):
+            perm = torch.randperm(p.rollout_batch, device=dev)
+            for mb in perm.split(p.minibatch_size):
+                for micro in mb.tensor_split(min(cfg.optim.grad_accum, len(mb))):
+                    with acc.accumulate(policy), acc.autocast():
+                        new_logp, _, new_values = P.sequence_logprobs(
+                            policy, q_ids[micro], q_mask[micro], responses[micro], r_mask[micro], p.temperature)
+                        m = r_mask[micro]
+                        pg_loss, pg_clipfrac, approxkl = L.policy_loss(new_logp, logp[micro], advantages[micro], m,
+                                                                       p.clip_range)
+                        vf_loss, vf_clipfrac = L.value_loss(new_values.float(), values[micro], returns[micro], m,
+                                                            p.clip_range_value)
+                        acc.backward(pg_loss + p.vf_coef * vf_loss)
+                        if acc.sync_gradients and cfg.optim.max_grad_norm > 0:
+                            acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+                        optimizer.step()
+                        if acc.sync_gradients:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for k, v in ((M.POLICY_LOSS, pg_loss), (M.VALUE_LOSS, vf_loss), (M.CLIPFRAC, pg_clipfrac),
+                                 (M.VALUE_CLIPFRAC, vf_clipfrac), (M.APPROXKL, approxkl)):
+                        stats[k].append(v.detach())
+
+        # 7d. KL control and metrics (TRL's names; gathered over ranks, written by rank 0)
+        mean_kl = kl.sum(1).mean()
+        local = {M.KL: mean_kl, M.ENTROPY: (entropy * r_mask).sum(1).mean(), M.NON_SCORE_REWARD: non_score.sum(1).mean(),
+                 M.RLHF_REWARD: (scores + non_score.sum(1)).mean(), M.SCORES: scores.mean(),
+                 M.RESPONSE_LENGTH: r_mask.sum(1).float().mean(), M.ADVANTAGE_MEAN: adv_mean, M.ADVANTAGE_STD: adv_std,
+                 **{k: torch.stack(v).mean() for k, v in stats.items()}}
+        if p.prompts == "synthetic":
+            gold = [synthetic.gold_reward(q, t) for q, t in zip(prompts, texts, strict=True)]
+            local[M.GOLD_SCORE] = torch.tensor(float(np.mean(gold)), device=dev)
+        names = list(local)
+        values_all = acc.reduce(torch.stack([local[k].float().to(dev) for k in names]), reduction="mean")
+        data = dict(zip(names, values_all.tolist(), strict=True))
+        data.update({M.KL_COEF: kl_ctl.value, M.LEARNING_RATE: scheduler.get_last_lr()[0],
+                     M.SAMPLES_PER_S: resolved["global_rollout"] / (time.perf_counter() - t0)})
+        kl_ctl.update(data[M.KL], resolved["global_rollout"])
+        if step % cfg.log.every == 0 or step == total:
+            ctx.log(step, M.TRAIN, data)
+        last = data
+
+        # 7e. win-rate, stop, checkpoint
+        if step % p.win_rate_every == 0 and step != total:
+            win = evaluate(step)
+        if ctx.stop_requested:
+            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+            return "stopped", summarize(step, last, win, best)
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != total:
+            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+
+    # 8. the end: final win-rate, resumable state, exported policy
+    win = evaluate(step)
+    ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+    ctx.export_model(unwrapped.hf_model, tok, "final")
+    return "completed", summarize(step, last, win, best, completed=True)
+
+
+def sft_lr(cfg) -> float:
+    """The warm start fits a model from scratch: it uses `ppo.sft_lr` where the config has one,
+    else the PPO learning rate."""
+    return float(getattr(cfg.ppo, "sft_lr", 0) or cfg.optim.lr)
+
+
+def resolve_ppo(cfg, n_train: int, n_eval: int, world: int) -> dict:
+    """Every derived number of a PPO run, computed once here and frozen into the manifest."""
+    p = cfg.ppo
+    global_rollout = p.rollout_batch * world
+    per_epoch = n_train // global_rollout
+    if per_epoch == 0:
+        raise TrainingError(f"ppo.rollout_batch: {n_train} training prompts cannot fill one rollout of {global_rollout}")
+    if cfg.model.max_length <= p.max_new_tokens:
+        raise TrainingError(f"model.max_length ({cfg.model.max_length}) leaves no room for a prompt beside "
+                            f"ppo.max_new_tokens ({p.max_new_tokens})")
+    total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
+    minibatches = math.ceil(p.rollout_batch / p.minibatch_size)
+    updates = total * p.ppo_epochs * minibatches
+    return {"world_size": world, "global_rollout": global_rollout, "rollouts_per_epoch": per_epoch,
+            "n_train_prompts": n_train, "n_eval_prompts": n_eval, "total_steps": total,
+            "minibatches_per_epoch": minibatches, "updates_per_step": p.ppo_epochs * minibatches,
+            "total_updates": updates, "warmup_updates": math.ceil(cfg.optim.warmup_ratio * updates),
+            "max_prompt_tokens": cfg.model.max_length - p.max_new_tokens,
+            "tokens_per_step": global_rollout * p.max_new_tokens}
+
+
+def summarize(step: int, last: dict, win: dict, best: dict, completed: bool = False) -> dict:
+    out: dict = {"step": step}
+    if completed:
+        out["final_model"] = "checkpoints/final"
+    for key in (M.SCORES, M.KL, M.GOLD_SCORE, M.RESPONSE_LENGTH):
+        if key in last:
+            out[f"train/{key}"] = last[key]
+    for key in (M.WIN_RATE, M.WIN_RATE_SE, M.WIN_RATE_N):
+        if key in win:
+            out[f"eval/win/{key}"] = win[key]
+    if best["step"]:
+        out.update(best_checkpoint="checkpoints/best", best_step=best["step"], best_win_rate=best["win_rate"])
+    return out
+
+
+def main() -> None:
+    run_main(train)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""PPO end to end: the real entry point under `accelerate launch` against a tiny RM run made here,
+plus the policy helpers whose mistakes would silently skew PPO (padding, masks, RM layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aplot_tui import supervisor
+from engine import config as C
+from engine import manifest as mf
+from engine import metrics as M
+from engine import policy as P
+from engine import synthetic
+from engine.data import Pair, encode_pair
+from engine.models import build_reward_model, save_reward_model, train_tokenizer
+from engine.runtime import TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_model(cfg: C.Config, vocab: int = 300) -> None:
+    cfg.model.max_length = 32
+    cfg.model.tiny = C.TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, vocab_size=vocab)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(synthetic.corpus(0, n=300), 300, max_length=32)
+
+
+def make_rm_run(root: Path, tokenizer, status: str = "completed") -> str:
+    """An RM run folder as engine.reward leaves it: manifest (kind rm) + checkpoints/final."""
+    cfg = C.Config(kind="rm", name="tiny-rm")
+    tiny_model(cfg)
+    paths = mf.run_paths(root, mf.new_run_id("tiny-rm", "rm", "bt"))
+    mf.create(paths, name=cfg.name, kind="rm", config=C.to_dict(cfg))
+    save_reward_model(build_reward_model(cfg.model, tokenizer, seed=1), paths.checkpoints / "final", tokenizer)
+    mf.update(paths, status=status, summary={"final_model": "checkpoints/final"})
+    return paths.id
+
+
+def ppo_config(rm_run: str, **optim) -> C.Config:
+    cfg = C.Config(kind="ppo", name="tiny-ppo", seed=3)
+    tiny_model(cfg)
+    cfg.ppo = C.PPOSection(reward_model_run=rm_run, eval_prompts=16, sft_steps=5, rollout_batch=8, minibatch_size=4,
+                           max_new_tokens=8, ppo_epochs=2, win_rate_every=1000, samples_logged=2)
+    cfg.optim = C.OptimSection(lr=1e-3, **optim)
+    cfg.checkpoint = C.CheckpointSection(every=3, keep=2)
+    cfg.launch = C.LaunchSection(cpu=True, threads=1)
+    return cfg
+
+
+# ---------------------------------------------------------------------------- the entry point
+
+
+def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer):
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    cfg = ppo_config(rm_id, max_steps=30)
+    paths = supervisor.create_run(cfg, tmp_path)
+    proc = supervisor.spawn(paths)
+    deadline = time.monotonic() + 90
+    while not (paths.checkpoints / "step-3" / "done").exists():
+        assert proc.poll() is None, paths.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 90 s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # a hard kill: no chance to save anything more
+    proc.wait()
+    assert mf.effective_status(mf.read(paths)) == "crashed"
+    newest = mf.checkpoint_steps(paths)[-1]
+    assert newest < 30
+
+    proc = supervisor.resume(paths)
+    assert supervisor.reap(paths, proc) == "completed", paths.log.read_text()[-3000:]
+    assert f"continuing at step {newest + 1}" in paths.log.read_text()
+
+    manifest = mf.read(paths)
+    assert manifest["exit_code"] == 0
+    assert manifest["links"]["reward_model_run"] == rm_id
+    assert manifest["resolved"]["total_steps"] == 30
+    records = M.read_all(paths.metrics)
+    train = [r for r in records if r.split == M.TRAIN]
+    assert {r.step for r in train} == set(range(1, 31))  # killed steps are redone, none missing
+    for key in M.PPO_TRAIN_KEYS + (M.GOLD_SCORE, M.KL_COEF, M.ADVANTAGE_MEAN, M.ADVANTAGE_STD):
+        assert isinstance(train[-1].data[key], float), key
+    assert train[-1].data[M.KL] != 0.0  # the policy moved away from the reference
+    win = [r for r in records if r.split == M.eval_split("win")]
+    assert [r.step for r in win] == [0, 30]
+    assert win[-1].data[M.WIN_RATE_N] == 16 and 0.0 <= win[-1].data[M.WIN_RATE] <= 1.0
+    samples = [r for r in records if r.split == M.SAMPLES][-1].data[M.SAMPLES]
+    assert len(samples) == 2 and set(samples[0]) == {"prompt", "response", "score", "gold"}
+
+    ref = load_file(paths.checkpoints / "reference" / "model.safetensors")
+    final = load_file(paths.checkpoints / "final" / "model.safetensors")
+    assert ref.keys() == final.keys()
+    assert any(not torch.equal(ref[k], final[k]) for k in ref)  # PPO changed the parameters
+
+
+def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
+    rm_id = make_rm_run(tmp_path, tokenizer, status="running")
+    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
+    env = supervisor.launch_env(C.from_dict(mf.read(paths)["config"]))
+    proc = subprocess.run([sys.executable, "-m", "engine.ppo", "--run-dir", str(paths.dir)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    expected = f"ppo.reward_model_run: run {rm_id} is 'running', not a completed RM run"
+    assert f"[aplot] failed: {expected}" in proc.stderr.splitlines()
+    manifest = mf.read(paths)
+    assert (manifest["status"], manifest["error"]) == ("failed", expected)
+
+
+def test_model_runs_are_checked_before_use(tmp_path, tokenizer):
+    from engine.ppo import find_model_run
+
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    folder, run_id = find_model_run(tmp_path, rm_id[-4:], "rm", "ppo.reward_model_run")  # a unique suffix works
+    assert (run_id, folder) == (rm_id, tmp_path / rm_id / "checkpoints" / "final")
+    assert find_model_run(tmp_path, str(folder), "rm", "ppo.judge")[0] == folder  # so does an export's path
+    with pytest.raises(TrainingError, match=f"^ppo.opponent: run {rm_id} is a rm run, not a completed PPO run$"):
+        find_model_run(tmp_path, rm_id, "ppo", "ppo.opponent")
+    with pytest.raises(TrainingError, match="^ppo.judge: nope: no such run in "):
+        find_model_run(tmp_path, "nope", "rm", "ppo.judge")
+
+
+def test_prompt_files_split_into_disjoint_train_and_heldout(tmp_path):
+    from engine.ppo import load_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": f"question {i}?"} for i in range(30)] + [{"prompt": "question 3?"}]
+    rows.append({"prompt": [{"role": "user", "content": "hi"}]})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = C.Config(kind="ppo", seed=1)
+    cfg.ppo = C.PPOSection(reward_model_run="x", prompts=str(path), eval_prompts=10, rollout_batch=8)
+    train, held, hashes = load_prompts(cfg)
+    assert len(held) == 10 and len(train) == 21 and not set(train) & set(held)
+    assert "\n\nHuman: hi\n\nAssistant:" in train + held
+    assert len(hashes["prompts"]) == 64
+    path.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    with pytest.raises(TrainingError, match=r"prompts.jsonl:2: expected a JSON object with a \"prompt\" field"):
+        load_prompts(cfg)
+
+
+# ---------------------------------------------------------------------------- policy helpers
+
+
+def test_response_mask_keeps_tokens_through_the_first_eos():
+    eos = 2
+    responses = torch.tensor([[5, 6, 2, 2, 2], [5, 2, 7, 2, 9], [5, 6, 7, 8, 9]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    mask = P.response_mask(responses, eos)
+    assert torch.equal(mask, expected)
+    assert P.ends_with_eos(responses, mask, eos).tolist() == [True, True, False]
+
+
+def test_left_padded_logprobs_equal_unpadded_ones(tokenizer):
+    cfg = C.Config()
+    tiny_model(cfg)
+    policy = P.PolicyWithValue(P.build_causal_lm(cfg.model, tokenizer, seed=0)).eval()
+    torch.nn.init.normal_(policy.v_head.weight)  # a non-zero head, so values are checked too
+    prompts = P.encode_prompts(tokenizer, ["fruit: dog red plum.", "tool: saw."], 24)
+    assert len(prompts[0]) > len(prompts[1])
+    responses = torch.tensor([[10, 11, 12], [13, 14, tokenizer.eos_token_id]])
+    ids, mask = P.left_pad(prompts, tokenizer.pad_token_id)
+    r_mask = P.response_mask(responses, tokenizer.eos_token_id)
+    with torch.no_grad():
+        batch = P.sequence_logprobs(policy, ids, mask, responses, r_mask, temperature=0.7)
+        for row in range(2):
+            one_ids, one_mask = P.left_pad([prompts[row]], tokenizer.pad_token_id)
+            alone = P.sequence_logprobs(policy, one_ids, one_mask, responses[row:row + 1], r_mask[row:row + 1], 0.7)
+            for got, want in zip(batch, alone, strict=True):
+                torch.testing.assert_close(got[row], want[0], atol=1e-5, rtol=1e-5)
+
+
+def test_scores_use_the_rm_training_layout(tokenizer):
+    cfg = C.Config()
+    tiny_model(cfg)
+    rm = build_reward_model(cfg.model, tokenizer, seed=0).eval()
+    prompts, responses = ["fruit: dog red plum.", "color: cat."], [" apple pear", " red"]
+    got = P.score(rm, tokenizer, prompts, responses, max_length=32, device="cpu")
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids = torch.tensor([encode_pair(tokenizer, Pair(p, r, r), 32)["chosen_ids"]])
+        with torch.no_grad():
+            want, _ = rm(ids, torch.ones_like(ids))
+        assert got[i].item() == pytest.approx(want.item(), abs=1e-5)
