@@ -8,6 +8,7 @@ every rank is in its process group, which is what `stop` signals.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -95,18 +96,25 @@ def start(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> m
 
 
 def resume(paths: mf.RunPaths) -> subprocess.Popen:
-    """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
-    manifest = mf.read(paths)
-    status = mf.effective_status(manifest)
-    if status in ("running", "created") and manifest.get("pid"):
-        raise mf.RunError(f"{paths.id}: is {status}; stop it before resuming")
-    if status == "completed":
-        raise mf.RunError(f"{paths.id}: already completed; nothing to resume")
-    steps = mf.checkpoint_steps(paths)
-    if not steps:
-        raise mf.RunError(f"{paths.id}: has no complete checkpoint to resume from")
-    mf.update(paths, status="created", resumed_at=mf.now_iso(), resume_count=manifest.get("resume_count", 0) + 1)
-    return spawn(paths, resume=True)
+    """Continue a stopped, failed or crashed run from its newest complete checkpoint.
+
+    Check and spawn happen under a lock on the run folder: two resumes pressed at once (a double
+    key press, the TUI and a script) must not both see the run as crashed and start two trainers.
+    """
+    with open(paths.dir / ".resume.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the loser waits, then finds the winner's live process
+        manifest = mf.read(paths)
+        status = mf.effective_status(manifest)
+        if status in ("running", "created") and manifest.get("pid"):
+            raise mf.RunError(f"{paths.id}: is {status}; stop it before resuming")
+        if status == "completed":
+            raise mf.RunError(f"{paths.id}: already completed; nothing to resume")
+        steps = mf.checkpoint_steps(paths)
+        if not steps:
+            raise mf.RunError(f"{paths.id}: has no complete checkpoint to resume from")
+        mf.update(paths, status="created", resumed_at=mf.now_iso(),
+                  resume_count=manifest.get("resume_count", 0) + 1)
+        return spawn(paths, resume=True)
 
 
 def wait_exit(paths: mf.RunPaths, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:

@@ -22,10 +22,12 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import random
+import stat
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +148,11 @@ def parse_row(row: Any) -> tuple[Pair, str]:
     margin = row.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         raise ValueError(f"margin must be a number, got {margin!r}")
-    return Pair(*parts, margin=None if margin is None else float(margin)), shape
+    try:
+        margin = None if margin is None else float(margin)
+    except OverflowError:  # an integer beyond float range; ±Infinity written as such stays allowed
+        raise ValueError(f"margin is too large for a float ({len(str(abs(margin)))} digits)") from None
+    return Pair(*parts, margin=margin), shape
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -158,7 +164,7 @@ def _read_rows(path: str, raw: bytes) -> list[tuple[str, Any]]:
     if path.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path}: not a readable gzip file ({e})") from None
     try:
         text = raw.decode("utf-8-sig")
@@ -169,18 +175,28 @@ def _read_rows(path: str, raw: bytes) -> list[tuple[str, Any]]:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}: column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, or [[[[… nested too deep
+            raise DataError(f"{path}: invalid JSON ({_first_line(e)})") from None
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
         return [(f"{path}: row {i}", row) for i, row in enumerate(rows, 1)]
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines() also breaks at U+2028, U+0085 and \x0c, which JSON strings may hold
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             out.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg}: column {e.colno})") from None
+        except (ValueError, RecursionError) as e:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({_first_line(e)})") from None
     return out
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def _collect(rows: list[tuple[str, Any]], path: str, sha256: str) -> LoadResult:
@@ -204,12 +220,30 @@ def _collect(rows: list[tuple[str, Any]], path: str, sha256: str) -> LoadResult:
 def load_pairs(path: str) -> LoadResult:
     """Read a .jsonl / .json (optionally .gz) file of preference rows, detecting each row's shape."""
     path = str(path)
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such data file")
     if not path.removesuffix(".gz").endswith((".jsonl", ".json")):
         raise DataError(f"{path}: unsupported file type; expected .jsonl or .json, optionally .gz")
-    raw = Path(path).read_bytes()
+    raw = _read_regular_file(path)
     return _collect(_read_rows(path, raw), path, hashlib.sha256(raw).hexdigest())
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of a regular file. A device, FIFO or socket (/dev/zero, /dev/stdin, a named pipe,
+    or a symlink to one) is refused before any read: it would never end or block forever. Opened
+    non-blocking and checked on the open descriptor, so the file cannot be swapped after the check."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except (OSError, ValueError) as e:  # EACCES, ENAMETOOLONG, ELOOP, an embedded NUL…
+        raise DataError(f"{path}: cannot open ({getattr(e, 'strerror', None) or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            return fh.read()
+        except OSError as e:  # EIO on a failing disk
+            raise DataError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def synthetic_pairs(n: int, seed: int, noise: float) -> LoadResult:

@@ -14,13 +14,13 @@ import re
 import secrets
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.toml"
@@ -32,7 +32,7 @@ HARD_PAIRS = "hard_pairs.jsonl"
 
 STATUSES = ("created", "running", "completed", "failed", "stopped")
 FINAL = ("completed", "failed", "stopped")
-RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}$")
+RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}\Z")  # \Z: "$" allows a final \n
 
 
 class RunError(Exception):
@@ -216,19 +216,31 @@ def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[st
     return manifest
 
 
+def _state_and_group(pid: int | str) -> tuple[str, int] | None:
+    """(state, process group) of a process from /proc/<pid>/stat, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[2])  # state, (ppid,) pgrp
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group `pgid`, read from /proc."""
     out = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+        if entry.name.isdigit() and (info := _state_and_group(entry.name)) and info[0] != "Z" and info[1] == pgid:
             out.append(int(entry.name))
     return out
+
+
+def _names_run(pid: int, run_id: str | None) -> bool:
+    if not run_id:
+        return True
+    try:
+        return run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
@@ -236,7 +248,8 @@ def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
 
     The group, not the pid: `accelerate launch` can exit on SIGINT while its ranks are still
     saving a checkpoint. With `run_id`, a member must name the run on its command line, which
-    guards against pid reuse after a reboot.
+    guards against pid reuse after a reboot. The leader is asked first: listing a store of live
+    runs must not scan all of /proc once per run.
     """
     if not pid or pid <= 0:
         return False
@@ -248,15 +261,10 @@ def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
             return False
         except PermissionError:
             return True
-    for member in group_members(pid):
-        if not run_id:
-            return True
-        try:
-            if run_id.encode() in Path(f"/proc/{member}/cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
+    leader = _state_and_group(pid)
+    if leader and leader[0] != "Z" and leader[1] == pid and _names_run(pid, run_id):
+        return True
+    return any(_names_run(member, run_id) for member in group_members(pid))
 
 
 def effective_status(manifest: dict) -> str:
@@ -275,7 +283,8 @@ def list_runs(root: Path) -> list[tuple[RunPaths, dict]]:
         return []
     out = []
     for child in sorted(root.iterdir()):
-        if not child.is_dir() or not RUN_ID_RE.match(child.name):
+        # a link to a folder elsewhere is not a run of this store (run_paths refuses it by id too)
+        if child.is_symlink() or not child.is_dir() or not RUN_ID_RE.match(child.name):
             continue
         paths = RunPaths(child)
         try:
@@ -293,10 +302,11 @@ def find_run(root: Path, ref: str) -> RunPaths:
     if not ref or "/" in ref or "\\" in ref or ref.startswith("."):
         raise RunError(f"{ref!r}: not a run id")
     matches = [p for p, _ in list_runs(root) if p.id.endswith(ref) or p.id.startswith(ref)]
+    shown = ref if ref.isprintable() else repr(ref)  # the error stays one line whatever was typed
     if not matches:
-        raise RunError(f"{ref}: no such run in {root}")
+        raise RunError(f"{shown}: no such run in {root}")
     if len(matches) > 1:
-        raise RunError(f"{ref}: ambiguous, matches {', '.join(p.id for p in matches[:4])}")
+        raise RunError(f"{shown}: ambiguous, matches {', '.join(p.id for p in matches[:4])}")
     return matches[0]
 
 

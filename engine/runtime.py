@@ -19,6 +19,7 @@ training function with `run_main`. `RunContext` then owns, for that function:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -170,14 +171,30 @@ class RunContext:
     def save(self, step: int, extra_state: dict[str, Any]) -> Path:
         """Save a resumable state as `checkpoints/step-N` (all ranks must call this)."""
         out = self.paths.checkpoints / f"step-{step}"
+        state = json.dumps({"step": step, **extra_state}, indent=1)
+        if (out / DONE).exists():
+            # A run resumed at its last step saves that step again. Its complete checkpoint may be the
+            # only one left (keep = 1): never delete it to rewrite the same state, refresh only the
+            # trainer state, atomically. (No optimizer step ran since it was loaded.)
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                mf.write_atomic(out / TRAINER_STATE, state)
+            self.accelerator.wait_for_everyone()
+            return out
         if self.is_main and out.exists():
             shutil.rmtree(out)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(out), safe_serialization=True)
-        self.accelerator.wait_for_everyone()
+        try:
+            self.accelerator.save_state(str(out), safe_serialization=True)
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                (out / TRAINER_STATE).write_text(state)
+                (out / DONE).write_text(mf.now_iso() + "\n")  # written last: marks the checkpoint complete
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError("unexpected pos …")
+            kept = mf.checkpoint_steps(self.paths)
+            raise TrainingError(f"checkpoint step-{step} could not be written: {one_line(e)}; "
+                                + (f"step-{kept[-1]} is intact" if kept else "no earlier checkpoint")) from e
         if self.is_main:
-            (out / TRAINER_STATE).write_text(json.dumps({"step": step, **extra_state}, indent=1))
-            (out / DONE).write_text(mf.now_iso() + "\n")  # written last: marks the checkpoint complete
             self._rotate()
             mf.update(self.paths, summary={"last_checkpoint": f"{mf.CHECKPOINTS}/step-{step}",
                                            "last_checkpoint_step": step})
@@ -247,8 +264,8 @@ class RunContext:
                 unwrapped.hf_model.save_pretrained(str(tmp), safe_serialization=True, state_dict={
                     k.removeprefix("hf_model."): v for k, v in state_dict.items()})
                 tokenizer.save_pretrained(str(tmp))
-            else:
-                save_reward_model(unwrapped, tmp, tokenizer)
+            else:  # a RewardModel, or any wrapper exposing its HF model (the PPO policy's value head stays out)
+                save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
         self.accelerator.wait_for_everyone()
@@ -258,8 +275,13 @@ class RunContext:
 
     def finish(self, status: str, summary: dict[str, Any] | None = None, error: str = "") -> None:
         if self._writer is not None:
-            self._writer.sync()
-            self._writer.close()
+            try:
+                self._writer.sync()
+            except OSError as e:  # a full disk must not also cost the run its final status
+                print(f"[aplot] metrics stream not flushed: {e}", file=sys.stderr, flush=True)
+            finally:
+                with contextlib.suppress(OSError):
+                    self._writer.close()
         if self.cfg.log.trackers:
             self.accelerator.end_training()
         if not self.is_main:
