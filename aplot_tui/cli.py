@@ -84,9 +84,10 @@ def preflight(cfg: config_mod.Config) -> None:
     if cfg.kind == "ppo":
         files = [("ppo.prompts", cfg.ppo.prompts)]
     for field, path in files:
-        if path and path != "synthetic" and not Path(path).is_file():
-            problems.append(f"{field}: no such data file {path!r}")
-    if cfg.launch.accelerate_config and not Path(cfg.launch.accelerate_config).is_file():
+        if path and path != "synthetic" and not os.path.isfile(path):  # never raises, unlike Path.is_file
+            what = "not a regular file" if os.path.exists(path) else "no such data file"
+            problems.append(f"{field}: {what} {path!r}")
+    if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
         problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
     if problems:
         raise config_mod.ConfigError(problems)

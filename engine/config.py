@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +179,7 @@ class LogSection:
 class Config:
     kind: str = f("rm", "what the run trains", choices=("rm", "ppo"))
     name: str = f("run", "a human name; part of the run id")
-    seed: int = f(0, "seed of data order, initialisation and sampling")
+    seed: int = f(0, "seed of data order, initialisation and sampling", ge=0, lt=2**32)
     tags: list = f([], "free labels shown in `aplot ls` and the runs screen")
     notes: str = f("", "free text kept in the manifest")
     model: ModelSection = sub(ModelSection, "the reward model or policy")
@@ -251,13 +252,23 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str], where: str) -> 
     elif base is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                problems.append(f"{path}: must be finite, got an integer of {len(str(value))} digits ({where})")
+                return _INVALID
     elif base is str:
         ok = isinstance(value, str)
     elif base is list:
         ok = isinstance(value, list)
     elif base is dict:
         ok = isinstance(value, dict)
+    elif base is int and ok and not -(2**63) <= value < 2**63:
+        problems.append(f"{path}: out of range, got an integer of {len(str(value))} digits ({where})")
+        return _INVALID
+    if ok and base is list and not all(isinstance(v, str) for v in value):
+        problems.append(f"{path}: expected a list of strings, got {value!r} ({where})")
+        return _INVALID
     if not ok:
         problems.append(f"{path}: expected {_type_name(tp)}, got {value!r} ({where})")
         return _INVALID
@@ -269,7 +280,7 @@ def _build(cls: type, data: dict, prefix: str, problems: list[str], where: str) 
     names = {fl.name: fl for fl in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{key}" if str(key).isprintable() else f"{prefix}{key!r}"  # errors stay one line
         if key not in names:
             close = [n for n in names if n.startswith(key[:3])]
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -365,6 +376,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             continue
         key, text = item.split("=", 1)
         key = key.strip()
+        if not key.isprintable():
+            problems.append(f"{key!r}: an override key must be a plain dotted path (override)")
+            continue
         parts = key.split(".")
         node = data
         for part in parts[:-1]:
@@ -386,6 +400,8 @@ def read_toml(path: Path) -> dict:
         raise ConfigError([f"{path}: no such config file"]) from None
     except OSError as e:
         raise ConfigError([f"{path}: cannot read ({e.strerror})"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start}); TOML files are UTF-8"]) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -423,8 +439,8 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
     def fix(p: str) -> str:
         if not p or p == "synthetic" or Path(p).is_absolute():
             return p
-        candidate = (base / p)
-        return str(candidate.resolve()) if candidate.exists() else p
+        candidate = base / p
+        return str(candidate.resolve()) if os.path.exists(candidate) else p  # never raises, even for odd names
 
     cfg.data.train = fix(cfg.data.train)
     cfg.data.eval = {k: fix(v) for k, v in cfg.data.eval.items()}

@@ -83,12 +83,12 @@ def load_tokenizer(cfg: ModelSection, train_texts: list[str] | None, save_dir: P
         tok = train_tokenizer(train_texts, cfg.tiny.vocab_size, cfg.max_length)
     else:
         source = cfg.tokenizer or cfg.name
-        kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+        kwargs: dict = {}
         if Path(source).is_dir():
             kwargs["local_files_only"] = True
         if cfg.gguf_file and not cfg.tokenizer:
             kwargs["gguf_file"] = cfg.gguf_file
-        tok = AutoTokenizer.from_pretrained(source, **kwargs)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code, **kwargs)
         if tok.pad_token is None:
             if tok.eos_token is not None:
                 tok.pad_token = tok.eos_token
@@ -181,14 +181,15 @@ def build_reward_model(cfg: ModelSection, tokenizer, seed: int = 0, dtype: torch
         if cfg.name == "tiny":
             hf_model = LlamaForSequenceClassification(tiny_config(cfg, tokenizer)).to(dtype)
         else:
-            kwargs: dict = {"num_labels": 1, "trust_remote_code": cfg.trust_remote_code, "dtype": dtype}
+            kwargs: dict = {"num_labels": 1, "dtype": dtype}
             if Path(cfg.name).is_dir():
                 kwargs["local_files_only"] = True
             if cfg.gguf_file:  # dequantised to dense weights, so the trained model can be saved
                 from transformers import GgufConfig
 
                 kwargs.update(gguf_file=cfg.gguf_file, quantization_config=GgufConfig(dequantize=True))
-            hf_model = AutoModelForSequenceClassification.from_pretrained(cfg.name, **kwargs)
+            hf_model = AutoModelForSequenceClassification.from_pretrained(
+                cfg.name, trust_remote_code=cfg.trust_remote_code, **kwargs)
             if len(tokenizer) > hf_model.get_input_embeddings().num_embeddings:
                 hf_model.resize_token_embeddings(len(tokenizer))  # a pad token was added
     hf_model.config.pad_token_id = tokenizer.pad_token_id
@@ -244,7 +245,7 @@ def load_reward_model(path: Path | str, device: torch.device | str | None = None
     hf_model = AutoModelForSequenceClassification.from_pretrained(
         str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     tokenizer.padding_side = "right"
     hf_model.config.use_cache = False
     model = RewardModel(hf_model, is_decoder_classifier(hf_model)).eval()
@@ -278,8 +279,9 @@ class SentenceEncoder:
             max_length = json.loads(st_config.read_text()).get("max_seq_length")
         self.max_length = max_length or 256
         self.device = torch.device(device or "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                               trust_remote_code=False).to(self.device).eval()
         self.dim = self.model.config.hidden_size
         self.cache: dict[str, torch.Tensor] = {}
         self.n_encoded = 0

@@ -83,12 +83,12 @@ def build_causal_lm(cfg: ModelSection, tokenizer, seed: int = 0) -> nn.Module:
         if cfg.name == "tiny":
             model = LlamaForCausalLM(tiny_config(cfg, tokenizer))
         else:
-            kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+            kwargs: dict = {}
             if Path(cfg.name).is_dir():
                 kwargs["local_files_only"] = True
             if cfg.gguf_file:  # unpacked to dense weights: trainable, and savable as safetensors
                 kwargs.update(gguf_file=cfg.gguf_file, quantization_config=GgufConfig(dequantize=True))
-            model = AutoModelForCausalLM.from_pretrained(cfg.name, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(cfg.name, trust_remote_code=cfg.trust_remote_code, **kwargs)
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -100,11 +100,12 @@ def build_causal_lm(cfg: ModelSection, tokenizer, seed: int = 0) -> nn.Module:
 
 def load_causal_lm(path: Path | str) -> nn.Module:
     """An exported policy folder (safetensors + tokenizer), e.g. another PPO run's `checkpoints/final`."""
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                trust_remote_code=False)
 
 
 def load_folder_tokenizer(path: Path | str):
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -228,6 +228,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     for step in range(start_step, total + 1):
         t0 = time.perf_counter()
         rc_all, rr_all, losses, mstats, n_tokens = [], [], [], [], 0
+        grad_norm, skipped = None, False
         for k in range(accum):
             idx = micro_batch_indices(step, k, resolved, cfg.seed, acc.process_index, bs)
             batch = collate_pairs([train_ds[i] for i in idx], pad_id)
@@ -247,10 +248,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                     if not cfg.optim.skip_nonfinite:
                         raise TrainingError(f"non-finite loss at step {step}")
                     optimizer.zero_grad(set_to_none=True)
+                    acc.step = 0  # realign gradient accumulation with the next optimizer step
+                    skipped = True
                     say(f"[aplot] step {step}: non-finite loss, batch skipped")
                     break
                 acc.backward(loss)
-                grad_norm = None
                 if acc.sync_gradients:
                     params = [p for p in model.parameters() if p.requires_grad]
                     if cfg.optim.max_grad_norm > 0:
@@ -267,7 +269,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             n_tokens += int(batch["n_tokens"])
 
         # metrics: gathered over ranks, written by the main process only
-        if step % cfg.log.every == 0 or step == total:
+        if skipped:  # no made-up values: the step is marked, its numbers are absent
+            ctx.log(step, M.TRAIN, {"skipped_nonfinite": 1, M.LEARNING_RATE: scheduler.get_last_lr()[0]})
+        elif step % cfg.log.every == 0 or step == total:
             r_c = acc.gather(torch.cat(rc_all)) if rc_all else torch.zeros(1)
             r_r = acc.gather(torch.cat(rr_all)) if rr_all else torch.zeros(1)
             loss_mean = acc.reduce(torch.stack(losses).mean(), reduction="mean") if losses else torch.tensor(0.0)

@@ -5,8 +5,8 @@ A config goes through `engine.config.load` (text) or `from_dict` (a parsed table
 value, or `ConfigError` / `DataError` whose every line is a single line of text — never another
 exception (which the CLI would show as "rerun with --debug"), never a hang (`deadline`).
 
-Known holes in files this suite does not own are pinned by the strict xfail tests at the end; the
-strategies leave out exactly those inputs, so the properties stay honest about everything else.
+Inputs that once escaped validation (huge integers, odd keys, non-UTF-8 files, bad list items,
+over-long paths) are pinned by the regression test at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import tomllib
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from aplot_tui.cli import preflight
 from engine import config as C
 from engine import manifest as mf
 from engine.data import DataError, load_pairs
@@ -268,10 +269,11 @@ def write_latin1_config(tmp_path: Path) -> Path:
     return path
 
 
-# Each passes validation or escapes it today; each should be one ConfigError line (engine/config.py).
+# Inputs that once escaped validation; each must be one ConfigError line.
 CONFIG_HOLES = [
     pytest.param(lambda tmp: C.from_dict({"optim": {"lr": 10**400}}), id="huge-int-in-a-float-field"),  # float() overflows
-    pytest.param(lambda tmp: C.load(None, ['data.train="' + "a" * 5000 + '"']), id="over-long-data-path"),  # ENAMETOOLONG
+    pytest.param(lambda tmp: preflight(C.load(None, ['data.train="' + "a" * 5000 + '"'])),
+                 id="over-long-data-path"),  # ENAMETOOLONG: loads, then the CLI's preflight refuses it
     pytest.param(lambda tmp: C.from_dict({"optim": {"l\nr": 1}}), id="key-with-a-line-break"),  # echoed raw
     pytest.param(lambda tmp: C.load(write_latin1_config(tmp)), id="non-utf8-config-file"),  # UnicodeDecodeError
     pytest.param(lambda tmp: C.from_dict({"tags": [1]}), id="non-string-tag"),  # then `aplot ls` fails store-wide
@@ -279,9 +281,8 @@ CONFIG_HOLES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="engine/config.py: see docs/RELIABILITY.md, known holes")
 @pytest.mark.parametrize("load", CONFIG_HOLES)
-def test_known_config_holes_give_one_config_error(load, tmp_path):
+def test_former_config_holes_give_one_config_error(load, tmp_path):
     with pytest.raises(C.ConfigError) as e:
         load(tmp_path)
     one_line_problems(e.value)

@@ -235,8 +235,6 @@ def test_trust_remote_code_comes_only_from_the_config():
     assert C.Config().model.trust_remote_code is False
 
 
-@pytest.mark.xfail(strict=True, reason="engine/models.py:245,279,280 and engine/policy.py:103,112 leave "
-                   "trust_remote_code to transformers' default, which prompts on a TTY instead of refusing")
 def test_every_from_pretrained_says_trust_remote_code():
     assert [where(p, c) for p, c, d in from_pretrained_calls() if trust_value(c, d) is None] == []
 
