@@ -93,6 +93,10 @@ def preflight(cfg: config_mod.Config) -> None:
         raise config_mod.ConfigError(problems)
 
 
+EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, "n_pairs", M.WIN_RATE, M.WIN_RATE_SE, M.WIN_RATE_N,
+              "diag/shorter_wins_acc", "diag/ece")
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -129,7 +133,7 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
                                 if not quiet:
                                     console.print(f"  step {rec.step} {rec.split}: " + " ".join(
                                         f"{k}={_fmt(v)}" for k, v in rec.data.items()
-                                        if isinstance(v, (int, float))))
+                                        if k in EVAL_SHOWN and isinstance(v, (int, float))))
                 bar.update(task, total=total, metrics=" ".join(f"{k}={_fmt(v)}" for k, v in latest.items()))
                 if proc.poll() is not None and tail.offset >= _size(paths.metrics):
                     break
