@@ -1,0 +1,305 @@
+"""Headless run comparison: the summary table (CSV/Markdown), the config diff, and one chart
+per metric with every run's curve overlaid (SVG, or PNG through cairosvg).
+
+`aplot compare --plot` and the compare screen's export both come here, so a chart in a paper
+and the one on screen are the same numbers. No Textual and no torch: this runs in scripts.
+
+A metric is named by one key: the bare name for the train split (`loss`, `objective/kl`) and
+`<split>/<name>` otherwise (`eval/heldout/accuracy`, `eval/win/win_rate`), as W&B would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from engine import config as config_mod
+from engine import manifest as mf
+from engine import metrics as M
+
+from .widgets.series import downsample, nice_ticks
+
+DEFAULT_METRICS = {
+    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
+    "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, "eval/win/" + M.WIN_RATE],
+}
+TABLE_METRICS = {
+    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP],
+    "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, "eval/win/" + M.WIN_RATE],
+}
+LOWER_IS_BETTER = ("loss", "objective/kl", "policy/approxkl_avg", "grad_norm")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+          "#bcbd22", "#17becf")
+
+
+def metric_key(split: str, name: str) -> str:
+    return name if split == M.TRAIN else f"{split}/{name}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`eval/heldout/accuracy` → (`eval/heldout`, `accuracy`); `objective/kl` → (`train`, `objective/kl`)."""
+    if key.startswith(M.EVAL_PREFIX):
+        set_name, _, name = key[len(M.EVAL_PREFIX):].partition("/")
+        return M.EVAL_PREFIX + set_name, name
+    return M.TRAIN, key
+
+
+def higher_is_better(key: str) -> bool:
+    name = split_key(key)[1]
+    return not (name in LOWER_IS_BETTER or name.startswith("loss/") or name.endswith("loss"))
+
+
+@dataclass
+class RunData:
+    """One run's manifest and every metric series, read once."""
+
+    paths: mf.RunPaths
+    manifest: dict
+    series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.paths.id
+
+    @property
+    def label(self) -> str:
+        return self.manifest.get("name") or self.id
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.get("kind", "rm")
+
+    @property
+    def config(self) -> dict:
+        return self.manifest.get("config", {})
+
+    def eval_sets(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in self.series if k.startswith(M.EVAL_PREFIX)})
+
+
+def load_run(run_dir: Path | mf.RunPaths) -> RunData:
+    paths = run_dir if isinstance(run_dir, mf.RunPaths) else mf.RunPaths(Path(run_dir))
+    run = RunData(paths, mf.read(paths))
+    for rec in M.read_all(paths.metrics):
+        for name, value in rec.data.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                xs, ys = run.series.setdefault(metric_key(rec.split, name), ([], []))
+                xs.append(rec.step)
+                ys.append(float(value))
+    return run
+
+
+def expand(patterns: list[str], runs: list[RunData]) -> list[str]:
+    """Metric keys for patterns (`eval/*/accuracy` means every eval set), present in some run."""
+    out: list[str] = []
+    for pattern in patterns:
+        if pattern.startswith("eval/*/"):
+            name = pattern[len("eval/*/"):]
+            sets = sorted({s for r in runs for s in r.eval_sets()}, key=lambda s: (s != M.HELDOUT, s))
+            keys = [f"eval/{s}/{name}" for s in sets]
+        else:
+            keys = [pattern]
+        out += [k for k in keys if k not in out and any(k in r.series for r in runs)]
+    return out
+
+
+def default_metrics(runs: list[RunData], table: dict[str, list[str]] = DEFAULT_METRICS) -> list[str]:
+    kinds = list(dict.fromkeys(r.kind for r in runs))
+    return expand([p for kind in kinds for p in table.get(kind, [])], runs)
+
+
+def final_best(run: RunData, key: str) -> tuple[float | None, float | None]:
+    xs, ys = run.series.get(key, ([], []))
+    ys = [y for y in ys if math.isfinite(y)]
+    if not ys:
+        return None, None
+    return ys[-1], (max(ys) if higher_is_better(key) else min(ys))
+
+
+def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[dict]:
+    metrics = metrics if metrics is not None else default_metrics(runs, TABLE_METRICS)
+    rows = []
+    for run in runs:
+        cfg = run.config
+        row = {"id": run.id, "name": run.label, "kind": run.kind,
+               "loss": cfg.get("loss", {}).get("type", "") if run.kind == "rm" else "ppo",
+               "status": mf.effective_status(run.manifest),
+               "steps": max((xs[-1] for xs, _ in run.series.values() if xs), default=0)}
+        for key in metrics:
+            final, best = final_best(run, key)
+            row[f"{key} final"] = final
+            row[f"{key} best"] = best
+        rows.append(row)
+    return rows
+
+
+def compare_table(run_dirs: list[Path], metrics: list[str] | None = None) -> list[dict]:
+    """One row per run: identity, status, steps, then final and best of each key metric."""
+    return table_rows([load_run(d) for d in run_dirs], metrics)
+
+
+def diff_fields(configs: list[dict]) -> list[tuple[str, list]]:
+    """The config fields (dotted) on which any two runs differ, with each run's value."""
+    if not configs:
+        return []
+    paths: dict[str, None] = {}
+    for other in configs[1:]:
+        paths.update(dict.fromkeys(config_mod.diff(configs[0], other)))
+    out = []
+    for path in sorted(paths):
+        values = []
+        for cfg in configs:
+            node = cfg
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            values.append(node)
+        out.append((path, values))
+    return out
+
+
+# --------------------------------------------------------------------------- table files
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def table_csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def table_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(row[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_text(rows: list[dict]) -> str:
+    """Aligned plain text, columns with no value in any row left out (e.g. PPO metrics among RMs)."""
+    if not rows:
+        return ""
+    cols = [c for c in rows[0] if any(r[c] not in (None, "") for r in rows)]
+    cells = [[c for c in cols]] + [[format_cell(r[c]) or "—" for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in cells) + "\n"
+
+
+def format_table(rows: list[dict], fmt: str = "text") -> str:
+    """The summary table as `text`, `csv` or `md`."""
+    writers = {"text": table_text, "csv": table_csv, "md": table_markdown}
+    if fmt not in writers:
+        raise ValueError(f"table format must be text | csv | md, got {fmt!r}")
+    return writers[fmt](rows)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _chart(run_lines: list[tuple[str, str, list[int], list[float]]], title: str, x0: float, y0: float,
+           w: float, h: float) -> list[str]:
+    """One chart's SVG elements inside the box (x0, y0, w, h)."""
+    left, right, top, bottom = 58, 12, 26, 30
+    pw, ph = w - left - right, h - top - bottom
+    xs_all = [x for _, _, xs, _ in run_lines for x in xs]
+    ys_all = [y for _, _, _, ys in run_lines for y in ys if math.isfinite(y)]
+    out = [f'<text x="{x0 + w / 2:.1f}" y="{y0 + 16:.1f}" class="title">{escape(title)}</text>']
+    if not ys_all:
+        out.append(f'<text x="{x0 + w / 2:.1f}" y="{y0 + h / 2:.1f}" class="tick">no data</text>')
+        return out
+    yt = nice_ticks(min(ys_all), max(ys_all))
+    xt = nice_ticks(min(xs_all), max(xs_all))
+    ylo, yhi, xlo, xhi = yt[0], yt[-1], xt[0], xt[-1]
+
+    def px(x: float) -> float:
+        return x0 + left + (x - xlo) / ((xhi - xlo) or 1) * pw
+
+    def py(y: float) -> float:
+        return y0 + top + ph - (y - ylo) / ((yhi - ylo) or 1) * ph
+
+    out.append(f'<rect x="{x0 + left}" y="{y0 + top}" width="{pw:.1f}" height="{ph:.1f}" class="frame"/>')
+    for t in yt:
+        out.append(f'<line x1="{x0 + left}" x2="{x0 + left + pw:.1f}" y1="{py(t):.1f}" y2="{py(t):.1f}" class="grid"/>')
+        out.append(f'<text x="{x0 + left - 5}" y="{py(t) + 4:.1f}" class="tick" text-anchor="end">{t:.4g}</text>')
+    for t in xt:
+        out.append(f'<text x="{px(t):.1f}" y="{y0 + top + ph + 16:.1f}" class="tick">{t:.6g}</text>')
+    for _label, color, xs, ys in run_lines:
+        if not ys:
+            continue
+        dx, dy = downsample(xs, ys, int(pw))
+        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(dx, dy, strict=True) if math.isfinite(y))
+        if len(dx) == 1:
+            out.append(f'<circle cx="{px(dx[0]):.1f}" cy="{py(dy[0]):.1f}" r="2.5" fill="{color}"/>')
+        else:
+            out.append(f'<polyline points="{pts}" stroke="{color}" class="line"/>')
+    return out
+
+
+def charts_svg(runs: list[RunData], metrics: list[str], columns: int = 2) -> str:
+    """Small multiples: one chart per metric, every run's curve in its colour, one legend on top."""
+    cw, ch, legend_h = 460, 280, 16 + 18 * math.ceil(len(runs) / columns)
+    rows = math.ceil(len(metrics) / columns) if metrics else 1
+    width, height = cw * columns, legend_h + ch * rows
+    body = []
+    for i, run in enumerate(runs):
+        lx, ly = 16 + (i % columns) * (width - 32) / columns, 22 + 18 * (i // columns)
+        body.append(f'<rect x="{lx:.1f}" y="{ly - 9}" width="14" height="4" fill="{COLORS[i % len(COLORS)]}"/>')
+        body.append(f'<text x="{lx + 20:.1f}" y="{ly - 3}" class="legend">{escape(run.label)} '
+                    f'<tspan class="dim">{escape(run.id)}</tspan></text>')
+    for j, key in enumerate(metrics):
+        lines = [(run.label, COLORS[i % len(COLORS)], *run.series.get(key, ([], []))) for i, run in enumerate(runs)]
+        body += _chart(lines, key, (j % columns) * cw, legend_h + (j // columns) * ch, cw, ch)
+    style = ("text{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;fill:#222}"
+             ".title{font-size:13px;font-weight:bold;text-anchor:middle}"
+             ".tick{font-size:10px;fill:#555;text-anchor:middle}.legend{font-size:12px}.dim{fill:#888}"
+             ".frame{fill:none;stroke:#999;stroke-width:1}.grid{stroke:#e4e4e4;stroke-width:1}"
+             ".line{fill:none;stroke-width:1.6;stroke-linejoin:round}")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}"><style>{style}</style>'
+            f'<rect width="100%" height="100%" fill="white"/>' + "".join(body) + "</svg>\n")
+
+
+def svg_to_png(svg: str) -> bytes:
+    try:
+        import cairosvg
+    except ImportError:
+        raise RuntimeError("PNG export needs cairosvg (pip install cairosvg); .svg works without it") from None
+    return cairosvg.svg2png(bytestring=svg.encode("utf-8"), scale=2)
+
+
+def export_compare(run_dirs: list[Path], out: Path, metrics: list[str] | None = None) -> Path:
+    """Write the comparison to `out`: charts for .svg/.png, the summary table for .csv/.md."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".svg", ".png", ".csv", ".md"):
+        raise ValueError(f"{out}: export to .svg, .png, .csv or .md")
+    runs = [load_run(d) for d in run_dirs]
+    if suffix in (".csv", ".md"):
+        rows = table_rows(runs, expand(metrics, runs) if metrics else None)
+        out.write_text(table_csv(rows) if suffix == ".csv" else table_markdown(rows), encoding="utf-8")
+        return out
+    svg = charts_svg(runs, expand(metrics, runs) if metrics else default_metrics(runs))
+    if suffix == ".svg":
+        out.write_text(svg, encoding="utf-8")
+    else:
+        out.write_bytes(svg_to_png(svg))
+    return out

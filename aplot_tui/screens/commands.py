@@ -1,0 +1,46 @@
+"""The command palette's run commands (ctrl+p): launch, compare, open, clone, stop, resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from aplot_tui import store
+from engine import config as config_mod
+
+Command = tuple[str, Callable[[], object], str]
+
+
+class RunCommands(Provider):
+    async def startup(self) -> None:
+        self.rows = await asyncio.to_thread(store.list_rows, self.app.runs_dir)
+
+    def commands(self) -> Iterator[Command]:
+        app = self.app
+        yield "Launch a new run", app.new_run, "open the new-run form with the defaults"
+        for name in config_mod.preset_names():
+            yield f"Launch from preset {name}", partial(app.new_run_from_preset, name), "the form, filled from a preset"
+        yield "Compare marked runs", app.compare_marked, "runs marked with space on the runs screen"
+        for row in reversed(self.rows):  # newest first
+            label = f"{row.name} ({row.id})"
+            if row.status == "running":
+                yield f"Stop run {label}", partial(app.stop_run, row.id), "SIGINT, checkpoint, exit"
+            if row.status in ("stopped", "failed", "crashed"):
+                yield f"Resume run {label}", partial(app.resume_run, row.id), "continue from the last checkpoint"
+            yield f"Open run {label}", partial(app.open_run, row.id), f"{row.kind} · {row.status}"
+            yield f"Clone run {label}", partial(app.clone_run, row.id), "a new run from this run's config"
+
+    async def discover(self) -> Hits:
+        for text, command, help in self.commands():
+            if not text.startswith(("Open", "Clone")):
+                yield DiscoveryHit(text, command, help=help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for text, command, help in self.commands():
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), command, help=help)

@@ -1,0 +1,151 @@
+"""The compare screen: several runs' curves overlaid per metric, a final/best summary table,
+and a config diff of only the fields that differ. `e` exports the table (CSV, Markdown) and the
+charts (SVG, PNG) through the same `report` functions `aplot compare --plot` uses."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+
+from aplot_tui import report
+from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart
+from aplot_tui.widgets.config_diff import ConfigDiff
+from aplot_tui.widgets.series import Series
+from engine import manifest as mf
+
+
+class CompareScreen(Screen):
+    CSS_PATH = "compare.tcss"
+    TITLE = "Compare"
+    HELP = """The marked runs side by side. **charts**: one chart per key metric with every
+run's curve in its colour (legend on top). **summary**: the final and best value of each key
+metric (best is the maximum, or the minimum for losses and KL). **config diff**: only the
+config fields on which the runs differ. `e` writes table.csv, table.md, charts.svg and
+charts.png to a new `compare-<time>` folder."""
+
+    BINDINGS = [
+        Binding("1", "tab('charts')", "Charts"),
+        Binding("2", "tab('summary')", "Summary"),
+        Binding("3", "tab('diff')", "Config diff"),
+        Binding("e", "export", "Export"),
+        Binding("q", "back", "Back"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, runs: list[report.RunData]) -> None:
+            self.runs = runs
+            super().__init__()
+
+    def __init__(self, runs: list[mf.RunPaths]) -> None:
+        super().__init__()
+        self.run_paths = runs
+        self.runs: list[report.RunData] = []
+        self.metrics: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="charts"):
+            with TabPane("charts", id="charts"):
+                yield Static("loading…", id="legend")
+                with VerticalScroll():
+                    yield Grid(id="chart-grid")
+            with TabPane("summary", id="summary"):
+                yield DataTable(id="summary-table", zebra_stripes=True, cursor_type="row")
+            with TabPane("config diff", id="diff"):
+                yield ConfigDiff(id="config-diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{len(self.run_paths)} runs"
+        self.load()
+
+    @work(exclusive=True)
+    async def load(self) -> None:
+        runs = await asyncio.to_thread(lambda: [report.load_run(p) for p in self.run_paths])
+        self.post_message(self.Loaded(runs))
+
+    async def on_compare_screen_loaded(self, message: Loaded) -> None:
+        self.runs = message.runs
+        self.metrics = report.default_metrics(self.runs)
+        legend = Text()
+        for i, run in enumerate(self.runs):
+            legend.append("━━ ", style=RICH_COLORS[PALETTE[i % len(PALETTE)]])
+            legend.append(f"{run.label}  ", style="bold")
+        self.query_one("#legend", Static).update(legend)
+        charts = []
+        for key in self.metrics:
+            chart = MetricChart(key, legend=False)
+            chart.lines = tuple(
+                Line(run.label, series=_series(*run.series[key]), color=PALETTE[i % len(PALETTE)])
+                for i, run in enumerate(self.runs) if key in run.series)
+            charts.append(chart)
+        await self.query_one("#chart-grid", Grid).mount_all(charts)
+        self._fill_summary()
+        diff = self.query_one(ConfigDiff)
+        diff.run_labels = tuple(run.label for run in self.runs)
+        diff.diff = tuple((path, tuple(values)) for path, values in report.diff_fields([r.config for r in self.runs]))
+
+    def _fill_summary(self) -> None:
+        """One row per value (status, steps, each metric's final and best), one column per run;
+        the best run of each metric row is in bold."""
+        table = self.query_one("#summary-table", DataTable)
+        rows = report.table_rows(self.runs)
+        table.clear(columns=True)
+        table.add_column("", key="what")
+        for i, run in enumerate(self.runs):
+            table.add_column(Text(run.label, style=RICH_COLORS[PALETTE[i % len(PALETTE)]]), key=run.id)
+        for key in list(rows[0])[4:] if rows else []:
+            values = [row[key] for row in rows]
+            numbers = [v for v in values if isinstance(v, float)]
+            metric = key.rsplit(" ", 1)[0]
+            best = (max if report.higher_is_better(metric) else min)(numbers) if len(numbers) > 1 else None
+            cells = [Text(report.format_cell(v) or "—", justify="right",
+                          style="bold green" if v is not None and v == best else "") for v in values]
+            table.add_row(Text(key, style="bold"), *cells, key=key)
+
+    # ---------------------------------------------------------------- actions
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_export(self) -> None:
+        if not self.runs:
+            self.notify("still loading", severity="warning")
+            return
+        self.export()
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def export(self) -> None:
+        out = self.app.export_dir / f"compare-{datetime.fromtimestamp(self.app.clock()):%Y%m%d-%H%M%S}"
+        out.mkdir(parents=True, exist_ok=True)
+        rows = report.table_rows(self.runs)
+        (out / "table.csv").write_text(report.table_csv(rows), encoding="utf-8")
+        (out / "table.md").write_text(report.table_markdown(rows), encoding="utf-8")
+        svg = report.charts_svg(self.runs, self.metrics)
+        (out / "charts.svg").write_text(svg, encoding="utf-8")
+        written = "table.csv, table.md, charts.svg"
+        try:
+            (out / "charts.png").write_bytes(report.svg_to_png(svg))
+            written += ", charts.png"
+        except RuntimeError as e:
+            self.app.call_from_thread(self.notify, str(e), severity="warning")
+        self.app.call_from_thread(self.notify, f"exported {written} to {out}")
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+
+def _series(xs: list[int], ys: list[float]) -> Series:
+    s = Series()
+    s.extend(xs, ys)
+    return s

@@ -1,0 +1,153 @@
+"""The new-run screen: the config form, a preset picker, inline validation, the exact launch
+command, and launch. Dismissed with the new run's paths, which the caller opens."""
+
+from __future__ import annotations
+
+import shlex
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, Footer, Header, Label, Select, Static
+
+from aplot_tui import store, supervisor
+from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
+from engine import config as config_mod
+from engine import manifest as mf
+
+DEFAULTS = "defaults"
+
+
+class NewRunScreen(Screen[mf.RunPaths | None]):
+    CSS_PATH = "new_run.tcss"
+    TITLE = "New run"
+    HELP = """Every config field with its default and its help. Pick a preset to fill the form,
+or start from an earlier run's config (`c` on the runs or run screen). Problems show under their
+field as you type; the bottom bar shows the exact `accelerate launch` command. `ctrl+r`
+launches the run and opens its screen. Lists are comma-separated; `data.eval` takes
+`name=path` pairs."""
+
+    BINDINGS = [
+        Binding("ctrl+r", "launch", "Launch", priority=True),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, initial: dict | None = None, *, source: str = "", preset: str = "") -> None:
+        super().__init__()
+        self.initial = initial if initial is not None else config_mod.to_dict(config_mod.Config())
+        self.source = source  # a run id the config was cloned from, the picker's first choice
+        self._loaded = preset or (f"run {source}" if source else DEFAULTS)  # the picker's current choice
+        self.cfg: config_mod.Config | None = None
+        self.problems: list[str] = []
+        self._pending = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="top"):
+            yield Label("preset", id="preset-label")
+            choices = ([self._loaded] if self.source else []) + [DEFAULTS] + config_mod.preset_names()
+            yield Select([(c, c) for c in choices], value=self._loaded, allow_blank=False, compact=True, id="preset")
+        yield ConfigForm(self.initial, id="form")
+        with Vertical(id="bottom"):
+            yield Static("", id="problems")
+            yield Static("", id="preview")
+            with Horizontal(id="buttons"):
+                yield Button("Launch (ctrl+r)", variant="success", compact=True, id="launch")
+                yield Button("Cancel (esc)", compact=True, id="cancel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == "completed"]
+        self.form.control("ppo.reward_model_run").suggester = SuggestFromList(rm_runs, case_sensitive=False)
+        self.validate()
+
+    @property
+    def form(self) -> ConfigForm:
+        return self.query_one(ConfigForm)
+
+    # ---------------------------------------------------------------- validation
+
+    def on_config_form_changed(self) -> None:
+        if not self._pending:  # many fields change at once when a preset loads: check once
+            self._pending = True
+            self.call_after_refresh(self.validate)
+
+    def validate(self) -> None:
+        self._pending = False
+        overrides, early = to_overrides(self.form.values())
+        try:
+            cfg = config_mod.load(None, [o for o in overrides if o.split("=", 1)[0] not in early])
+            problems = []
+        except config_mod.ConfigError as e:
+            cfg, problems = None, list(e.problems)
+        problems += [f"{path}: {message}" for path, message in early.items()]
+        self.cfg = cfg if not problems else None
+        self.problems = problems
+        by_field, general = {}, []
+        for line in problems:
+            path, message = problem_field(line, self.form.paths)
+            if path is None:
+                general.append(line)
+            else:
+                by_field.setdefault(path, message)
+        self.form.show_problems(by_field)
+        box = self.query_one("#problems", Static)
+        box.set_class(bool(problems), "bad")
+        box.update("\n".join(general) if general else
+                   (f"{len(problems)} problem(s): see the fields marked in red" if problems else "config is valid"))
+        self.query_one("#launch", Button).disabled = bool(problems)
+        preview = self.query_one("#preview", Static)
+        if self.cfg is not None:
+            argv = supervisor.launch_argv(self.cfg, self.app.runs_dir / "<run-id>")
+            preview.update("$ " + shlex.join(argv))
+        else:
+            preview.update("$ (fix the problems above to see the launch command)")
+
+    # ---------------------------------------------------------------- presets
+
+    @on(Select.Changed, "#preset")
+    def preset_changed(self, event: Select.Changed) -> None:
+        choice = str(event.value)
+        if choice == self._loaded:  # the form already holds it
+            return
+        self._loaded = choice
+        if choice == DEFAULTS:
+            data = config_mod.to_dict(config_mod.Config())
+        elif choice.startswith("run "):
+            data = self.initial
+        else:
+            data = config_mod.to_dict(config_mod.load(preset=choice))
+        self.form.set_values(data)
+
+    # ---------------------------------------------------------------- launch
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "launch":
+            self.action_launch()
+        else:
+            self.dismiss(None)
+
+    def action_launch(self) -> None:
+        self.validate()
+        if self.cfg is None:
+            self.notify(f"cannot launch: {len(self.problems)} problem(s) in the config", severity="error")
+            return
+        self.query_one("#launch", Button).disabled = True
+        self.launch(self.cfg)
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def launch(self, cfg: config_mod.Config) -> None:
+        links = {"reward_model_run": cfg.ppo.reward_model_run} if cfg.kind == "ppo" else None
+        try:
+            paths = supervisor.start(cfg, self.app.runs_dir, links=links)
+        except (mf.RunError, config_mod.ConfigError, OSError) as e:
+            self.app.call_from_thread(self.notify, f"launch failed: {e}", severity="error")
+            self.app.call_from_thread(setattr, self.query_one("#launch", Button), "disabled", False)
+            return
+        self.app.call_from_thread(self.dismiss, paths)
+
+    def action_back(self) -> None:
+        self.dismiss(None)

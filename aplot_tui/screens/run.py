@@ -1,0 +1,345 @@
+"""The run screen: live panels over one run's metrics, its log, and stop/resume.
+
+A worker follows `metrics.jsonl` by byte offset (MetricsTail) and `train.log` by byte offset,
+turns new records into per-metric columns off the UI thread, and posts them; the screen appends
+them to its `Series` and hands each chart its lines. The manifest is re-read when it changes,
+and its status re-checked every second (a dead process shows as `crashed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from aplot_tui.report import metric_key
+from aplot_tui.widgets.charts import PALETTE, Line, MetricChart
+from aplot_tui.widgets.log_pane import LogPane
+from aplot_tui.widgets.run_header import RunHeader, step_rate
+from aplot_tui.widgets.samples import SamplesView
+from aplot_tui.widgets.series import Series
+from engine import manifest as mf
+from engine import metrics as M
+
+from .tail import LogTail
+
+CHUNK = 16 << 20  # bytes of metrics parsed per step of the worker: a huge file opens progressively
+DRAW_S = 0.25  # panels redraw at most this often, and never take more than a quarter of the time
+
+
+@dataclass(frozen=True)
+class Panel:
+    id: str
+    title: str
+    keys: tuple[tuple[str, str], ...] = ()  # (metric key or eval/*/name pattern, label)
+    kind: str = "line"  # line | hist (margin vs gap scatter) | win (error bars) | samples
+    xlabel: str = "step"
+
+
+RM_PANELS = (
+    Panel("loss", "loss", ((M.LOSS, "train"), ("eval/*/" + M.LOSS, ""))),
+    Panel("accuracy", "accuracy", ((M.ACCURACY, "train"), ("eval/*/" + M.ACCURACY, ""))),
+    Panel("gap", "reward gap  r⁺ − r⁻", ((M.REWARD_GAP, "train"), ("eval/*/" + M.REWARD_GAP, ""))),
+)
+APLOT_PANELS = (
+    Panel("margin", "OT margin", ((M.MARGIN_MEAN, "mean"), (M.MARGIN_MAX, "max"))),
+    Panel("hist", "margin vs reward gap (latest eval)", kind="hist", xlabel="reward gap"),
+)
+BT_PANELS = (
+    Panel("rewards", "rewards", ((M.CHOSEN_REWARD, "chosen"), (M.REJECTED_REWARD, "rejected"))),
+    Panel("grad", "grad norm", ((M.GRAD_NORM, "grad norm"),)),
+)
+LR_PANEL = Panel("lr", "learning rate", ((M.LEARNING_RATE, "lr"),))
+PPO_PANELS = (
+    Panel("reward", "reward", ((M.SCORES, "rm score"), (M.GOLD_SCORE, "gold"), (M.RLHF_REWARD, "rlhf"))),
+    Panel("kl", "KL to reference", ((M.KL, "kl"),)),
+    Panel("entropy", "entropy", ((M.ENTROPY, "entropy"),)),
+    Panel("clip", "clip fractions", ((M.CLIPFRAC, "policy"), (M.VALUE_CLIPFRAC, "value"))),
+    Panel("win", "win rate ± se", kind="win"),
+    Panel("samples", "samples", kind="samples"),
+)
+
+
+def panels_for(manifest: dict) -> tuple[Panel, ...]:
+    if manifest.get("kind") == "ppo":
+        return PPO_PANELS
+    aplot = manifest.get("config", {}).get("loss", {}).get("type") == "aplot"
+    return RM_PANELS + (APLOT_PANELS if aplot else BT_PANELS) + (LR_PANEL,)
+
+
+@dataclass
+class Batch:
+    """New records, already split into per-metric columns (built in the worker thread)."""
+
+    count: int = 0
+    last_step: int = 0
+    columns: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    times: list[tuple[float, int]] = field(default_factory=list)  # train (time, step), for the rate
+    hist: tuple[str, int, list[float], list[float]] | None = None  # split, step, gaps, margins
+    win: list[tuple[int, float, float]] = field(default_factory=list)  # step, rate, se
+    samples: tuple[int, list[dict]] | None = None
+
+
+def columnize(records: list[M.Record]) -> Batch:
+    batch = Batch(count=len(records), last_step=max((r.step for r in records), default=0))
+    for rec in records:
+        if rec.split == M.SAMPLES:
+            batch.samples = (rec.step, list(rec.data.get(M.SAMPLES) or []))
+            continue
+        if rec.split == M.TRAIN:
+            batch.times.append((rec.time, rec.step))
+        for name, value in rec.data.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                xs, ys = batch.columns.setdefault(metric_key(rec.split, name), ([], []))
+                xs.append(rec.step)
+                ys.append(value)
+        gaps, margins = rec.data.get(M.GAP_HIST), rec.data.get(M.MARGIN_HIST)
+        if gaps and margins and (batch.hist is None or rec.split == M.eval_split(M.HELDOUT)
+                                 or batch.hist[0] != M.eval_split(M.HELDOUT)):
+            batch.hist = (rec.split, rec.step, list(gaps), list(margins))
+        if M.WIN_RATE in rec.data:
+            batch.win.append((rec.step, rec.data[M.WIN_RATE], rec.data.get(M.WIN_RATE_SE) or 0.0))
+    return batch
+
+
+class RunScreen(Screen):
+    CSS_PATH = "run.tcss"
+    TITLE = "Run"
+    HELP = """One run, live: the panels follow `metrics.jsonl` and the log pane follows
+`train.log` as training writes them. The header shows the status, progress, step rate and the
+time left at that rate. `s` stops the run (SIGINT: the trainer saves a checkpoint and exits),
+`r` resumes a stopped, failed or crashed run from its last checkpoint, `c` opens the new-run
+form with this run's config. `tab` moves between panels, `f` fills the screen with the focused
+one, `l` shows only the log. Leaving the screen or the app never stops training."""
+
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("c", "clone", "Clone"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("f", "toggle_maximize", "Full"),
+        Binding("q", "back", "Back"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    class MetricsAppended(Message):
+        def __init__(self, batch: Batch) -> None:
+            self.batch = batch
+            super().__init__()
+
+    class LogAppended(Message):
+        def __init__(self, lines: list[str]) -> None:
+            self.lines = lines
+            super().__init__()
+
+    class ManifestChanged(Message):
+        def __init__(self, manifest: dict, status: str) -> None:
+            self.manifest = manifest
+            self.status = status
+            super().__init__()
+
+    def __init__(self, paths: mf.RunPaths, manifest: dict | None = None) -> None:
+        super().__init__()
+        self.paths = paths
+        self.manifest = manifest if manifest is not None else mf.read(paths)
+        self.panels = panels_for(self.manifest)
+        self.series: dict[str, Series] = {}
+        self.records_seen = 0
+        self.caught_up = False  # the worker has read the file to its end at least once
+        self._rate: deque[tuple[float, int]] = deque(maxlen=30)
+        self._hist: tuple[str, int, list[float], list[float]] | None = None
+        self._win: list[tuple[int, float, float]] = []
+        self._drawn: dict[str, tuple] = {}
+        self._dirty = False
+        self._draw_cost = 0.0  # seconds the last redraw took
+        self._next_draw = 0.0
+        self._started_at: float | None = None
+        self._t_first: float | None = None  # time of the first and last train record
+        self._t_last: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield RunHeader(id="run-header")
+        with Grid(id="panels"):
+            for panel in self.panels:
+                if panel.kind == "samples":
+                    yield SamplesView(id=f"panel-{panel.id}")
+                else:
+                    yield MetricChart(panel.title, xlabel=panel.xlabel, id=f"panel-{panel.id}")
+        yield LogPane(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.paths.id
+        self._show_manifest(self.manifest, mf.effective_status(self.manifest))
+        self.set_interval(DRAW_S / 2, self._draw_if_due)
+        self.follow()
+
+    # ---------------------------------------------------------------- the worker
+
+    @work(exclusive=True, group="follow")
+    async def follow(self) -> None:
+        metrics, log = M.MetricsTail(self.paths.metrics), LogTail(self.paths.log)
+        mtime, status, last_check = None, None, 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            records = await asyncio.to_thread(metrics.read_new, CHUNK)
+            if records:
+                self.post_message(self.MetricsAppended(await asyncio.to_thread(columnize, records)))
+            lines = await asyncio.to_thread(log.read_new)
+            if lines:
+                self.post_message(self.LogAppended(lines))
+            now = loop.time()
+            try:
+                new_mtime = os.stat(self.paths.manifest).st_mtime_ns
+            except OSError:
+                new_mtime = mtime
+            if new_mtime != mtime or now - last_check >= 1.0:
+                manifest = await asyncio.to_thread(mf.read, self.paths) if new_mtime != mtime else self.manifest
+                new_status = await asyncio.to_thread(mf.effective_status, manifest)
+                if new_mtime != mtime or new_status != status:
+                    self.post_message(self.ManifestChanged(manifest, new_status))
+                mtime, status, last_check = new_mtime, new_status, now
+            more = metrics.offset < _size(self.paths.metrics)
+            if not more:
+                self.caught_up = True
+                await asyncio.sleep(self.app.follow_s)
+
+    # ---------------------------------------------------------------- messages
+
+    def on_run_screen_metrics_appended(self, message: MetricsAppended) -> None:
+        batch = message.batch
+        self.records_seen += batch.count
+        for key, (xs, ys) in batch.columns.items():
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = Series()
+            series.extend(xs, ys)
+        self._rate.extend(batch.times)
+        if batch.times:
+            self._t_first = self._t_first or batch.times[0][0]
+            self._t_last = batch.times[-1][0]
+        if batch.hist is not None:
+            self._hist = batch.hist
+        self._win += batch.win
+        if batch.samples is not None:
+            for view in self.query(SamplesView):
+                view.step, view.samples = batch.samples[0], tuple(batch.samples[1])
+        header = self.query_one(RunHeader)
+        header.step = max(header.step, batch.last_step)
+        header.steps_per_s = step_rate(list(self._rate))
+        if self._t_last:
+            header.elapsed_s = self._t_last - (self._started_at or self._t_first or self._t_last)
+        self._dirty = True
+        self._draw_if_due()
+
+    def on_run_screen_log_appended(self, message: LogAppended) -> None:
+        self.query_one(LogPane).append(message.lines)
+
+    def on_run_screen_manifest_changed(self, message: ManifestChanged) -> None:
+        self.manifest = message.manifest
+        self._show_manifest(message.manifest, message.status)
+
+    def _show_manifest(self, manifest: dict, status: str) -> None:
+        header = self.query_one(RunHeader)
+        cfg = manifest.get("config", {})
+        kind = manifest.get("kind", "rm")
+        loss = cfg.get("loss", {}).get("type", "") if kind == "rm" else "ppo"
+        header.title = f"{manifest.get('name', '')} · {kind}/{loss}"
+        header.status = status
+        header.total_steps = int(manifest.get("resolved", {}).get("total_steps", 0) or 0)
+        header.error = manifest.get("error", "") if status in ("failed", "crashed", "stopped") else ""
+        try:
+            self._started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
+        except (KeyError, ValueError):
+            self._started_at = None
+
+    # ---------------------------------------------------------------- drawing
+
+    def _lines(self, panel: Panel) -> tuple[Line, ...]:
+        if panel.kind == "hist":
+            if self._hist is None:
+                return ()
+            split, step, gaps, margins = self._hist
+            self.query_one(f"#panel-{panel.id}", MetricChart).border_title = \
+                f"margin vs gap · {split.removeprefix(M.EVAL_PREFIX)} @ step {step}"
+            return (Line(split, xs=tuple(gaps), ys=tuple(margins), color=PALETTE[1], kind="scatter"),)
+        if panel.kind == "win":
+            if not self._win:
+                return ()
+            steps, rates, ses = zip(*self._win, strict=True)
+            return (Line("win rate", xs=steps, ys=rates, yerr=ses, color=PALETTE[3], kind="error"),)
+        lines = []
+        for key, label in panel.keys:
+            if key.startswith("eval/*/"):
+                name = key[len("eval/*/"):]
+                keys = sorted((k for k in self.series if k.startswith(M.EVAL_PREFIX) and k.endswith("/" + name)),
+                              key=lambda k: (k.split("/")[1] != M.HELDOUT, k))
+                for k in keys:
+                    lines.append((k.split("/")[1], self.series[k]))
+            elif key in self.series:
+                lines.append((label, self.series[key]))
+        return tuple(Line(label, series=s, color=PALETTE[i % len(PALETTE)]) for i, (label, s) in enumerate(lines))
+
+    def _draw_if_due(self) -> None:
+        """Coalesce bursts of appended lines into one redraw; back off when redraws are slow,
+        so keys stay responsive while a fast run streams in."""
+        now = time.monotonic()
+        if not self._dirty or now < self._next_draw:
+            return
+        self._dirty = False
+        self._draw()
+        self._draw_cost = time.monotonic() - now
+        self._next_draw = now + max(DRAW_S, 4 * self._draw_cost)
+
+    def _draw(self) -> None:
+        for panel in self.panels:
+            if panel.kind == "samples":
+                continue
+            lines = self._lines(panel)
+            signature = tuple((line.label, len(line.series) if line.series else len(line.ys)) for line in lines)
+            if signature != self._drawn.get(panel.id):
+                self._drawn[panel.id] = signature
+                self.query_one(f"#panel-{panel.id}", MetricChart).lines = lines
+
+    # ---------------------------------------------------------------- actions
+
+    def action_stop(self) -> None:
+        self.app.stop_run(self.paths.id)
+
+    def action_resume(self) -> None:
+        self.app.resume_run(self.paths.id)
+
+    def action_clone(self) -> None:
+        self.app.clone_run(self.paths.id)
+
+    def action_toggle_log(self) -> None:
+        self.toggle_class("log-only")
+
+    def action_toggle_maximize(self) -> None:
+        """The focused panel (tab moves between them) fills the screen, or goes back."""
+        if self.maximized is not None:
+            self.minimize()
+        elif self.focused is not None:
+            self.maximize(self.focused)
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

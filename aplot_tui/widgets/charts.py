@@ -1,0 +1,119 @@
+"""A metric chart: plotext drawing inside a bordered panel, fed with `Line`s.
+
+The chart owns only drawing. It receives its lines as a reactive (the screen assigns a new
+tuple when data arrives) and downsamples each `Series` to its own width at render time, so a
+100,000-point run draws as fast as a 1,000-point one and resizing needs no new data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+from .series import Series, nice_ticks
+
+# plotext colour names, in the order series are given them (train, then each eval set / each run)
+PALETTE = ("cyan", "orange", "magenta", "green", "red", "blue", "yellow", "gray")
+RICH_COLORS = {"cyan": "cyan", "orange": "dark_orange", "magenta": "magenta", "green": "green",
+               "red": "red", "blue": "blue", "yellow": "yellow", "gray": "grey50"}  # for legends outside
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    series: Series | None = None  # drawn downsampled to the chart's width
+    xs: tuple[float, ...] = ()  # or explicit points (scatter, error bars)
+    ys: tuple[float, ...] = ()
+    color: str = "cyan"
+    kind: Literal["line", "scatter", "error"] = "line"
+    yerr: tuple[float, ...] = field(default=())
+
+    def points(self, max_points: int) -> tuple[list[float], list[float]]:
+        if self.series is not None:
+            return self.series.view(max_points)
+        return list(self.xs), list(self.ys)
+
+
+class MetricChart(PlotextPlot, can_focus=True):
+    """One panel of the run or compare screen; focusable, so a panel can be maximized."""
+
+    DEFAULT_CSS = """
+    MetricChart {
+        border: round $primary 50%;
+        border-title-color: $text;
+        border-title-style: bold;
+        height: 1fr;
+        min-height: 8;
+    }
+    MetricChart:focus { border-title-color: $accent; border-title-style: bold reverse; }  /* no layout */
+    """
+
+    lines: reactive[tuple[Line, ...]] = reactive((), always_update=True)
+    empty_text: reactive[str] = reactive("waiting for data")
+
+    def __init__(self, title: str, *, xlabel: str = "", legend: bool = True, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.border_title = title
+        self.xlabel = xlabel
+        self.legend = legend  # off where one legend serves every chart (compare)
+        self.integer_x = xlabel in ("step", "")  # round step ticks, not plotext's 15.8, 30.5
+        self._cache: tuple | None = None  # ((size, theme), rendered plot)
+
+    @property
+    def has_data(self) -> bool:
+        return any(line.series is not None and len(line.series) or line.ys for line in self.lines)
+
+    def watch_lines(self) -> None:
+        self._cache = None
+
+    def render(self) -> RenderResult:
+        """Build the plot only when its data, size or theme changed; a focus or style change
+        repaints from the cache (plotext needs tens of ms per chart)."""
+        if not self.has_data:
+            return Text(self.empty_text, style="dim", justify="center")
+        key = (self.size, self.app.theme)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        plt = self.plt
+        plt.clear_data()
+        width = max(self.size.width - 8, 4)  # minus the y tick labels
+        for line in self.lines:
+            xs, ys = line.points(2 * width)  # braille: two dots per cell
+            if not ys:
+                continue
+            label = line.label if self.legend and len(self.lines) > 1 else None
+            if line.kind == "scatter":
+                plt.scatter(xs, ys, color=line.color, label=label, marker="dot")
+            elif line.kind == "error":
+                plt.error(xs, ys, yerr=list(line.yerr), color=line.color, label=label)
+            else:
+                plt.plot(xs, ys, color=line.color, label=label, marker="braille")
+        plt.xlabel(self.xlabel)
+        self._ticks(width)
+        text = super().render()
+        self._cache = (key, text)
+        return text
+
+    def _ticks(self, width: int) -> None:
+        """Round ticks (plotext's own read 15.8, 30.5 and 0.0000200), inside the data's range."""
+        points = [line.points(2 * width) for line in self.lines]
+        xs = [x for p in points for x in p[0]]
+        ys = [y for p in points for y in p[1]] + [
+            y + s * e for line in self.lines for y, e in zip(line.ys, line.yerr, strict=False) for s in (-1, 1)]
+        if not xs:
+            return
+        if self.integer_x:
+            ticks = [t for t in nice_ticks(min(xs), max(xs), max(3, width // 8)) if min(xs) <= t <= max(xs)]
+            self.plt.xticks(ticks, [f"{t:g}" for t in ticks])
+        lo, hi = min(ys), max(ys)
+        for n in (max(3, self.size.height // 3), max(6, self.size.height // 2)):
+            ticks = [t for t in nice_ticks(lo, hi, n) if lo <= t <= hi]
+            if len(ticks) >= 3:
+                self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])
+                return

@@ -1,0 +1,192 @@
+"""The runs table: filtered, sorted, marked rows that update in place as runs progress.
+
+Rows arrive as `store.RunRow`s (the screen polls the store); the table only decides what is
+visible and in what order. When the visible runs and their order are unchanged, cells are
+updated in place, so the cursor and scroll position survive a refresh every second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable
+
+from aplot_tui.store import RunRow, filter_rows, format_age, sort_rows
+
+STATUS_STYLE = {"running": "bold green", "created": "dim", "completed": "blue", "failed": "bold red",
+                "crashed": "bold red", "stopped": "yellow"}
+
+# column key, header, sort key of store.sort_rows (None: sorted here)
+COLUMNS = (("mark", " ", None), ("id", "run", "created"), ("name", "name", "name"), ("kind", "kind", "kind"),
+           ("loss", "loss", "loss"), ("status", "status", "status"), ("step", "step", "step"),
+           ("train", "train", "metric"), ("eval", "eval", "eval"), ("tags", "tags", None),
+           ("age", "age", "created"))
+SORTABLE = [c for c in COLUMNS if c[2]]
+
+# short labels of the store's key columns
+METRIC_LABELS = {"train/loss": "loss", "train/accuracy": "acc", "eval/heldout/accuracy": "acc",
+                 "train/objective/scores": "score", "train/objective/kl": "kl", "eval/win/win_rate": "win"}
+TRAIN_KEY = {"rm": "train/loss", "ppo": "train/objective/scores"}
+EVAL_KEY = {"rm": "eval/heldout/accuracy", "ppo": "eval/win/win_rate"}
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """`status:running kind:rm tag:hh free text` into store.filter_rows keywords."""
+    out = {"text": "", "status": "", "kind": "", "tag": ""}
+    words = []
+    for token in query.split():
+        key, sep, value = token.partition(":")
+        if sep and key in ("status", "kind", "tag") and value:
+            out[key] = value
+        else:
+            words.append(token)
+    out["text"] = " ".join(words)
+    return out
+
+
+def metric_cell(row: RunRow, keys: dict[str, str]) -> tuple[str, float | None]:
+    key = keys.get(row.kind, "")
+    value = row.metrics.get(key)
+    if value is None:
+        return "", None
+    return f"{METRIC_LABELS.get(key, key)} {value:.3f}", value
+
+
+def visible_rows(rows: list[RunRow], query: str, sort: str, reverse: bool) -> list[RunRow]:
+    shown = filter_rows(rows, **parse_query(query))
+    if sort == "eval":  # the store sorts by the first key metric; the eval column is ours
+        missing = [r for r in shown if metric_cell(r, EVAL_KEY)[1] is None]
+        have = sorted((r for r in shown if metric_cell(r, EVAL_KEY)[1] is not None),
+                      key=lambda r: metric_cell(r, EVAL_KEY)[1], reverse=reverse)
+        return have + missing
+    return sort_rows(shown, sort, reverse)
+
+
+class RunTable(DataTable):
+    """Runs, one per row; the row key is the run id."""
+
+    class MarksChanged(Message):
+        def __init__(self, marked: frozenset[str]) -> None:
+            self.marked = marked
+            super().__init__()
+
+    runs: reactive[tuple[RunRow, ...]] = reactive((), always_update=True, init=False)
+    filter_text: reactive[str] = reactive("", init=False)
+    sort_by: reactive[str] = reactive("created", init=False)
+    sort_reverse: reactive[bool] = reactive(True, init=False)  # newest first
+    marked: reactive[frozenset[str]] = reactive(frozenset(), init=False)
+    now: reactive[float] = reactive(0.0, init=False)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._shown: list[str] = []
+        self._layout_key: tuple | None = None  # (ids, sort) the table was last built for
+
+    @property
+    def shown_ids(self) -> list[str]:
+        return list(self._shown)
+
+    @property
+    def current_id(self) -> str | None:
+        if not self._shown or self.cursor_row < 0 or self.cursor_row >= len(self._shown):
+            return None
+        return self._shown[self.cursor_row]
+
+    def toggle_mark(self) -> None:
+        run_id = self.current_id
+        if run_id is not None:
+            self.marked = self.marked ^ {run_id}
+            self.post_message(self.MarksChanged(self.marked))
+
+    def cycle_sort(self) -> None:
+        names = [c[2] for c in SORTABLE]
+        unique = list(dict.fromkeys(names))
+        self.sort_by = unique[(unique.index(self.sort_by) + 1) % len(unique)]
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        key = dict((c[0], c[2]) for c in COLUMNS).get(event.column_key.value or "")
+        if not key:
+            return
+        if key == self.sort_by:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_by = key
+
+    def watch_runs(self) -> None:
+        self._rebuild()
+
+    def on_mount(self) -> None:
+        self._rebuild()
+
+    def watch_filter_text(self) -> None:
+        self._rebuild()
+
+    def watch_sort_by(self) -> None:
+        self._rebuild()
+
+    def watch_sort_reverse(self) -> None:
+        self._rebuild()
+
+    def watch_marked(self) -> None:
+        self._rebuild()
+
+    def watch_now(self) -> None:
+        self._rebuild()
+
+    def _cells(self, row: RunRow) -> list:
+        train, _ = metric_cell(row, TRAIN_KEY)
+        evaluation, _ = metric_cell(row, EVAL_KEY)
+        step = f"{row.step}/{row.total_steps}" if row.total_steps else (str(row.step) if row.step else "")
+        return [
+            Text("●", style="bold magenta") if row.id in self.marked else "",
+            row.id, row.name, row.kind, row.loss,
+            Text(row.status, style=STATUS_STYLE.get(row.status, "")),
+            Text(step, justify="right"), train, evaluation, ",".join(row.tags), format_age(row_age(row, self.now)),
+        ]
+
+    def _rebuild(self) -> None:
+        """Update cells in place when the layout holds; rebuild when rows, order or widths change.
+
+        Column widths are computed here, not left to the table's measuring on idle: a table
+        that re-measures after its rows arrive can keep drawing cells cut at the old widths.
+        """
+        rows = visible_rows(list(self.runs), self.filter_text, self.sort_by, self.sort_reverse)
+        cells = [self._cells(r) for r in rows]
+        headers = []
+        for key, header, sort in COLUMNS:  # the header marks the sort column
+            arrow = (" ▼" if self.sort_reverse else " ▲") if sort == self.sort_by and key != "age" else ""
+            headers.append(header + arrow)
+        widths = tuple(max([len(h)] + [Text(c).cell_len if isinstance(c, str) else c.cell_len for c in col])
+                       for h, col in zip(headers, zip(*cells, strict=True) if cells else [()] * len(COLUMNS),
+                                         strict=True))
+        ids = [r.id for r in rows]
+        layout_key = (tuple(ids), tuple(headers), widths)
+        if layout_key == self._layout_key:
+            for r, row_cells in zip(rows, cells, strict=True):
+                for (key, _, _), cell in zip(COLUMNS, row_cells, strict=True):
+                    if self.get_cell(r.id, key) != cell:
+                        self.update_cell(r.id, key, cell)
+            return
+        current = self.current_id
+        self.clear(columns=True)
+        for (key, _, _), header, width in zip(COLUMNS, headers, widths, strict=True):
+            self.add_column(header, key=key, width=width)
+        for r, row_cells in zip(rows, cells, strict=True):
+            self.add_row(*row_cells, key=r.id)
+        self._shown, self._layout_key = ids, layout_key
+        if current in ids:
+            self.move_cursor(row=ids.index(current), animate=False)
+
+
+def row_age(row: RunRow, now: float) -> float:
+    """Seconds since creation by the app's clock (injectable, so snapshots are stable)."""
+    if not now:
+        return row.age_s
+    try:
+        return now - datetime.fromisoformat(row.created_at).timestamp()
+    except ValueError:
+        return row.age_s

@@ -1,0 +1,53 @@
+"""TUI test fixtures: the fixture runs copied into a temp store, an app with a fixed clock,
+and fake training processes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aplot_tui.app import AplotApp
+from engine import manifest as mf
+
+from .helpers import FIXTURES, NOW
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """The fixture runs in a fresh store; the cwd is its parent, so the app shows `runs`."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(FIXTURES, tmp_path / "runs")
+    return Path("runs")
+
+
+@pytest.fixture
+def make_app(store):
+    def make(**kw) -> AplotApp:
+        kw = {"clock": lambda: NOW, "export_dir": Path("exports"), "poll_s": 0.1, "follow_s": 0.05} | kw
+        return AplotApp(runs_dir=store, **kw)
+    return make
+
+
+@pytest.fixture
+def fake_training():
+    """A long-running process in its own session whose command line names the run (as
+    `accelerate launch … --run-dir runs/<id>` does), recorded as the run's pid."""
+    procs: list[subprocess.Popen] = []
+
+    def start(store: Path, run_id: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(600)", run_id],
+                                start_new_session=True)
+        procs.append(proc)
+        paths = mf.RunPaths(store / run_id)
+        mf.update(paths, status="running", pid=proc.pid, exit_code=-1, error="")
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

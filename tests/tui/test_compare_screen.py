@@ -1,0 +1,94 @@
+"""The compare screen: marked runs, overlaid charts, final/best table, config diff, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from textual.widgets import DataTable
+
+from aplot_tui.screens.compare import CompareScreen
+from aplot_tui.widgets.charts import MetricChart
+from aplot_tui.widgets.config_diff import ConfigDiff
+from aplot_tui.widgets.run_table import RunTable
+
+from .helpers import APLOT, BT, EMD, FIXTURES, drive, runs_loaded, wait_for
+
+
+async def mark(pilot, *run_ids: str) -> None:
+    table = pilot.app.screen.query_one(RunTable)
+    for run_id in run_ids:
+        table.move_cursor(row=table.shown_ids.index(run_id))
+        await pilot.press("space")
+
+
+async def open_compare(pilot) -> CompareScreen:
+    await runs_loaded(pilot)
+    await mark(pilot, BT, APLOT, EMD)
+    await pilot.press("m")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: bool(screen.runs) and screen.query(MetricChart), what="compare data")
+    await pilot.pause()
+    return screen
+
+
+def test_three_marked_runs_compare_with_a_diff_of_exactly_the_differing_fields(make_app):
+    async def script(pilot):
+        screen = await open_compare(pilot)
+        assert [r.id for r in screen.runs] == [EMD, APLOT, BT]  # table order: newest first
+        # the fixture configs differ only in these (see tests/fixtures/make_runs.py)
+        diff = screen.query_one(ConfigDiff)
+        assert diff.fields == ["data.eval.ood", "loss.aplot.margin_scale", "loss.aplot.solver", "loss.type",
+                               "name", "tags"]
+        assert dict(diff.diff)["loss.aplot.solver"] == ("emd", "sinkhorn", "sinkhorn")
+        charts = {c.border_title: c for c in screen.query(MetricChart)}
+        assert list(charts) == ["loss", "accuracy", "eval/heldout/accuracy", "eval/ood/accuracy", "reward_gap",
+                                "margin/mean", "learning_rate"]
+        assert [line.label for line in charts["loss"].lines] == ["aplot-emd", "aplot-hh", "bt-base"]
+        assert [line.label for line in charts["eval/ood/accuracy"].lines] == ["aplot-hh"]
+        assert [line.label for line in charts["margin/mean"].lines] == ["aplot-emd", "aplot-hh"]
+        summary = screen.query_one("#summary-table", DataTable)
+        assert summary.get_row("loss final")[0].plain == "loss final" and len(summary.columns) == 4
+        # final train loss of each run (last train lines of the fixtures); the lowest in bold
+        finals = [cell.plain for cell in summary.get_row("loss final")[1:]]
+        assert finals == ["0.4333", "0.3808", "0.4092"]
+        assert summary.get_row("loss final")[2].style == "bold green"
+        await pilot.press("3")
+        assert screen.query_one("TabbedContent").active == "diff"
+
+    drive(make_app(), script)
+
+
+def test_compare_needs_two_marked_runs(make_app):
+    async def script(pilot):
+        await runs_loaded(pilot)
+        await mark(pilot, BT)
+        await pilot.press("m")
+        assert type(pilot.app.screen).__name__ == "RunsScreen"
+        await mark(pilot, BT)  # unmark
+        assert not pilot.app.screen.query_one(RunTable).marked
+
+    drive(make_app(), script)
+
+
+def test_export_writes_table_and_charts(make_app, store):
+    async def script(pilot):
+        await open_compare(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any("exported" in n.message for n in pilot.app._notifications),
+                       timeout=10, what="the export")
+
+    drive(make_app(), script)
+    (out,) = store.parent.glob("exports/compare-*")
+    assert out.name.startswith("compare-2026030")  # named by the app's clock (local time)
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["id"] for r in rows] == [EMD, APLOT, BT]
+    last = json.loads((FIXTURES / BT / "metrics.jsonl").read_text().splitlines()[-2])  # step 200 train
+    assert last["step"] == 200 and last["split"] == "train"
+    assert float(rows[2]["loss final"]) == last["data"]["loss"]
+    assert rows[2]["eval/ood/accuracy final"] == ""  # bt-base has no ood set
+    assert (out / "table.md").read_text().startswith("| id | name | kind | loss | status | steps |")
+    svg = (out / "charts.svg").read_text()
+    assert svg.count("<polyline") == 3 * 5 + 1 + 2  # 3 runs × 5 shared metrics, ood: 1, margin: 2
+    assert (out / "charts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,144 @@
+"""The new-run screen: a form from the schema, inline validation, presets, clone, preview, launch."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+from textual.widgets import Button, Static
+
+from aplot_tui.screens.new_run import NewRunScreen
+from aplot_tui.screens.run import RunScreen
+from aplot_tui.widgets.config_form import ConfigForm, fid, to_overrides
+from aplot_tui.widgets.run_table import RunTable
+from engine import config as config_mod
+from engine import manifest as mf
+
+from .helpers import EMD, drive, runs_loaded, wait_for
+
+
+def problem(form: ConfigForm, path: str) -> str:
+    return form.problem(path)
+
+
+async def open_form(pilot) -> NewRunScreen:
+    await runs_loaded(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, NewRunScreen))
+    await pilot.pause()
+    return pilot.app.screen
+
+
+def test_form_defaults_inline_problems_and_kind_sections(make_app):
+    async def script(pilot):
+        screen = await open_form(pilot)
+        form = screen.form
+        # every leaf field of the schema, with its default and its one help string
+        leaves = [p for p, _f, _t, table in config_mod.iter_fields() if not table]
+        assert form.paths == leaves
+        assert form.control("optim.lr").value == "2e-05"
+        assert form.control("loss.aplot.solver").value == "sinkhorn"
+        assert form.control("launch.cpu").value is False
+        assert str(form.query_one(f"#h-{fid('loss.aplot.epsilon')}").render()) == \
+            config_mod.field_help("loss.aplot.epsilon")
+        assert screen.cfg is not None and not screen.problems
+
+        # bad values: each problem replaces its field's help, and launch is refused
+        form.control("optim.lr").value = "-1"
+        form.control("model.tiny.num_heads").value = "3"
+        form.control("data.eval").value = "ood"
+        await wait_for(pilot, lambda: len(screen.problems) == 3)
+        assert problem(form, "optim.lr") == "must be > 0, got -1.0"
+        assert problem(form, "model.tiny.num_heads") == "must divide model.tiny.hidden_size (64), got 3"
+        assert problem(form, "data.eval").startswith("write name=path pairs")
+        assert screen.query_one("#launch", Button).disabled
+        await pilot.press("ctrl+r")
+        assert isinstance(pilot.app.screen, NewRunScreen)  # not launched
+        form.control("optim.lr").value = "1e-4"
+        form.control("model.tiny.num_heads").value = "4"
+        form.control("data.eval").value = "ood=held.jsonl"
+        await wait_for(pilot, lambda: not screen.problems)
+        assert problem(form, "optim.lr") == "" and screen.cfg.optim.lr == 1e-4
+        assert str(form.query_one(f"#h-{fid('optim.lr')}").render()) == config_mod.field_help("optim.lr")
+        assert screen.cfg.data.eval == {"ood": "held.jsonl"}
+
+        # PPO swaps the loss section for the PPO one, and needs a reward model run
+        assert form.query_one("#sec-loss").display and not form.query_one("#sec-ppo").display
+        form.control("kind").value = "ppo"
+        await wait_for(pilot, lambda: bool(screen.problems))
+        assert not form.query_one("#sec-loss").display and form.query_one("#sec-ppo").display
+        assert problem(form, "ppo.reward_model_run").startswith("a PPO run needs a completed RM run")
+
+    drive(make_app(), script)
+
+
+def test_preset_fills_the_form_and_preview_shows_the_launch_command(make_app):
+    async def script(pilot):
+        screen = await open_form(pilot)
+        preset = config_mod.load(preset="demo-rm")
+        screen.query_one("#preset").value = "demo-rm"
+        form = screen.form
+        await wait_for(pilot, lambda: screen.cfg is not None and screen.cfg.name == "demo-rm")
+        assert screen.cfg == preset
+        assert form.control("model.tiny.vocab_size").value == str(preset.model.tiny.vocab_size)
+        assert form.control("launch.cpu").value is True
+        preview = str(screen.query_one("#preview", Static).render())
+        assert preview.endswith("--cpu --mixed_precision no -m engine.reward --run-dir 'runs/<run-id>'")
+
+    drive(make_app(), script)
+
+
+def test_clone_starts_from_the_runs_config(make_app):
+    async def script(pilot):
+        await runs_loaded(pilot)
+        table = pilot.app.screen.query_one(RunTable)
+        table.move_cursor(row=table.shown_ids.index(EMD))
+        await pilot.press("c")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, NewRunScreen))
+        form = pilot.app.screen.form
+        assert form.control("loss.aplot.solver").value == "emd"
+        assert form.control("loss.aplot.margin_scale").value == "0.5"
+        assert form.control("name").value == "aplot-emd"
+        assert form.control("tags").value == "aplot, ablation"
+        assert pilot.app.screen.query_one("#preset").value == f"run {EMD}"
+
+    drive(make_app(), script)
+
+
+def test_to_overrides_round_trips_lists_tables_and_strings():
+    overrides, problems = to_overrides({"tags": "a, b", "data.eval": "ood=x.jsonl", "name": "1e-5",
+                                        "optim.lr": "3e-4", "launch.cpu": True})
+    assert not problems
+    cfg = config_mod.load(None, overrides)
+    assert cfg.tags == ["a", "b"] and cfg.data.eval == {"ood": "x.jsonl"}
+    assert cfg.name == "1e-5" and cfg.optim.lr == 3e-4 and cfg.launch.cpu is True
+
+
+TINY = {"name": "tui-tiny", "model.max_length": "32", "model.tiny.hidden_size": "16", "model.tiny.num_layers": "1",
+        "model.tiny.num_heads": "2", "model.tiny.vocab_size": "128", "data.synthetic_pairs": "96",
+        "optim.batch_size": "8", "optim.max_steps": "3", "eval.every": "0", "checkpoint.every": "0",
+        "launch.threads": "1"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("engine.reward") is None, reason="engine.reward not written yet")
+def test_launch_a_tiny_run_for_real_and_follow_it_to_completed(make_app, store):
+    async def script(pilot):
+        screen = await open_form(pilot)
+        form = screen.form
+        for path, value in TINY.items():
+            form.control(path).value = value
+        form.control("launch.cpu").value = True
+        await wait_for(pilot, lambda: screen.cfg is not None and screen.cfg.optim.max_steps == 3)
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen), timeout=10, what="the run screen")
+        run = pilot.app.screen
+        assert run.paths.id.split("-")[2:5] == ["rm", "aplot", "tui"]
+        deadline = time.monotonic() + 180
+        while mf.read(run.paths)["status"] not in mf.FINAL and time.monotonic() < deadline:
+            await pilot.pause(0.2)
+        manifest = mf.read(run.paths)
+        assert manifest["status"] == "completed", (manifest.get("error"), run.paths.log.read_text()[-2000:])
+        await wait_for(pilot, lambda: len(run.series.get("loss", ())) == 3, timeout=5, what="3 loss points")
+
+    drive(make_app(), script)

@@ -1,0 +1,133 @@
+"""The run screen: panels filled from the metrics stream, live following, ETA, stop, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aplot_tui.screens.run import RunScreen
+from aplot_tui.widgets.charts import MetricChart
+from aplot_tui.widgets.log_pane import LogPane
+from aplot_tui.widgets.run_header import RunHeader
+from aplot_tui.widgets.samples import SamplesView
+from engine import manifest as mf
+
+from .helpers import APLOT, EMD, FIXTURES, PPO, drive, run_loaded, wait_for
+
+
+def chart(screen, panel: str) -> MetricChart:
+    return screen.query_one(f"#panel-{panel}", MetricChart)
+
+
+def labels(screen, panel: str) -> list[str]:
+    return [line.label for line in chart(screen, panel).lines]
+
+
+def test_aplot_run_shows_every_panel_from_the_fixture(make_app):
+    async def script(pilot):
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        assert screen.records_seen == 208  # 200 train lines + 4 evals × (heldout, ood)
+        assert labels(screen, "loss") == ["train", "heldout", "ood"]
+        assert labels(screen, "accuracy") == ["train", "heldout", "ood"]
+        assert len(screen.series["loss"]) == 200 and len(screen.series["eval/ood/accuracy"]) == 4
+        assert labels(screen, "margin") == ["mean", "max"]
+        hist = chart(screen, "hist")
+        assert hist.border_title == "margin vs gap · heldout @ step 200"
+        assert len(hist.lines[0].xs) == 64  # the paired margin_hist/gap_hist of the last heldout eval
+        assert labels(screen, "lr") == ["lr"]
+        header = screen.query_one(RunHeader)
+        assert (header.status, header.step, header.total_steps) == ("completed", 200, 200)
+        # started 15 s after creation; the last train line is at +20 s + 1.5 s × 200
+        assert header.elapsed_s == 305.0
+        log = (FIXTURES / APLOT / "train.log").read_text().splitlines()
+        assert list(screen.query_one(LogPane).lines) == log
+
+    drive(make_app(), script)
+
+
+def test_ppo_run_shows_reward_kl_win_rate_with_errors_and_samples(make_app):
+    async def script(pilot):
+        pilot.app.open_run(PPO)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        assert labels(screen, "reward") == ["rm score", "gold", "rlhf"]
+        assert labels(screen, "clip") == ["policy", "value"]
+        win = chart(screen, "win").lines[0]
+        assert win.kind == "error" and win.xs == (10, 20, 30, 40, 50, 60)
+        assert win.ys[-1] == 0.8387 and win.yerr[-1] == 0.023
+        samples = screen.query_one(SamplesView)
+        assert samples.step == 60 and len(samples.samples) == 4
+        assert samples.samples[0]["prompt"] == "Write a short note about the sea."
+
+    drive(make_app(), script)
+
+
+def _train_line(step: int, t: float) -> str:
+    return json.dumps({"time": t, "step": step, "split": "train", "data": {"loss": 0.4, "accuracy": 0.8}}) + "\n"
+
+
+def test_follows_a_live_run_within_a_second_with_eta(make_app, store, fake_training):
+    fake_training(store, EMD)
+    paths = mf.RunPaths(store / EMD)
+    last_time = json.loads(paths.metrics.read_text().splitlines()[-1])["time"]
+
+    async def script(pilot):
+        pilot.app.open_run(EMD)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        header = screen.query_one(RunHeader)
+        await wait_for(pilot, lambda: header.status == "running")
+        assert len(screen.series["loss"]) == 120
+        with open(paths.metrics, "a") as fh:  # a torn line is held back until its newline arrives
+            fh.write(_train_line(121, last_time + 1.5) + _train_line(122, last_time + 3.0)[:20])
+            fh.flush()
+            t0 = time.monotonic()
+            await wait_for(pilot, lambda: len(screen.series["loss"]) == 121, timeout=1.0, what="step 121")
+            assert time.monotonic() - t0 < 1.0
+            fh.write(_train_line(122, last_time + 3.0)[20:])
+        with open(paths.log, "a") as fh:
+            fh.write("step  122 loss=0.4000\n")
+        await wait_for(pilot, lambda: len(screen.series["loss"]) == 122, timeout=1.0)
+        await wait_for(pilot, lambda: screen.query_one(LogPane).lines[-1] == "step  122 loss=0.4000", timeout=1.0)
+        # 1.5 s per step in the fixture and in the new lines: 78 steps left take 117 s
+        assert header.step == 122 and round(header.steps_per_s, 4) == 0.6667
+        assert "ETA 1m 57s" in str(header.render())
+
+    drive(make_app(), script)
+
+
+def test_stop_from_run_screen_and_resume_refused_without_checkpoint(make_app, store, fake_training):
+    proc = fake_training(store, EMD)
+
+    async def script(pilot):
+        pilot.app.open_run(EMD)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        header = screen.query_one(RunHeader)
+        await wait_for(pilot, lambda: header.status == "running")
+        await pilot.press("r")  # running: nothing to resume
+        assert pilot.app.screen is screen
+        await pilot.press("s", "n")  # asked, declined
+        assert proc.poll() is None
+        await pilot.press("s", "y")
+        await wait_for(pilot, lambda: header.status == "stopped", timeout=15, what="stopped")
+        assert proc.poll() is not None
+        await pilot.press("r")  # stopped, but the fixture run has no checkpoint
+        assert pilot.app.screen is screen
+        assert any("no complete checkpoint" in n.message for n in pilot.app._notifications)
+
+    drive(make_app(), script)
+
+
+def test_q_goes_back_to_the_runs_screen(make_app):
+    async def script(pilot):
+        await pilot.pause()
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        await pilot.press("q")
+        assert type(pilot.app.screen).__name__ == "RunsScreen"
+        assert not any(isinstance(s, RunScreen) for s in pilot.app.screen_stack)
+
+    drive(make_app(), script)

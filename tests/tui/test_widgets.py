@@ -1,0 +1,83 @@
+"""Pure pieces behind the widgets: downsampling, ticks, the log tail, ETA, form conversions."""
+
+from __future__ import annotations
+
+from aplot_tui.screens.run import columnize
+from aplot_tui.screens.tail import LogTail
+from aplot_tui.widgets.config_form import form_text, problem_field
+from aplot_tui.widgets.run_header import eta_seconds, format_duration, step_rate
+from aplot_tui.widgets.series import Series, downsample, nice_ticks
+from engine.metrics import Record
+
+
+def test_downsample_keeps_each_buckets_extremes_in_order():
+    ys = [0.0] * 100_000
+    ys[31_337], ys[77_001] = 9.0, -4.0  # a spike and a dip
+    xs = list(range(len(ys)))
+    dx, dy = downsample(xs, ys, 100)
+    assert len(dx) <= 200 and 9.0 in dy and -4.0 in dy
+    assert dx == sorted(dx) and dx[dy.index(9.0)] == 31_337
+    assert downsample([1, 2, 3], [3.0, 1.0, 2.0], 2) == ([1, 2, 3], [3.0, 1.0, 2.0])  # small: unchanged
+    assert downsample([0, 1, 2, 3], [1.0, 5.0, 2.0, 0.0], 1) == ([1, 3], [5.0, 0.0])
+
+
+def test_series_view_is_cached_until_an_append():
+    s = Series()
+    s.extend([1, 2, 3], [1.0, 2.0, 3.0])
+    v = s.view(10)
+    assert v == ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) and s.view(10) is v
+    s.append(4, 0.5)
+    assert s.view(10)[1][-1] == 0.5 and s.last == 0.5
+
+
+def test_nice_ticks():
+    assert nice_ticks(0.31, 0.83) == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(1, 60, 4) == [0, 20, 40, 60]
+    assert nice_ticks(5, 5) == [2, 4, 6, 8]  # a flat series gets a range around its value
+
+
+def test_log_tail_follows_holds_torn_lines_and_starts_near_the_end(tmp_path):
+    path = tmp_path / "train.log"
+    tail = LogTail(path)
+    assert tail.read_new() == []  # no file yet
+    path.write_text("one\ntwo\nthr")
+    assert tail.read_new() == ["one", "two"]
+    with open(path, "a") as fh:
+        fh.write("ee\n")
+    assert tail.read_new() == ["three"]
+    path.write_text("x" * 100 + "\nlast line\n")
+    late = LogTail(path, backlog=20)  # opens mid-line: the partial first line is dropped
+    assert late.read_new() == ["last line"]
+    path.write_text("new\n")  # truncated (a fresh log): start over
+    assert tail.read_new() == ["new"]
+
+
+def test_eta_rate_and_durations():
+    assert step_rate([(100.0, 10), (110.0, 30)]) == 2.0
+    assert step_rate([(100.0, 10)]) == 0.0
+    assert eta_seconds(30, 130, 2.0) == 50.0
+    assert eta_seconds(130, 130, 2.0) is None and eta_seconds(10, 0, 2.0) is None
+    assert (format_duration(50), format_duration(125), format_duration(7322)) == ("50s", "2m 05s", "2h 02m")
+
+
+def test_columnize_splits_records_into_metric_columns():
+    recs = [Record(1.0, 1, "train", {"loss": 0.5, "flag": True}), Record(2.0, 2, "train", {"loss": 0.4}),
+            Record(2.5, 2, "eval/ood", {"accuracy": 0.6, "margin_hist": [0.1], "gap_hist": [1.0]}),
+            Record(2.6, 2, "eval/heldout", {"accuracy": 0.7, "margin_hist": [0.2], "gap_hist": [2.0]}),
+            Record(3.0, 2, "eval/win", {"win_rate": 0.6, "win_rate_se": 0.05}),
+            Record(3.5, 2, "samples", {"samples": [{"prompt": "p", "response": "r", "score": 1.0}]})]
+    b = columnize(recs)
+    assert b.count == 6 and b.last_step == 2
+    assert b.columns["loss"] == ([1, 2], [0.5, 0.4]) and "flag" not in b.columns
+    assert b.columns["eval/ood/accuracy"] == ([2], [0.6])
+    assert b.hist == ("eval/heldout", 2, [2.0], [0.2])  # heldout preferred for the scatter
+    assert b.win == [(2, 0.6, 0.05)] and b.samples[0] == 2
+    assert b.times == [(1.0, 1), (2.0, 2)]
+
+
+def test_form_text_and_problem_lines():
+    assert form_text(["a", "b"]) == "a, b" and form_text({"ood": "x.jsonl"}) == "ood=x.jsonl"
+    paths = ["data.eval", "optim.lr"]
+    assert problem_field("data.eval.ood: expected a file path, got '' (defaults)", paths) == \
+        ("data.eval", "expected a file path, got ''")
+    assert problem_field("something odd", paths) == (None, "something odd")
