@@ -363,27 +363,14 @@ def compare(
     if fmt not in ("text", "csv", "md"):
         raise UserError(f"--format: must be text | csv | md, got {fmt!r}")
     typer.echo(report.format_table(rows, fmt))
-    configs = [mf.read(p).get("config", {}) for p in runs]
-    diffs: dict[str, list] = {}
-    for i, c in enumerate(configs[1:], 1):
-        for key in config_mod.diff(configs[0], c):
-            diffs.setdefault(key, [])
+    diffs = report.diff_fields([mf.read(p).get("config", {}) for p in runs])
     if fmt == "text":
         typer.echo("\nconfig diff" + ("" if diffs else ": identical"))
-        for key in sorted(diffs):
-            vals = "  |  ".join(_fmt(config_mod.get(c, key)) if _has(c, key) else "—" for c in configs)
-            typer.echo(f"  {key}: {vals}")
+        for key, values in diffs:
+            typer.echo(f"  {key}: " + "  |  ".join("—" if v is None else _fmt(v) for v in values))
     if plot:
         report.export_compare([p.dir for p in runs], plot)
         typer.echo(f"wrote {plot}", err=True)
-
-
-def _has(cfg: dict, key: str) -> bool:
-    try:
-        config_mod.get(cfg, key)
-        return True
-    except (KeyError, AttributeError):
-        return False
 
 
 @app.command()

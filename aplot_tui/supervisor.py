@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,9 +91,18 @@ def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen:
 
 
 def start(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
+    """Create and launch a run for a long-lived caller (the TUI); a reaper thread waits on it."""
     paths = create_run(cfg, root, links=links)
-    spawn(paths)
+    watch(paths, spawn(paths))
     return paths
+
+
+def watch(paths: mf.RunPaths, proc: subprocess.Popen) -> threading.Thread:
+    """Reap `proc` in the background: no zombie lingers, and a death the trainer could not record
+    (an import error, an OOM kill) is still written to the manifest."""
+    thread = threading.Thread(target=reap, args=(paths, proc), name=f"reap-{paths.id}", daemon=True)
+    thread.start()
+    return thread
 
 
 def resume(paths: mf.RunPaths) -> subprocess.Popen:

@@ -14,13 +14,13 @@ import re
 import secrets
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.toml"
@@ -112,7 +112,7 @@ def run_paths(root: Path, run_id: str) -> RunPaths:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
 def _strip_none(obj: Any) -> Any:

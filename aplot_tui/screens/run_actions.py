@@ -61,7 +61,7 @@ def _stop(app: App, paths: mf.RunPaths) -> None:
 
 def _resume(app: App, paths: mf.RunPaths) -> None:
     try:
-        supervisor.resume(paths)
+        supervisor.watch(paths, supervisor.resume(paths))
     except (mf.RunError, OSError) as e:
         app.call_from_thread(app.notify, str(e), severity="error")
         return

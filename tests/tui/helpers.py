@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
@@ -13,7 +13,7 @@ LS = "20260302-083000-rm-label-smoothing-c3d5"
 EMD = "20260302-120000-rm-aplot-emd-d4e6"
 PPO = "20260303-100000-ppo-demo-e5f7"
 ALL = [BT, APLOT, LS, EMD, PPO]  # oldest first
-NOW = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC).timestamp()
 SIZE = (140, 40)
 
 
