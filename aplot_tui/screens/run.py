@@ -128,6 +128,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         Binding("r", "resume", "Resume"),
         Binding("c", "clone", "Clone"),
         Binding("l", "toggle_log", "Log"),
+        Binding("d", "diagnostics", "Diagnostics"),
         Binding("f", "toggle_maximize", "Full"),
         Binding("q", "back", "Back"),
         Binding("escape", "back", "Back", show=False),
@@ -323,6 +324,12 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
 
     def action_clone(self) -> None:
         self.app.clone_run(self.paths.id)
+
+    def action_diagnostics(self) -> None:
+        """Length bias, calibration and the hardest pairs of each eval set (reward-model runs)."""
+        from aplot_tui.screens.diagnostics import DiagnosticsScreen
+
+        self.app.push_screen(DiagnosticsScreen(self.paths))
 
     def action_toggle_log(self) -> None:
         self.toggle_class("log-only")
