@@ -18,6 +18,7 @@ from html import escape
 from pathlib import Path
 
 from engine import config as config_mod
+from engine import diagnostics as D
 from engine import manifest as mf
 from engine import metrics as M
 
@@ -28,10 +29,13 @@ DEFAULT_METRICS = {
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, "eval/win/" + M.WIN_RATE],
 }
 TABLE_METRICS = {
-    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP],
+    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP,
+           # the diagnostics side by side: accuracy against the length rules, calibration, length bias
+           *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.ACC_CHOSEN_SHORTER, D.ACC_SIMILAR, D.ACC_CHOSEN_LONGER,
+                                     D.REWARD_LENGTH_CORR, D.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, "eval/win/" + M.WIN_RATE],
 }
-LOWER_IS_BETTER = ("loss", "objective/kl", "policy/approxkl_avg", "grad_norm")
+LOWER_IS_BETTER = ("loss", "objective/kl", "policy/approxkl_avg", "grad_norm", "diag/ece")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
 
