@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _cli import aplot
 from safetensors.numpy import load_file
 
 from engine import manifest as mf
@@ -19,10 +20,6 @@ EVERY_STEP = [M.LOSS, M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.OT_COST, M.OT_I
               M.GRAD_NORM, M.SAMPLES_PER_S, M.TOKENS_PER_S, M.CHOSEN_REWARD, M.REJECTED_REWARD]
 
 
-def aplot(*args, runs_dir, timeout=300):
-    env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
-    return subprocess.run([sys.executable, "-m", "aplot_tui.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def only_run(runs_dir):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _cli import aplot, one_line_error
 from conftest import TINY_RM
 
 from aplot_tui import supervisor
@@ -33,17 +34,8 @@ from engine import metrics as M
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def aplot(*args, runs_dir, timeout=300):
-    env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
-    return subprocess.run([sys.executable, "-m", "aplot_tui.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def one_line_error(proc) -> str:
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("aplot:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.02):

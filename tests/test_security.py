@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import aplot, one_line_error
 
 from engine import config as C
 from engine import manifest as mf
@@ -24,17 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUR_CODE = ["engine", "aplot_tui", "bench", "scripts"]
 
 
-def aplot(*args, runs_dir, timeout=300):
-    env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
-    return subprocess.run([sys.executable, "-m", "aplot_tui.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def one_line_error(proc) -> str:
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("aplot:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def python_files(dirs: list[str]) -> list[Path]:
