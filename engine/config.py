@@ -61,6 +61,7 @@ class ModelSection:
     gguf_file: str = f("", "GGUF file inside the model folder, loaded through transformers' gguf_file")
     trust_remote_code: bool = f(False, "allow custom modelling code shipped with a checkpoint")
     gradient_checkpointing: bool = f(False, "recompute activations in backward to save memory")
+    share_prompt: bool = f(True, "decoder RMs: encode each prompt once for both responses (falls back with a log line)")
     dropout: float = f(0.0, "dropout of the tiny model (ignored for pretrained checkpoints)", ge=0, lt=1)
     tiny: TinyModelConfig = sub(TinyModelConfig, "shape of the model built when name = \"tiny\"")
     lora: LoraConfig = sub(LoraConfig, "parameter-efficient fine-tuning with peft")

@@ -27,6 +27,7 @@ from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split
 from engine.losses import bt_loss, pair_stats, rm_loss
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.ot_margin import aplot_margin, global_margin
+from engine.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
 from engine.runtime import RunContext, TrainingError, run_main
 
 HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
@@ -197,6 +198,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=resolved["warmup_steps"],
                               num_training_steps=total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    share = False
+    if cfg.model.share_prompt:  # one packed [prompt | chosen | rejected] row per pair instead of two rows
+        share, why = shared_prompt_supported(model, cfg.model.max_length)
+        say("[aplot] model.share_prompt: " + ("on" if share else f"plain two-row forward ({why})"))
+    resolved["share_prompt"] = share
 
     # 4. resume
     best = {"accuracy": -1.0, "step": 0}
@@ -233,8 +239,12 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             batch = collate_pairs([train_ds[i] for i in idx], pad_id)
             n = len(idx)
             with acc.accumulate(model), acc.autocast():
-                rewards, hidden = model(batch["input_ids"].to(acc.device),
-                                        batch["attention_mask"].to(acc.device))      # [2n], [2n, H]
+                if share:
+                    packed = pack_pairs(batch, pad_id, 16 if acc.device.type == "cuda" else 1)
+                    rewards, hidden = shared_prompt_forward(model, packed)            # [2n], [2n, H]
+                else:
+                    rewards, hidden = model(batch["input_ids"].to(acc.device),
+                                            batch["attention_mask"].to(acc.device))  # [2n], [2n, H]
                 r_c, r_r = rewards[:n].float(), rewards[n:].float()                  # [n], [n]
                 pair_texts = ([train_pairs[i].chosen for i in idx], [train_pairs[i].rejected for i in idx])
                 margin, stats = compute_margin(ctx, step, r_c, r_r, hidden[:n], hidden[n:], pair_texts, encoder)

@@ -148,3 +148,21 @@ def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
     assert done.returncode == 0, done.stderr
     losses = train_losses(paths)
     assert max(losses) == step + 3 and sorted(losses) == list(range(1, step + 4))
+
+
+def test_shared_prompt_training_matches_the_plain_forward(tiny_config, tmp_path):
+    """The tiny decoder trains the same with the prompt encoded once (packed rows) as with two rows."""
+    losses = {}
+    for share in ("true", "false"):
+        store = tmp_path / share
+        store.mkdir()
+        proc = aplot("run", tiny_config, f"model.share_prompt={share}", "eval.every=0", "checkpoint.every=0", "-q",
+                     runs_dir=store)
+        assert proc.returncode == 0, proc.stderr
+        paths, manifest = only_run(store)
+        assert manifest["resolved"]["share_prompt"] is (share == "true")
+        losses[share] = train_losses(paths)
+    assert "model.share_prompt: on" in (tmp_path / "true").joinpath(only_run(tmp_path / "true")[0].id,
+                                                                      "train.log").read_text()
+    for step, loss in losses["false"].items():
+        assert losses["true"][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step
