@@ -27,8 +27,8 @@ from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split
 from engine.losses import bt_loss, pair_stats, rm_loss
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.ot_margin import aplot_margin, global_margin
-from engine.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
 from engine.runtime import RunContext, TrainingError, run_main
+from engine.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
 
 HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
 
