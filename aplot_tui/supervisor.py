@@ -100,7 +100,13 @@ def start(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> m
 def watch(paths: mf.RunPaths, proc: subprocess.Popen) -> threading.Thread:
     """Reap `proc` in the background: no zombie lingers, and a death the trainer could not record
     (an import error, an OOM kill) is still written to the manifest."""
-    thread = threading.Thread(target=reap, args=(paths, proc), name=f"reap-{paths.id}", daemon=True)
+    def run() -> None:
+        try:
+            reap(paths, proc)
+        except (mf.RunError, OSError):
+            proc.wait()  # the run folder was removed meanwhile: nothing left to record
+
+    thread = threading.Thread(target=run, name=f"reap-{paths.id}", daemon=True)
     thread.start()
     return thread
 
