@@ -150,24 +150,23 @@ def parse_line(line: bytes | str) -> Record | None:
 
 
 @dataclass
-class MetricsTail:
-    """Follows a metrics file by byte offset: each `read_new()` parses only what was appended.
+class LineTail:
+    """Follows a file by byte offset: each `read_lines()` returns only the complete lines appended.
 
-    A final line without its newline is left for the next call (it may still be being written);
-    complete lines that do not parse are counted in `skipped` and passed over.
+    A final line without its newline is held back for the next call (it may still be being
+    written); a file that shrank (truncated or replaced) is read again from the start.
     """
 
     path: Path
     offset: int = 0
-    skipped: int = 0
     _pending: bytes = field(default=b"", repr=False)
 
-    def read_new(self, max_bytes: int = 64 << 20) -> list[Record]:
+    def read_lines(self, max_bytes: int) -> list[bytes]:
         try:
             size = os.path.getsize(self.path)
         except OSError:
             return []
-        if size < self.offset:  # truncated or replaced: start over
+        if size < self.offset:
             self.offset, self._pending = 0, b""
         if size == self.offset:
             return []
@@ -175,11 +174,20 @@ class MetricsTail:
             fh.seek(self.offset)
             chunk = fh.read(min(size - self.offset, max_bytes))
         self.offset += len(chunk)
-        buf = self._pending + chunk
-        lines = buf.split(b"\n")
-        self._pending = lines.pop()  # b"" when buf ended with a newline
+        lines = (self._pending + chunk).split(b"\n")
+        self._pending = lines.pop()  # b"" when the chunk ended with a newline
+        return lines
+
+
+@dataclass
+class MetricsTail(LineTail):
+    """The metrics stream, parsed: complete lines that do not parse are counted in `skipped`."""
+
+    skipped: int = 0
+
+    def read_new(self, max_bytes: int = 64 << 20) -> list[Record]:
         out = []
-        for line in lines:
+        for line in self.read_lines(max_bytes):
             if not line.strip():
                 continue
             rec = parse_line(line)

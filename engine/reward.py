@@ -73,6 +73,13 @@ def micro_batch_indices(step: int, k: int, resolved: dict, seed: int, rank: int,
 # ---------------------------------------------------------------------------- margin
 
 
+def representations(aplot_cfg, h_c, h_r, texts, encoder):
+    """e⁺, e⁻ for the semantic cost: the RM's pooled hidden states, or the cached sentence encoder's."""
+    if aplot_cfg.embedding == "encoder":
+        return encoder.encode(texts[0]).to(h_c.device), encoder.encode(texts[1]).to(h_c.device)
+    return h_c.detach().float(), h_r.detach().float()
+
+
 def compute_margin(ctx: RunContext, step: int, r_c, r_r, h_c, h_r, texts, encoder):
     """APLOT margin for this micro-batch (zeros with empty stats when the loss has none)."""
     cfg = ctx.cfg.loss
@@ -80,11 +87,7 @@ def compute_margin(ctx: RunContext, step: int, r_c, r_r, h_c, h_r, texts, encode
         return None, {}
     if step <= cfg.aplot.warmup_steps:  # plain BT first: the rewards are not yet worth a margin
         return torch.zeros_like(r_c), {}
-    if cfg.aplot.embedding == "encoder":
-        e_c = encoder.encode(texts[0]).to(r_c.device)
-        e_r = encoder.encode(texts[1]).to(r_c.device)
-    else:
-        e_c, e_r = h_c.detach().float(), h_r.detach().float()
+    e_c, e_r = representations(cfg.aplot, h_c, h_r, texts, encoder)
     if cfg.aplot.ot_scope == "global" and ctx.accelerator.num_processes > 1:
         return global_margin(ctx.accelerator, r_c.detach().float(), r_r.detach().float(), e_c, e_r, cfg.aplot)
     return aplot_margin(r_c.detach().float(), r_r.detach().float(), e_c, e_r, cfg.aplot)
@@ -145,10 +148,7 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
 
 def compute_margin_eval(cfg, r_c, r_r, h_c, h_r, texts, encoder):
     """The margin the loss would give these pairs (per eval batch, no gather: diagnostics only)."""
-    if cfg.loss.aplot.embedding == "encoder":
-        e_c, e_r = encoder.encode(texts[0]).to(r_c.device), encoder.encode(texts[1]).to(r_c.device)
-    else:
-        e_c, e_r = h_c.float(), h_r.float()
+    e_c, e_r = representations(cfg.loss.aplot, h_c, h_r, texts, encoder)
     return aplot_margin(r_c, r_r, e_c, e_r, cfg.loss.aplot)
 
 
@@ -269,7 +269,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                     else:
                         grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
                 optimizer.step()
-                scheduler.step() if acc.sync_gradients else None
+                if acc.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             rc_all.append(r_c.detach())
             rr_all.append(r_r.detach())

@@ -7,36 +7,26 @@ log must not read it all. A line still being written is held back until its newl
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+
+from engine.metrics import LineTail
 
 
 @dataclass
-class LogTail:
-    path: Path
+class LogTail(LineTail):
     backlog: int = 64 << 10
-    offset: int | None = None
-    _pending: bytes = field(default=b"", repr=False)
+    offset: int | None = None  # None until the first read places it `backlog` bytes from the end
 
     def read_new(self, max_bytes: int = 1 << 20) -> list[str]:
-        try:
-            size = os.path.getsize(self.path)
-        except OSError:
-            return []
         drop_first = False
         if self.offset is None:
+            try:
+                size = os.path.getsize(self.path)
+            except OSError:
+                return []
             self.offset = max(0, size - self.backlog)
             drop_first = self.offset > 0  # we start mid-line
-        if size < self.offset:  # truncated or replaced
-            self.offset, self._pending = 0, b""
-        if size == self.offset:
-            return []
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            chunk = fh.read(min(size - self.offset, max_bytes))
-        self.offset += len(chunk)
-        lines = (self._pending + chunk).split(b"\n")
-        self._pending = lines.pop()
+        lines = self.read_lines(max_bytes)
         if drop_first and lines:
             lines = lines[1:]
         return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
