@@ -12,6 +12,7 @@ benchmarks quote both.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -43,6 +44,18 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # --- data and models ---------------------------------------------------------------------------------
+
+
+def minilm_args(doc: str, steps_help: str) -> argparse.Namespace:
+    """The flags the MiniLM step benches share; parses them and sets the thread count."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=4, help=steps_help)
+    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    return args
 
 
 def minilm_path() -> str:

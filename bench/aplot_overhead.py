@@ -12,7 +12,6 @@ Targets: hidden/bt ≤ 1.03, cached encoder/bt ≤ 1.05.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from types import SimpleNamespace
@@ -28,13 +27,7 @@ VARIANTS = ("bt", "aplot_hidden", "aplot_encoder_cached", "aplot_encoder_uncache
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4, help="timed rounds (each runs every variant once)")
-    ap.add_argument("--pairs", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    C.set_threads(args.threads)
+    args = C.minilm_args(__doc__, "timed rounds (each runs every variant once)")
 
     mcfg = ModelSection(name=C.minilm_path(), max_length=args.max_length)
     tok = load_tokenizer(mcfg, None)

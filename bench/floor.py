@@ -10,7 +10,6 @@ so load from other work on this shared machine hits both alike. Target: A/B ≤ 
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import _common as C
@@ -22,13 +21,7 @@ from engine.models import build_reward_model, load_tokenizer
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4, help="timed steps of each side (after one warm-up step)")
-    ap.add_argument("--pairs", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    C.set_threads(args.threads)
+    args = C.minilm_args(__doc__, "timed steps of each side (after one warm-up step)")
 
     mcfg = ModelSection(name=C.minilm_path(), max_length=args.max_length)
     tok = load_tokenizer(mcfg, None)
