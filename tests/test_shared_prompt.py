@@ -66,11 +66,38 @@ def test_pack_pairs_rounds_the_width_up_with_masked_padding():
     assert packed["n_tokens"] == 5 and packed["last"].tolist() == [3, 4]
 
 
+def test_short_pairs_share_a_row_and_never_see_each_other():
+    # sizes 5, 2, 3: the row is 5 wide; the 3- and 2-token pairs fill the second row (longest first)
+    batch = [item([5, 6], [7, 8], [9]), item([4], [3], [2]), item([1], [2], [3])]
+    batch[1] = item([], [3], [2])  # an empty prompt: the tails attend to themselves only
+    packed = pack_pairs(batch, PAD_ID)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 3, 3, 2]]
+    assert packed["pair_ids"].tolist() == [[0, 0, 0, 0, 0], [2, 2, 2, 1, 1]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 1, 0, 0]]
+    assert packed["last_row"].tolist() == [0, 1, 1, 0, 1, 1]
+    assert packed["last"].tolist() == [3, 3, 1, 4, 4, 2]
+    assert packed["n_tokens"] == 10
+    assert packed["attention_mask"][1, 0].int().tolist() == [
+        [1, 0, 0, 0, 0],  # pair 2's prompt
+        [1, 1, 0, 0, 0],  # pair 2's chosen tail: its prompt + itself
+        [1, 0, 1, 0, 0],  # pair 2's rejected tail: its prompt + itself
+        [0, 0, 0, 1, 0],  # pair 1's chosen tail: nothing of pair 2
+        [0, 0, 0, 0, 1],  # pair 1's rejected tail: not its chosen tail either
+    ]
+
+
+def test_rows_can_be_wider_than_the_longest_pair():
+    batch = [item([5, 6], [7, 8], [9]), item([4], [3], [2]), item([1], [2], [3])]
+    packed = pack_pairs(batch, PAD_ID, row_tokens=12)
+    assert packed["input_ids"].shape == (1, 12) and packed["n_tokens"] == 11
+    assert packed["attention_mask"][0, 0, 11].int().tolist() == [0] * 11 + [1]  # padding: itself only
+
+
 def test_pack_pairs_reads_the_collator_batch_like_the_items():
     batch = [item([5, 6, 7], [8], [9, 10, 11]), item([4], [3, 3], [2]), item([1, 2], [3], [4])]
     from_items = pack_pairs(batch, PAD_ID)
     from_collator = pack_pairs(collate_pairs(batch, PAD_ID), PAD_ID)
-    for key in ("input_ids", "position_ids", "attention_mask", "last", "segments"):
+    for key in ("input_ids", "position_ids", "attention_mask", "last_row", "last", "segments", "pair_ids"):
         assert torch.equal(from_items[key], from_collator[key]), key
     plain_tokens = collate_pairs(batch, PAD_ID)["n_tokens"]
     assert from_items["n_tokens"] == plain_tokens - (3 + 1 + 2)  # the prompts no longer counted twice
@@ -140,6 +167,19 @@ def test_tiny_llama_rewards_and_gradients_match_the_plain_forward(tok, attn, mul
     assert_same_as_plain(model, batch, multiple=multiple)
 
 
+def test_packed_rows_of_several_pairs_match_the_plain_forward(tok):
+    """Twelve pairs, one long and the rest short (as in HH-RLHF, where one long conversation sets the
+    width): they pack into fewer rows than pairs, and every reward and gradient holds."""
+    model = tiny(tok)
+    pairs = [Pair(f"\n\nHuman: bake {i}{' more bread' * (6 if i == 0 else 0)}?\n\nAssistant:",
+                  " knead" * (1 + i % 3), " no" * (1 + i % 2)) for i in range(12)]
+    batch = collate_pairs(PairDataset(pairs, tok, 64).items, tok.pad_token_id)
+    packed = pack_pairs(batch, PAD_ID)
+    assert packed["input_ids"].shape[0] < 12
+    assert packed["input_ids"].numel() < batch["input_ids"].numel() * 0.6
+    assert_same_as_plain(model, batch)
+
+
 def test_truncated_prompts_and_pad_equal_to_eos_match_too(tok):
     """Left-cut prompts (max_length 24) and pad = eos: the reward is still read at the real last token."""
     model = tiny(tok)
@@ -193,6 +233,9 @@ def test_supported_explains_every_fallback(tok):
 
     ok, why = shared_prompt_supported(torch.nn.Sequential(tiny(tok)))
     assert not ok and "Sequential" in why
+    wrapper = torch.nn.Module()
+    wrapper.module = tiny(tok)  # how DDP, FSDP and DeepSpeed hold the model
+    assert shared_prompt_supported(wrapper, 64) == (True, "")
 
     model = tiny(tok)
     model.config._attn_implementation = "flash_attention_2"
