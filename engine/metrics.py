@@ -37,6 +37,7 @@ OT_ITERATIONS = "ot/iterations"
 GRAD_NORM = "grad_norm"
 LEARNING_RATE = "learning_rate"
 SAMPLES_PER_S = "samples_per_s"
+SKIPPED_NONFINITE = "skipped_nonfinite"  # a step (RM) or minibatches (PPO) dropped for a non-finite loss
 TOKENS_PER_S = "tokens_per_s"
 EPOCH = "epoch"
 # eval-only: paired samples of (margin, reward gap) for the margin panel's scatter

@@ -299,7 +299,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             advantages = L.masked_whiten(advantages, r_mask)
 
         # 7c. clipped policy and value updates over ppo_epochs × minibatches
-        stats = defaultdict(list)
+        stats, n_skipped = defaultdict(list), 0
         for _epoch in range(p.ppo_epochs):
             perm = torch.randperm(p.rollout_batch, device=dev)
             for mb in perm.split(p.minibatch_size):
@@ -312,7 +312,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                                                                        p.clip_range)
                         vf_loss, vf_clipfrac = L.value_loss(new_values.float(), values[micro], returns[micro], m,
                                                             p.clip_range_value)
-                        acc.backward(pg_loss + p.vf_coef * vf_loss)
+                        loss = pg_loss + p.vf_coef * vf_loss
+                        if ctx.nonfinite(loss, step, optimizer):  # fails the run unless optim.skip_nonfinite
+                            n_skipped += 1
+                            continue
+                        acc.backward(loss)
                         if acc.sync_gradients and cfg.optim.max_grad_norm > 0:
                             acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
                         optimizer.step()
@@ -337,6 +341,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         data = dict(zip(names, values_all.tolist(), strict=True))
         data.update({M.KL_COEF: kl_ctl.value, M.LEARNING_RATE: scheduler.get_last_lr()[0],
                      M.SAMPLES_PER_S: resolved["global_rollout"] / (time.perf_counter() - t0)})
+        if n_skipped:  # minibatches dropped for a non-finite loss (every rank drops the same ones)
+            data[M.SKIPPED_NONFINITE] = n_skipped
         kl_ctl.update(data[M.KL], resolved["global_rollout"])
         if step % cfg.log.every == 0 or step == total:
             ctx.log(step, M.TRAIN, data)

@@ -250,16 +250,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                 margin, stats = compute_margin(ctx, step, r_c, r_r, hidden[:n], hidden[n:], pair_texts, encoder)
                 loss, _ = rm_loss(cfg.loss, r_c, r_r, dataset_margin=batch["margin"].to(acc.device),
                                   aplot_margin=margin)
-                finite = torch.isfinite(loss).float()
-                if acc.num_processes > 1:
-                    finite = acc.reduce(finite, reduction="mean")
-                if finite.item() < 1.0:
-                    if not cfg.optim.skip_nonfinite:
-                        raise TrainingError(f"non-finite loss at step {step}")
-                    optimizer.zero_grad(set_to_none=True)
-                    acc.step = 0  # realign gradient accumulation with the next optimizer step
+                if ctx.nonfinite(loss, step, optimizer):
                     skipped = True
-                    say(f"[aplot] step {step}: non-finite loss, batch skipped")
                     break
                 acc.backward(loss)
                 if acc.sync_gradients:
@@ -280,7 +272,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
         # metrics: gathered over ranks, written by the main process only
         if skipped:  # no made-up values: the step is marked, its numbers are absent
-            ctx.log(step, M.TRAIN, {"skipped_nonfinite": 1, M.LEARNING_RATE: scheduler.get_last_lr()[0]})
+            ctx.log(step, M.TRAIN, {M.SKIPPED_NONFINITE: 1, M.LEARNING_RATE: scheduler.get_last_lr()[0]})
         elif step % cfg.log.every == 0 or step == total:
             r_c = acc.gather(torch.cat(rc_all)) if rc_all else torch.zeros(1)
             r_r = acc.gather(torch.cat(rr_all)) if rr_all else torch.zeros(1)

@@ -124,6 +124,24 @@ class RunContext:
         flag = torch.tensor([1.0 if self._stop_flag else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
 
+    def nonfinite(self, loss, step: int, optimizer) -> bool:
+        """False when `loss` is finite on every rank. Otherwise fail the run (TrainingError), or with
+        `optim.skip_nonfinite` drop this optimizer step's gradients and return True: every rank
+        agrees, so DDP never waits on a rank that skipped."""
+        import torch
+
+        finite = torch.isfinite(loss.detach()).float()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.reduce(finite, reduction="mean")
+        if finite.item() == 1.0:
+            return False
+        if not self.cfg.optim.skip_nonfinite:
+            raise TrainingError(f"non-finite loss at step {step}; optim.skip_nonfinite = true skips such batches")
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.step = 0  # realign gradient accumulation with the next optimizer step
+        self.accelerator.print(f"[aplot] step {step}: non-finite loss, batch skipped")
+        return True
+
     def start(self, resolved: dict, data_hashes: dict | None = None) -> None:
         """Mark the run running and freeze the derived values and provenance into the manifest."""
         if not self.is_main:

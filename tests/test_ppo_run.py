@@ -105,6 +105,31 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
     assert any(not torch.equal(ref[k], final[k]) for k in ref)  # PPO changed the parameters
 
 
+def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
+    """An RM whose head is NaN scores every rollout NaN: PPO stops at step 1 with one line, or with
+    optim.skip_nonfinite drops every minibatch, completes, and leaves the policy finite."""
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    rm_final = mf.run_paths(tmp_path, rm_id).checkpoints / "final" / "model.safetensors"
+    from safetensors.torch import save_file
+
+    weights = load_file(rm_final)
+    head = next(k for k in weights if "score" in k)
+    weights[head] = torch.full_like(weights[head], float("nan"))
+    save_file(weights, rm_final)
+
+    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
+    assert supervisor.reap(paths, supervisor.spawn(paths)) == "failed"
+    assert mf.read(paths)["error"].startswith("non-finite loss at step 1;")
+
+    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2, skip_nonfinite=True), tmp_path)
+    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    assert "[aplot] step 1: non-finite loss, batch skipped" in paths.log.read_text()
+    train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+    assert [r.data[M.SKIPPED_NONFINITE] for r in train] == [4, 4]  # 2 epochs x 2 minibatches, every step
+    final = load_file(paths.checkpoints / "final" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in final.values())
+
+
 def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer, status="running")
     paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)

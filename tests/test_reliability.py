@@ -200,16 +200,17 @@ def test_a_non_finite_loss_fails_at_its_step_and_keeps_a_resumable_checkpoint(ti
     data, _ = poisoned_data(tmp_path, 2)
     proc = aplot("run", tiny_config, f"data.train={json.dumps(str(data))}", *MARGIN_RUN, runs_dir=runs_dir)
     assert proc.returncode == 1
-    assert "failed: non-finite loss at step 2 (log:" in one_line_error(proc)
+    assert "failed: non-finite loss at step 2; optim.skip_nonfinite" in one_line_error(proc)
     ((paths, manifest),) = mf.list_runs(runs_dir)
-    assert manifest["status"] == "failed" and manifest["error"] == "non-finite loss at step 2"
+    assert manifest["status"] == "failed" and manifest["error"].startswith("non-finite loss at step 2;")
+    assert "optim.skip_nonfinite" in manifest["error"]  # the way out is named
     assert mf.checkpoint_steps(paths) == [1] and not (paths.checkpoints / "step-2").exists()
     assert train_steps(paths) == [1]
     # the kept checkpoint loads, and the same data fails at the same step again: nothing is random
     again = aplot("resume", paths.id, "-q", runs_dir=runs_dir)
-    assert "failed: non-finite loss at step 2 (log:" in one_line_error(again)
+    assert "failed: non-finite loss at step 2; optim.skip_nonfinite" in one_line_error(again)
     assert "[aplot] resumed from step-1: continuing at step 2" in paths.log.read_text()
-    assert mf.read(paths)["error"] == "non-finite loss at step 2" and mf.checkpoint_steps(paths) == [1]
+    assert mf.read(paths)["error"].startswith("non-finite loss at step 2;") and mf.checkpoint_steps(paths) == [1]
 
 
 def test_skip_nonfinite_skips_the_poisoned_batch_and_completes(tiny_config, tmp_path, runs_dir):
