@@ -125,8 +125,9 @@ class Judge:
         if spec == "gold" and p.prompts != "synthetic":
             raise TrainingError("ppo.judge: \"gold\" needs ppo.prompts = \"synthetic\" (the only task with a gold rule)")
         self.gold, self.rm, self.tok, self.device = spec == "gold", rm, rm_tok, ctx.accelerator.device
+        self.run_id = None  # another RM run judging, recorded in the manifest's links
         if spec not in ("rm", "gold"):
-            folder, _ = find_model_run(ctx.paths.dir.parent, spec, "rm", "ppo.judge")
+            folder, self.run_id = find_model_run(ctx.paths.dir.parent, spec, "rm", "ppo.judge")
             self.rm, self.tok = load_reward_model(folder, self.device)
 
     def __call__(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
@@ -221,10 +222,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 3. win-rate opponent: the reference, or another PPO run's final policy (sampled once)
     eval_local = eval_prompts[rank::world]
+    links = {"reward_model_run": rm_id, **({"judge_run": judge.run_id} if judge.run_id else {})}
     if p.opponent == "reference":
         opp_lm, opp_tok = ref, tok
     else:
-        opp_dir, _ = find_model_run(ctx.paths.dir.parent, p.opponent, "ppo", "ppo.opponent")
+        opp_dir, links["opponent_run"] = find_model_run(ctx.paths.dir.parent, p.opponent, "ppo", "ppo.opponent")
         opp_lm, opp_tok = P.load_causal_lm(opp_dir).to(dev).eval(), P.load_folder_tokenizer(opp_dir)
     opponent_texts = sample_texts(opp_lm, opp_tok, eval_local, cfg, seed=cfg.seed + 104729)
     del opp_lm
@@ -251,7 +253,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         kl_ctl.load_state_dict(state["kl_ctl"])
     ctx.start(resolved, hashes)
     if ctx.is_main:
-        mf.update(ctx.paths, links={"reward_model_run": rm_id})
+        mf.update(ctx.paths, links=links)
     say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
         f"prompts, {total} steps of {resolved['global_rollout']} rollouts, judge {p.judge}, opponent {p.opponent}")
     unwrapped = acc.unwrap_model(policy)

@@ -130,6 +130,34 @@ def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
     assert all(torch.isfinite(w).all() for w in final.values())
 
 
+def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
+    """judge = an RM run whose head is all zeros (every comparison a tie), opponent = a finished PPO
+    run: every eval is 16 ties (rate 0.5, standard error 0), and both runs are linked in the manifest."""
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    opponent = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
+    assert supervisor.reap(opponent, supervisor.spawn(opponent)) == "completed", opponent.log.read_text()[-3000:]
+    judge_id = make_rm_run(tmp_path, tokenizer)
+    judge_final = mf.run_paths(tmp_path, judge_id).checkpoints / "final" / "model.safetensors"
+    from safetensors.torch import save_file
+
+    weights = load_file(judge_final)
+    weights = {k: torch.zeros_like(w) if "score" in k else w for k, w in weights.items()}
+    save_file(weights, judge_final)
+
+    cfg = ppo_config(rm_id, max_steps=2)
+    cfg.ppo.judge, cfg.ppo.opponent, cfg.ppo.win_rate_every = judge_id, opponent.id, 1
+    paths = supervisor.create_run(cfg, tmp_path)
+    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    assert mf.read(paths)["links"] == {"reward_model_run": rm_id, "judge_run": judge_id, "opponent_run": opponent.id}
+    win = [r for r in M.read_all(paths.metrics) if r.split == M.eval_split("win")]
+    assert [r.step for r in win] == [0, 1, 2]
+    for r in win:  # 16 ties: a rate of exactly one half with no spread
+        assert (r.data[M.WIN_RATE], r.data[M.WIN_RATE_SE], r.data[M.WIN_RATE_N]) == (0.5, 0.0, 16), r.data
+    # the run's own RM (a random head) does not tie: the judge really was the other run
+    own = [r for r in M.read_all(opponent.metrics) if r.split == M.eval_split("win")]
+    assert all(r.data[M.WIN_RATE_SE] > 0 for r in own), [r.data for r in own]
+
+
 def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer, status="running")
     paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
