@@ -92,8 +92,8 @@ def _triples(batch: Mapping | Sequence[Mapping]) -> list[tuple[torch.Tensor, tor
 
 def _first_fit_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Pair indices grouped into rows of at most `capacity` tokens, longest first, each into the first
-    row with room (first-fit decreasing: within 22 % of the fewest rows, and in practice ~1 row of
-    slack). Deterministic: ties keep batch order."""
+    row with room (first-fit decreasing: never more than 11/9 of the fewest possible rows, plus one).
+    Deterministic: ties keep batch order."""
     rows: list[list[int]] = []
     room: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
