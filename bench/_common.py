@@ -155,25 +155,6 @@ def bare_step(hf_model, optimizer, input_ids, attention_mask) -> dict:
     return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
 
-@torch.no_grad()
-def pair_accuracy(model, items: list[dict], pad_id: int, batch_size: int = 16, shared: bool = False) -> float:
-    """Share of pairs with r⁺ > r⁻, read the way the engine reads rewards (RewardModel pooling)."""
-    was_training = model.training
-    model.eval()
-    right = 0
-    for i in range(0, len(items), batch_size):
-        batch = collate_pairs(items[i:i + batch_size], pad_id)
-        if shared:
-            rewards, _ = shared_prompt_forward(model, pack_pairs(batch, pad_id))
-        else:
-            dev = next(model.parameters()).device
-            rewards, _ = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev))
-        n = rewards.shape[0] // 2
-        right += int((rewards[:n] > rewards[n:]).sum())
-    model.train(was_training)
-    return right / len(items)
-
-
 # --- timing and FLOPs ---------------------------------------------------------------------------------
 
 

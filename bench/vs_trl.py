@@ -176,15 +176,15 @@ def case_decoder(args, tmp: Path) -> dict:
     train_items, eval_items, resolved = ordered_data(cfgs["shared"], tok)
     batches = C.batches_of(train_items, steps, args.pairs)
     pad = tok.pad_token_id
-    plain_shape = [collate_pairs(b, pad)["input_ids"].shape for b in batches]
+    plain = [collate_pairs(b, pad) for b in batches]
     packed = [pack_pairs(b, pad) for b in batches]
     out = {"model": f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantised), first {args.decoder_layers} of 30 layers",
            "steps": steps, "n_eval": len(eval_items),
-           "tokens_plain_padded": sum(r * w for r, w in plain_shape),
-           "tokens_plain_real": sum(int(collate_pairs(b, pad)["n_tokens"]) for b in batches),
+           "tokens_plain_padded": sum(b["input_ids"].numel() for b in plain),
+           "tokens_plain_real": sum(int(b["n_tokens"]) for b in plain),
            "tokens_shared_padded": sum(p["input_ids"].numel() for p in packed),
            "tokens_shared_real": sum(p["n_tokens"] for p in packed),
-           "rows_shared": sum(p["input_ids"].shape[0] for p in packed), "rows_plain": sum(r for r, _ in plain_shape)}
+           "rows_shared": sum(p["input_ids"].shape[0] for p in packed), "rows_plain": sum(b["input_ids"].shape[0] for b in plain)}
     for name, cfg in cfgs.items():  # the real entry point, share_prompt on and off
         out[f"aplot_{name}"] = run_engine_subprocess(cfg, tmp / "runs")
         print(f"[vs_trl] decoder aplot {name}: {out[f'aplot_{name}']['pairs_per_s']:.2f} pairs/s, "
