@@ -230,15 +230,17 @@ def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="run id (or a unique part of it)")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="launch.* overrides, e.g. launch.num_processes=3")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="start and return")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     runs_dir: RunsDir = None,
 ) -> None:
-    """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
+    """Continue a stopped, failed or crashed run from its newest complete checkpoint (on other
+    hardware with launch.* overrides: the effective batch is kept, the manifest notes the change)."""
     from aplot_tui import supervisor
 
     paths = mf.find_run(_root(runs_dir), run_id)
-    proc = supervisor.resume(paths)
+    proc = supervisor.resume(paths, list(overrides or []))
     typer.echo(f"resuming {paths.id} from step {mf.checkpoint_steps(paths)[-1]}", err=True)
     if detach:
         return
@@ -318,7 +320,7 @@ def show(
 
     paths = mf.find_run(_root(runs_dir), run_id)
     manifest = mf.read(paths)
-    manifest["effective_status"] = mf.effective_status(manifest)
+    manifest["effective_status"] = mf.effective_status(paths, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=1, default=str))
         return

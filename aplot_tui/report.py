@@ -131,7 +131,7 @@ def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[di
         cfg = run.config
         row = {"id": run.id, "name": run.label, "kind": run.kind,
                "loss": cfg.get("loss", {}).get("type", "") if run.kind == "rm" else "ppo",
-               "status": mf.effective_status(run.manifest),
+               "status": mf.effective_status(run.paths, run.manifest),
                "steps": max((xs[-1] for xs, _ in run.series.values() if xs), default=0)}
         for key in metrics:
             final, best = final_best(run, key)

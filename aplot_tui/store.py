@@ -72,7 +72,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     cfg = manifest.get("config", {})
     kind = manifest.get("kind", cfg.get("kind", "rm"))
     summary = manifest.get("summary", {})
-    status = mf.effective_status(manifest)
+    status = mf.effective_status(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
     for key in KEY_COLUMNS.get(kind, ()):

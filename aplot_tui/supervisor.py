@@ -1,9 +1,10 @@
 """Starts, stops and resumes training subprocesses. Never imports torch, and never textual.
 
-A run is spawned as `accelerate launch … -m engine.<kind> --run-dir runs/<id>` from an argument
-list (never a shell string), in a new session so it outlives the terminal, the TUI and an SSH
-drop; its stdout and stderr go to `train.log`. The manifest's `pid` is that session's leader;
-every rank is in its process group, which is what `stop` signals.
+A run is spawned as `python -m engine.launch <accelerate launch flags> -m engine.<kind> --run-dir
+runs/<id>` from an argument list (never a shell string), in a new session so it outlives the
+terminal, the TUI and an SSH drop; its stdout and stderr go to `train.log`. The manifest's `pid` is
+that session's leader and every rank is in its process group, which is what `stop` signals; whether
+the run is alive is the liveness lock's answer (`engine.liveness`), never the pid's.
 """
 
 from __future__ import annotations
@@ -11,68 +12,30 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from engine import config as config_mod
+from engine import liveness
 from engine import manifest as mf
+from engine.launch import argv as launch_argv
+from engine.launch import env as launch_env
+from engine.launch import keep_accelerate_file, plan
 
-MODULES = {"rm": "engine.reward", "ppo": "engine.ppo"}
 POLL_S = 0.1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_argv(cfg: config_mod.Config, run_dir: Path, resume: bool = False, port: int | None = None) -> list[str]:
-    """The exact `accelerate launch` command for a run (shown in the TUI's preview)."""
-    launch = cfg.launch
-    argv = [sys.executable, "-m", "accelerate.commands.launch"]
-    if launch.accelerate_config:  # DeepSpeed / FSDP / multi-node: the file decides the topology
-        argv += ["--config_file", launch.accelerate_config]
-    else:
-        argv += ["--num_machines", "1", "--num_processes", str(launch.num_processes),
-                 "--dynamo_backend", "no"]
-        if launch.num_processes > 1:
-            # On CPU, `--cpu --num_processes N` starts one process; --multi_gpu with CPU forced
-            # (ACCELERATE_USE_CPU, set in `launch_env`) starts N gloo ranks.
-            argv += ["--multi_gpu", "--main_process_port", str(port or _free_port())]
-        elif launch.cpu:
-            argv += ["--cpu"]
-    argv += ["--mixed_precision", launch.mixed_precision]
-    argv += ["-m", MODULES[cfg.kind], "--run-dir", str(run_dir)]
-    if resume:
-        argv.append("--resume")
-    return argv
-
-
-def launch_env(cfg: config_mod.Config) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["PYTHONUNBUFFERED"] = "1"
-    if cfg.launch.cpu:
-        env["ACCELERATE_USE_CPU"] = "1"
-    # the engine must import from the same tree as this supervisor, installed or not
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
-
-
 def create_run(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
-    """A new run folder with its manifest (status `created`)."""
+    """A new run folder with its manifest (status `created`); `[launch]` as the launch will give it."""
+    plan(cfg)  # an accelerate config file that contradicts [launch] fails here, before any folder exists
     loss = cfg.loss.type if cfg.kind == "rm" else None
     run_id = mf.new_run_id(cfg.name, cfg.kind, loss)
     paths = mf.run_paths(Path(root), run_id)
     mf.create(paths, name=cfg.name, kind=cfg.kind, config=config_mod.to_dict(cfg), tags=cfg.tags,
               notes=cfg.notes, links=links)
+    keep_accelerate_file(cfg, paths.dir)
     return paths
 
 
@@ -81,12 +44,18 @@ def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen:
     manifest = mf.read(paths)
     cfg = config_mod.from_dict(manifest["config"], str(paths.manifest))
     argv = launch_argv(cfg, paths.dir.resolve(), resume=resume)
-    with open(paths.log, "ab") as log:
-        log.write(f"\n[aplot] {'resume' if resume else 'launch'}: {' '.join(argv)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=launch_env(cfg), start_new_session=True, close_fds=True)
-    mf.update(paths, pid=proc.pid, launch_argv=argv, launched_at=mf.now_iso())
+    # The liveness lock is taken here and its open file handed to the launcher, so the run counts as
+    # alive from this instant on, through the launcher's start-up, until its last process is gone.
+    alive = liveness.hold(paths.dir, inheritable=True)
+    try:
+        with open(paths.log, "ab") as log:
+            log.write(f"\n[aplot] {'resume' if resume else 'launch'}: {' '.join(argv)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=launch_env(cfg), start_new_session=True, close_fds=True, pass_fds=(alive,))
+    finally:
+        os.close(alive)
+    mf.update(paths, pid=proc.pid, host=liveness.this_host(), launch_argv=argv, launched_at=mf.now_iso())
     return proc
 
 
@@ -111,55 +80,72 @@ def watch(paths: mf.RunPaths, proc: subprocess.Popen) -> threading.Thread:
     return thread
 
 
-def resume(paths: mf.RunPaths) -> subprocess.Popen:
+def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess.Popen:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint.
 
-    Check and spawn happen under a lock on the run folder: two resumes pressed at once (a double
-    key press, the TUI and a script) must not both see the run as crashed and start two trainers.
+    `overrides` may change `[launch]` only (e.g. `launch.num_processes=3` after a node was lost): the
+    trainer then keeps the effective batch and says in the manifest that the run is no longer
+    bit-exact, or refuses in one line. Check and spawn happen under a lock on the run folder: two
+    resumes pressed at once (a double key press, the TUI and a script) must not both see the run as
+    crashed and start two trainers.
     """
+    bad = [o for o in overrides or [] if not o.startswith("launch.")]
+    if bad:
+        raise config_mod.ConfigError([f"{bad[0].split('=')[0]}: a resume keeps the run's config; only launch.* "
+                                      "settings can change"])
     with open(paths.dir / ".resume.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the loser waits, then finds the winner's live process
         manifest = mf.read(paths)
-        status = mf.effective_status(manifest)
-        if status in ("running", "created") and manifest.get("pid"):
+        status = mf.effective_status(paths, manifest)
+        if status in ("running", "created") and mf.launched(manifest):
             raise mf.RunError(f"{paths.id}: is {status}; stop it before resuming")
         if status == "completed":
             raise mf.RunError(f"{paths.id}: already completed; nothing to resume")
         steps = mf.checkpoint_steps(paths)
         if not steps:
             raise mf.RunError(f"{paths.id}: has no complete checkpoint to resume from")
+        changes: dict = {}
+        if overrides:
+            data = config_mod.apply_overrides(manifest["config"], overrides)
+            cfg = plan(config_mod.from_dict(data, "resume overrides"))
+            changes["config"] = {"launch": config_mod.to_dict(cfg)["launch"]}
         mf.update(paths, status="created", resumed_at=mf.now_iso(),
-                  resume_count=manifest.get("resume_count", 0) + 1)
+                  resume_count=manifest.get("resume_count", 0) + 1, **changes)
         return spawn(paths, resume=True)
 
 
-def wait_exit(paths: mf.RunPaths, pid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
-    """Wait until the run's process group has no live member; False on timeout."""
+def wait_exit(paths: mf.RunPaths, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Wait until no process of the run is left on this host (its liveness lock is free); False on
+    timeout."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if proc is not None:
             proc.poll()  # reap our own child so it does not linger as a zombie
-        if not mf.pid_alive(pid, paths.id):
+        if not liveness.lock_held(paths.dir):
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(POLL_S)
-    return not mf.pid_alive(pid, paths.id)
 
 
 def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None = None) -> str:
     """SIGINT (the trainer checkpoints and exits), then SIGTERM, then SIGKILL; the final status.
 
-    Each signal goes to the whole process group, so every rank hears it at once.
+    Each signal goes to the whole process group, so every rank hears it at once. The trainer's own
+    handlers make the stop work whatever dispositions the process that launched it had.
     """
     manifest = mf.read(paths)
-    pid = manifest.get("pid")
-    if mf.effective_status(manifest) not in ("running", "created") or not pid:
-        raise mf.RunError(f"{paths.id}: is {mf.effective_status(manifest)}, not running")
+    status, pid, host = mf.effective_status(paths, manifest), manifest.get("pid"), manifest.get("host")
+    if status not in ("running", "created") or not pid:
+        raise mf.RunError(f"{paths.id}: is {status}, not running")
+    if host and host != liveness.this_host():
+        raise mf.RunError(f"{paths.id}: runs on {host}; stop it from there")
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             break
-        if wait_exit(paths, pid, wait, proc):
+        if wait_exit(paths, wait, proc):
             break
     manifest = mf.read(paths)
     if manifest.get("status") in ("running", "created"):  # the trainer could not record it itself
@@ -171,7 +157,7 @@ def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None 
 def reap(paths: mf.RunPaths, proc: subprocess.Popen) -> str:
     """After our own child exits: record a failure the trainer could not (import error, OOM kill)."""
     code = proc.wait()
-    wait_exit(paths, proc.pid, 30.0)
+    wait_exit(paths, 30.0)
     manifest = mf.read(paths)
     if manifest.get("status") in ("running", "created"):
         tail = last_log_line(paths)

@@ -516,23 +516,25 @@ def resolve(cfg: Config, n_train_pairs: int, world_size: int) -> dict[str, int]:
     """Every derived number of a run, computed once here and frozen into the manifest's [resolved].
 
     A micro-batch is `batch_size` pairs on each of `world_size` ranks; `grad_accum` micro-batches
-    make one optimizer step. The last incomplete global micro-batch of an epoch is dropped so that
-    every rank always holds the same number of pairs (the global OT margin gathers equal shares).
+    make one optimizer step. No pair is dropped: the last micro-batch of an epoch is topped up with
+    pairs from the start of that epoch's order (as Accelerate's even batches do), so every rank always
+    holds `batch_size` pairs (the global OT margin gathers equal shares, DDP never waits on a rank with
+    nothing); `padded_pairs_per_epoch` says how many pairs are seen twice for it.
     """
     pairs_per_micro = cfg.optim.batch_size * world_size
-    micro_per_epoch = n_train_pairs // pairs_per_micro
-    steps_per_epoch = micro_per_epoch // cfg.optim.grad_accum
-    if steps_per_epoch == 0:
-        raise ConfigError([f"optim.batch_size: {n_train_pairs} training pairs cannot fill one step of "
-                           f"{pairs_per_micro * cfg.optim.grad_accum} pairs "
-                           f"(batch_size × processes × grad_accum)"])
-    total_steps = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    if n_train_pairs < pairs_per_micro:
+        raise ConfigError([f"optim.batch_size: {n_train_pairs} training pairs cannot fill one micro-batch of "
+                           f"{pairs_per_micro} pairs (batch_size × processes)"])
+    micro_per_epoch = math.ceil(n_train_pairs / pairs_per_micro)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.optim.grad_accum)
+    total_steps = cfg.optim.max_steps or math.ceil(cfg.optim.epochs * micro_per_epoch / cfg.optim.grad_accum)
     return {
         "world_size": world_size,
         "n_train_pairs": n_train_pairs,
         "pairs_per_micro_batch": pairs_per_micro,
         "effective_batch": pairs_per_micro * cfg.optim.grad_accum,
         "micro_batches_per_epoch": micro_per_epoch,
+        "padded_pairs_per_epoch": micro_per_epoch * pairs_per_micro - n_train_pairs,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "warmup_steps": math.ceil(cfg.optim.warmup_ratio * total_steps),

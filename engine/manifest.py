@@ -22,6 +22,8 @@ from typing import Any
 
 import tomli_w
 
+from engine import liveness
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.toml"
 METRICS = "metrics.jsonl"
@@ -216,63 +218,21 @@ def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[st
     return manifest
 
 
-def _state_and_group(pid: int | str) -> tuple[str, int] | None:
-    """(state, process group) of a process from /proc/<pid>/stat, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[2])  # state, (ppid,) pgrp
+def launched(manifest: dict) -> bool:
+    """Whether a process was ever started for this run (a queued or new run has none)."""
+    return bool(manifest.get("launched_at") or manifest.get("pid") or manifest.get("host"))
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`, read from /proc."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (info := _state_and_group(entry.name)) and info[0] != "Z" and info[1] == pgid:
-            out.append(int(entry.name))
-    return out
+def effective_status(paths: RunPaths, manifest: dict | None = None) -> str:
+    """The status to show: `running` (or launched, not yet started) with nothing alive is `crashed`.
 
-
-def _names_run(pid: int, run_id: str | None) -> bool:
-    if not run_id:
-        return True
-    try:
-        return run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
-    """Whether the run's process group (led by `pid`, the spawned launcher) still has a live member.
-
-    The group, not the pid: `accelerate launch` can exit on SIGINT while its ranks are still
-    saving a checkpoint. With `run_id`, a member must name the run on its command line, which
-    guards against pid reuse after a reboot. The leader is asked first: listing a store of live
-    runs must not scan all of /proc once per run.
+    Alive is decided by `engine.liveness` (a lock on this host, a heartbeat from another), never by a
+    pid. `manifest` saves a read when the caller has it already.
     """
-    if not pid or pid <= 0:
-        return False
-    if not Path("/proc/self").exists():  # no procfs: fall back to signal 0 on the group
-        try:
-            os.killpg(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    leader = _state_and_group(pid)
-    if leader and leader[0] != "Z" and leader[1] == pid and _names_run(pid, run_id):
-        return True
-    return any(_names_run(member, run_id) for member in group_members(pid))
-
-
-def effective_status(manifest: dict) -> str:
-    """`running` (or launched but never started) with no live process is shown as `crashed`."""
+    manifest = read(paths) if manifest is None else manifest
     status = manifest.get("status", "created")
-    if status in ("running", "created") and manifest.get("pid") and \
-            not pid_alive(manifest.get("pid"), manifest.get("id")):
-        return "crashed"
+    if status == "running" or (status == "created" and launched(manifest)):
+        return status if liveness.alive(paths.dir, manifest) else "crashed"
     return status
 
 

@@ -213,7 +213,7 @@ def score(rm: nn.Module, rm_tokenizer, prompts: list[str], responses: list[str],
             mask[row, :len(s)] = 1
         rewards, _ = rm(ids.to(device), mask.to(device))  # [B]
         out.append(rewards.float())
-    return torch.cat(out)  # [N]
+    return torch.cat(out) if out else torch.zeros(0, device=device)  # [N]; a rank can hold no prompt
 
 
 # --- supervised warm start ------------------------------------------------------------------

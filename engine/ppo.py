@@ -1,4 +1,4 @@
-"""PPO against a trained reward model (SPEC §5), read top to bottom like CleanRL's ppo.py.
+"""PPO against a trained reward model, read top to bottom like CleanRL's ppo.py.
 
 Started by the supervisor (never by hand, though it can be):
 
@@ -107,7 +107,7 @@ def find_model_run(store: Path, ref: str, kind: str, field: str) -> tuple[Path, 
         manifest = mf.read(paths)
     except mf.RunError as e:
         raise TrainingError(f"{field}: {e}") from None
-    status, what = mf.effective_status(manifest), manifest.get("kind")
+    status, what = mf.effective_status(paths, manifest), manifest.get("kind")
     if what != kind or status != "completed":
         raise TrainingError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
                             f", not a completed {kind.upper()} run")
@@ -186,6 +186,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     dev, rank, world = acc.device, acc.process_index, acc.num_processes
     say = acc.print
 
+    saved = ctx.saved_state()  # a rollout is split over ranks: PPO resumes on the ranks it was saved with
+    if saved is not None and saved.get("world_size", world) != world:
+        raise TrainingError(f"resume: this PPO run was saved on {saved['world_size']} ranks and the launch has "
+                            f"{world}; resume with `aplot resume RUN launch.num_processes={saved['world_size']}`")
+
     # 1. the reward model first: a wrong reference should fail in a second, not after SFT
     rm_dir, rm_id = find_model_run(ctx.paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")
     rm, rm_tok = load_reward_model(rm_dir, dev)
@@ -221,7 +226,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     policy = P.PolicyWithValue(lm).to(dev)
 
     # 3. win-rate opponent: the reference, or another PPO run's final policy (sampled once)
-    eval_local = eval_prompts[rank::world]
+    with acc.split_between_processes(eval_prompts) as eval_local:  # uneven shares; a rank may get none
+        eval_local = list(eval_local)
     links = {"reward_model_run": rm_id, **({"judge_run": judge.run_id} if judge.run_id else {})}
     if p.opponent == "reference":
         opp_lm, opp_tok = ref, tok

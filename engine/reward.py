@@ -13,7 +13,6 @@ and rank r takes its share of it. That makes resume exact without pickled sample
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from transformers import get_scheduler
 
 from engine import config as config_mod
 from engine import diagnostics as D
+from engine import manifest as mf
 from engine import metrics as M
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs
 from engine.losses import bt_loss, pair_stats, rm_loss
@@ -67,7 +67,8 @@ def micro_batch_indices(step: int, k: int, resolved: dict, seed: int, rank: int,
     epoch, pos = divmod(global_idx, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(resolved["n_train_pairs"])
     start = pos * resolved["pairs_per_micro_batch"] + rank * bs
-    return order[start:start + bs]
+    # the epoch's last micro-batch is topped up from the epoch's start: every rank holds `bs` pairs
+    return order[np.arange(start, start + bs) % resolved["n_train_pairs"]]
 
 
 # ---------------------------------------------------------------------------- margin
@@ -96,60 +97,82 @@ def compute_margin(ctx: RunContext, step: int, r_c, r_r, h_c, h_r, texts, encode
 # ---------------------------------------------------------------------------- eval
 
 
+def eval_loader(acc, dataset: PairDataset, batch_size: int, pad_id: int):
+    """This rank's share of an eval set, for any world size and any set size (even one pair).
+
+    Accelerate's even batches: every rank runs the same number of same-sized forwards (the last global
+    batch is topped up from the set's start, so DDP, FSDP and DeepSpeed collectives line up), and
+    `gather_for_metrics` drops the top-up again, leaving every pair exactly once, in set order.
+    """
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    def collate(idx: list[int]):
+        return collate_pairs([dataset[i] for i in idx], pad_id), torch.tensor(idx)
+
+    loader = DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    return prepare_data_loader(loader, acc.device, acc.num_processes, acc.process_index, put_on_device=True,
+                               even_batches=True)
+
+
 @torch.no_grad()
 def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder) -> dict:
-    """Accuracy, BT loss and reward gap over one eval set, sharded across ranks then gathered."""
+    """Accuracy, BT loss, reward gap and diagnostics over one eval set, every pair counted once.
+
+    The same on any number of ranks: the gathered rewards are put back in set order before anything
+    is computed from them, including the margin, which is solved on fixed chunks of that order.
+    """
     acc, cfg = ctx.accelerator, ctx.cfg
+    aplot = cfg.loss.type == "aplot"
     model.eval()
-    idx = np.arange(len(dataset))[acc.process_index::acc.num_processes]
-    n_batches = math.ceil(len(dataset) / (cfg.eval.batch_size * acc.num_processes))
-    chosen, rejected, margins, lengths, order = [], [], [], [], []
-    for b in range(n_batches):  # the same count on every rank, so gathers line up
-        part = idx[b * cfg.eval.batch_size:(b + 1) * cfg.eval.batch_size]
-        if len(part) == 0:
-            part = idx[:1]  # pad this rank with a duplicate; dropped after the gather
-        batch = collate_pairs([dataset[i] for i in part], pad_id)
-        n = len(part)
+    parts: list[tuple] = []
+    for batch, idx in eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
+        n = len(idx)
         with acc.autocast():
-            rewards, hidden = model(batch["input_ids"].to(acc.device), batch["attention_mask"].to(acc.device))
-        r_c, r_r = rewards[:n].float(), rewards[n:].float()
-        if cfg.loss.type == "aplot":
-            texts = ([pairs[i].chosen for i in part], [pairs[i].rejected for i in part])
-            m, _ = compute_margin_eval(cfg, r_c, r_r, hidden[:n], hidden[n:], texts, encoder)
-        else:
-            m = torch.zeros_like(r_c)
-        valid = torch.tensor([b * cfg.eval.batch_size + j < len(idx) for j in range(n)], device=acc.device)
-        keep = acc.gather(valid)
-        chosen.append(acc.gather(r_c)[keep])
-        rejected.append(acc.gather(r_r)[keep])
-        margins.append(acc.gather(m.float())[keep])
-        lengths.append(acc.gather(batch["lengths"].to(acc.device).view(2, n).T.contiguous())[keep])  # [n, 2]
-        order.append(acc.gather(torch.as_tensor(part, device=acc.device))[keep])  # dataset index of each row
+            rewards, hidden = model(batch["input_ids"], batch["attention_mask"])  # [2n], [2n, H]
+        lens = batch["lengths"].view(2, n).T.contiguous()  # [n, 2]: chosen, rejected
+        mine = (rewards[:n].float(), rewards[n:].float(), lens, idx)
+        if aplot:
+            mine += (hidden[:n].float(), hidden[n:].float())
+        parts.append(acc.gather_for_metrics(mine))
     model.train()
-    r_c, r_r, m = torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
-    lens, order = torch.cat(lengths).cpu().numpy(), torch.cat(order).cpu().numpy()
+    cols = [torch.cat(c) for c in zip(*parts, strict=True)]
+    order = cols[3].cpu()
+    if not torch.equal(order.sort().values, torch.arange(len(dataset))):  # never a dropped or doubled pair
+        raise TrainingError(f"eval: gathered {len(order)} rows for {len(dataset)} pairs on "
+                            f"{acc.num_processes} ranks")
+    sort = order.argsort()
+    cols = [c[sort.to(c.device)] for c in cols]
+    r_c, r_r, lens = cols[0].cpu(), cols[1].cpu(), cols[2].cpu().numpy()
     stats = pair_stats(r_c, r_r)
-    gap = (r_c - r_r)
+    gap = r_c - r_r
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],
            "n_pairs": int(len(r_c))}
-    if cfg.loss.type == "aplot":
+    m = None
+    if aplot:
+        m = eval_margins(cfg, r_c, r_r, cols[4].cpu(), cols[5].cpu(), pairs, encoder)
         sel = torch.randperm(len(gap), generator=torch.Generator().manual_seed(0))[:HIST_POINTS]
         out[M.MARGIN_MEAN] = float(m.mean())
         out[M.MARGIN_HIST] = [round(float(x), 4) for x in m[sel]]
         out[M.GAP_HIST] = [round(float(x), 4) for x in gap[sel]]
     # what the accuracy hides: length bias, calibration, and the pairs it gets most wrong
-    rc_np, rr_np = r_c.cpu().numpy(), r_r.cpu().numpy()
+    rc_np, rr_np = r_c.numpy(), r_r.numpy()
     out.update(D.diagnostics(rc_np, rr_np, lens[:, 0], lens[:, 1]))
-    hard = D.hard_pair_records([pairs[i] for i in order], rc_np, rr_np,
-                               m.cpu().numpy() if cfg.loss.type == "aplot" else None, k=cfg.eval.hard_pairs,
-                               len_c=lens[:, 0], len_r=lens[:, 1]) if cfg.eval.hard_pairs else []
+    hard = D.hard_pair_records(pairs, rc_np, rr_np, m.numpy() if m is not None else None, k=cfg.eval.hard_pairs,
+                               len_c=lens[:, 0], len_r=lens[:, 1]) if cfg.eval.hard_pairs and ctx.is_main else []
     return out, hard
 
 
-def compute_margin_eval(cfg, r_c, r_r, h_c, h_r, texts, encoder):
-    """The margin the loss would give these pairs (per eval batch, no gather: diagnostics only)."""
-    e_c, e_r = representations(cfg.loss.aplot, h_c, h_r, texts, encoder)
-    return aplot_margin(r_c, r_r, e_c, e_r, cfg.loss.aplot)
+def eval_margins(cfg, r_c, r_r, h_c, h_r, pairs: list, encoder) -> torch.Tensor:
+    """The margin the loss would give each eval pair (a diagnostic), solved on consecutive chunks of
+    `eval.batch_size` pairs in set order, so it does not depend on how the set was sharded."""
+    bs, out = cfg.eval.batch_size, []
+    for s in range(0, len(r_c), bs):
+        chunk = slice(s, s + bs)
+        texts = ([p.chosen for p in pairs[chunk]], [p.rejected for p in pairs[chunk]])
+        e_c, e_r = representations(cfg.loss.aplot, h_c[chunk], h_r[chunk], texts, encoder)
+        out.append(aplot_margin(r_c[chunk], r_r[chunk], e_c.to(r_c.device), e_r.to(r_c.device), cfg.loss.aplot)[0])
+    return torch.cat(out).float()
 
 
 def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step) -> dict[str, dict]:
@@ -185,6 +208,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         cfg.loss.type == "aplot" and cfg.loss.aplot.embedding == "encoder") else None
 
     # 2. derived sizes, computed once and frozen into the manifest
+    saved = ctx.saved_state()
+    if saved is not None:
+        rebatch_for_resume(ctx, saved)
     resolved = config_mod.resolve(cfg, len(train_ds), acc.num_processes)
     resolved.update({"n_params": n_params(model), "skipped_empty_pairs": skipped,
                      **{f"n_eval_{k}": len(v) for k, v in eval_sets.items()}})
@@ -217,7 +243,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         f"of {resolved['effective_batch']} pairs on {acc.num_processes} process(es)")
 
     def checkpoint(step: int) -> None:
-        ctx.save(step, {"best": best})
+        ctx.save(step, {"best": best, "effective_batch": resolved["effective_batch"]})
 
     def maybe_best(step: int, results: dict) -> None:
         if not results:
@@ -305,6 +331,34 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     checkpoint(step)
     ctx.export_model(model, tokenizer, "final")
     return "completed", summarize(step, results, best, last_train, completed=True)
+
+
+def rebatch_for_resume(ctx: RunContext, saved: dict) -> None:
+    """Resume on another number of ranks (a node lost, a bigger box found): keep the effective batch
+    and the data order, and give each rank `effective_batch / (ranks × grad_accum)` pairs.
+
+    The continuation sees the same pairs in the same steps, but the sums run in another order (and a
+    local OT margin sees other batches), so it is no longer bit-exact; the manifest says so.
+    """
+    acc, optim = ctx.accelerator, ctx.cfg.optim
+    was, now = saved.get("world_size", acc.num_processes), acc.num_processes
+    effective = saved.get("effective_batch") or ctx.manifest.get("resolved", {}).get("effective_batch")
+    if effective == optim.batch_size * now * optim.grad_accum:
+        return  # the same shape as the checkpoint (or as an earlier rebatched resume)
+    per_rank, rest = divmod(effective or 0, now * optim.grad_accum)
+    if not effective or rest or per_rank == 0:
+        raise TrainingError(f"resume: the checkpoint was trained on {was} ranks with {effective} pairs a step, "
+                            f"which {now} ranks × grad_accum {optim.grad_accum} cannot split evenly; resume "
+                            f"with launch.num_processes={was} (`aplot resume RUN launch.num_processes={was}`)")
+    note = (f"step {saved['step'] + 1}: resumed on {now} ranks (was {was}), batch_size {optim.batch_size} → "
+            f"{per_rank} per rank, same {effective} pairs a step; not bit-exact from here")
+    if was == now:  # a later resume of a run already rebatched: same shape again, nothing new to say
+        optim.batch_size = per_rank
+        return
+    acc.print(f"[aplot] warning: {note}")
+    if ctx.is_main:
+        mf.update(ctx.paths, world_size_changes=[*ctx.manifest.get("world_size_changes", []), note])
+    optim.batch_size = per_rank
 
 
 def summarize(step: int, results: dict, best: dict, last_train: dict, completed: bool = False) -> dict:

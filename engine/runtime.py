@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
+from engine import launch as launch_mod
+from engine import liveness
 from engine import manifest as mf
 from engine.metrics import MetricsWriter, parse_line
 
@@ -65,15 +67,18 @@ def _git_commit() -> str | None:
 
 class RunContext:
     def __init__(self, run_dir: Path, resume: bool = False):
+        self._stop_flag = False
+        # Stop handlers first: whatever the launching process ignored, a stop from here on is heard.
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
         self.paths = mf.RunPaths(Path(run_dir))
+        self._alive = liveness.hold(self.paths.dir)  # held until this process exits, however it exits
         self.manifest = mf.read(self.paths)
         self.cfg = config_mod.from_dict(self.manifest["config"], str(self.paths.manifest))
         self.resume = resume
-        self._stop_flag = False
         self._writer: MetricsWriter | None = None
         self.accelerator = self._make_accelerator()
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        self._heartbeat = liveness.Heartbeat(self.paths.dir).start() if self.is_main else None
 
     # ------------------------------------------------------------------ set-up
 
@@ -142,6 +147,31 @@ class RunContext:
         self.accelerator.print(f"[aplot] step {step}: non-finite loss, batch skipped")
         return True
 
+    def check_launch(self) -> None:
+        """Fail before training when the launch gave another topology than the config asked for (an
+        accelerate config file Accelerate read differently, a launcher that ignored a flag)."""
+        acc = self.accelerator
+        want = launch_mod.expected(self.cfg, launch_mod.run_accelerate_file(self.cfg, self.paths.dir))
+        got = {"world_size": acc.num_processes, "distributed_type": str(acc.distributed_type).split(".")[-1],
+               "mixed_precision": str(acc.mixed_precision)}
+        wrong = [f"{k} {want[k]!r} asked, {got[k]!r} given" for k in want if want[k] != got[k]]
+        if wrong:
+            raise TrainingError("launch: " + "; ".join(wrong) + " — check [launch] and launch.accelerate_config")
+
+    def _resume_checkpoint(self) -> Path | None:
+        """The checkpoint a resume loads: the newest complete one (None when not resuming)."""
+        if not self.resume:
+            return None
+        steps = mf.checkpoint_steps(self.paths)
+        if not steps:
+            raise TrainingError(f"{self.paths.id}: no complete checkpoint to resume from")
+        return self.paths.checkpoints / f"step-{steps[-1]}"
+
+    def saved_state(self) -> dict[str, Any] | None:
+        """The trainer state of the checkpoint a resume will load (read before anything is built), or None."""
+        ckpt = self._resume_checkpoint()
+        return None if ckpt is None else json.loads((ckpt / TRAINER_STATE).read_text())
+
     def start(self, resolved: dict, data_hashes: dict | None = None) -> None:
         """Mark the run running and freeze the derived values and provenance into the manifest."""
         if not self.is_main:
@@ -166,7 +196,8 @@ class RunContext:
             "hostname": platform.node(),
             "data_sha256": dict(data_hashes or {}),
         }
-        changes: dict[str, Any] = {"status": "running", "pid": _launcher_pid(), "resolved": resolved,
+        changes: dict[str, Any] = {"status": "running", "pid": _launcher_pid(), "host": liveness.this_host(),
+                                   "resolved": resolved,
                                    "provenance": provenance, "error": "", "exit_code": -1,
                                    "started_at": mf.now_iso()}
         mf.update(self.paths, **changes)
@@ -189,7 +220,7 @@ class RunContext:
     def save(self, step: int, extra_state: dict[str, Any]) -> Path:
         """Save a resumable state as `checkpoints/step-N` (all ranks must call this)."""
         out = self.paths.checkpoints / f"step-{step}"
-        state = json.dumps({"step": step, **extra_state}, indent=1)
+        state = json.dumps({"step": step, "world_size": self.accelerator.num_processes, **extra_state}, indent=1)
         if (out / DONE).exists():
             # A run resumed at its last step saves that step again. Its complete checkpoint may be the
             # only one left (keep = 1): never delete it to rewrite the same state, refresh only the
@@ -229,12 +260,9 @@ class RunContext:
 
     def resume_state(self) -> dict[str, Any] | None:
         """Load the newest complete checkpoint into the prepared objects; its trainer state, or None."""
-        if not self.resume:
+        ckpt = self._resume_checkpoint()
+        if ckpt is None:
             return None
-        steps = mf.checkpoint_steps(self.paths)
-        if not steps:
-            raise TrainingError(f"{self.paths.id}: no complete checkpoint to resume from")
-        ckpt = self.paths.checkpoints / f"step-{steps[-1]}"
         self.accelerator.load_state(str(ckpt))
         state = json.loads((ckpt / TRAINER_STATE).read_text())
         if self.is_main:
@@ -292,6 +320,8 @@ class RunContext:
     # ------------------------------------------------------------------ end
 
     def finish(self, status: str, summary: dict[str, Any] | None = None, error: str = "") -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._writer is not None:
             try:
                 self._writer.sync()
@@ -357,6 +387,7 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
         sys.exit(2)
     t0 = time.time()
     try:
+        ctx.check_launch()
         status, summary = entry(ctx)
     except KeyboardInterrupt:
         ctx.finish("stopped", error="interrupted before a checkpoint could be saved")

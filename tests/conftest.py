@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _procs import end_runs_under
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -59,3 +60,20 @@ def tiny_config(tmp_path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_RM)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _end_leftover_runs(tmp_path):
+    """Pass or fail, no training process a test started outlives it (a frozen one included)."""
+    yield
+    end_runs_under(tmp_path)
+
+
+def pytest_sessionfinish(session):
+    """The same for runs under module-scoped temp folders, and after an interrupted session."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        try:
+            end_runs_under(factory.getbasetemp())
+        except OSError:
+            pass

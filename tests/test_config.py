@@ -107,7 +107,8 @@ def test_diff_lists_only_differing_fields():
 def test_resolve_derives_sizes_once():
     cfg = C.load(None, ["optim.batch_size=8", "optim.grad_accum=2", "optim.epochs=2", "optim.warmup_ratio=0.1"])
     r = C.resolve(cfg, n_train_pairs=100, world_size=2)
-    assert r["effective_batch"] == 32 and r["micro_batches_per_epoch"] == 6 and r["steps_per_epoch"] == 3
-    assert r["total_steps"] == 6 and r["warmup_steps"] == 1
+    # 100 pairs in micro-batches of 16: 7 of them, the last topped up with 12 pairs from the epoch's start
+    assert r["effective_batch"] == 32 and r["micro_batches_per_epoch"] == 7 and r["padded_pairs_per_epoch"] == 12
+    assert r["steps_per_epoch"] == 4 and r["total_steps"] == 7 and r["warmup_steps"] == 1
     with pytest.raises(C.ConfigError):
         C.resolve(cfg, n_train_pairs=10, world_size=2)

@@ -1,10 +1,13 @@
 import os
 import subprocess
 import sys
+import time
 import tomllib
 
 import pytest
+from _procs import fake_trainer, is_zombie, wait_exited
 
+from engine import liveness
 from engine import manifest as mf
 
 
@@ -52,27 +55,75 @@ def test_a_writer_killed_mid_write_leaves_the_old_manifest_intact(tmp_path):
     tomllib.loads(before)
 
 
-def test_running_with_a_dead_process_group_is_crashed(tmp_path):
+def test_running_is_alive_exactly_while_a_process_holds_the_lock(tmp_path):
+    paths = _new(tmp_path)
+    proc = fake_trainer(paths.dir, paths.id)
+    mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
+    assert mf.effective_status(paths) == "running"
+    proc.stdin.close()
+    proc.wait()
+    assert mf.effective_status(paths) == "crashed"
+
+
+def test_a_killed_trainer_left_a_zombie_is_crashed_at_once(tmp_path):
+    """The flake this rule replaced: an unreaped (zombie) rank still answers kill(pid, 0)."""
+    paths = _new(tmp_path)
+    proc = fake_trainer(paths.dir, paths.id)
+    mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
+    proc.kill()
+    wait_exited([proc.pid])  # exited, deliberately not reaped
+    try:
+        assert is_zombie(proc.pid)
+        os.kill(proc.pid, 0)  # the pid still "exists"
+        assert mf.effective_status(paths) == "crashed"
+    finally:
+        proc.wait()
+
+
+def test_a_live_pid_without_the_lock_is_not_the_run(tmp_path):
+    """A reused pid (or any process that is not the run's) holds no lock: the run is crashed."""
     paths = _new(tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", paths.id],
                             stdin=subprocess.PIPE, start_new_session=True)
-    mf.update(paths, status="running", pid=proc.pid)
-    assert mf.effective_status(mf.read(paths)) == "running"
-    proc.stdin.close()
-    proc.wait()
-    assert mf.effective_status(mf.read(paths)) == "crashed"
-
-
-def test_pid_reuse_by_an_unrelated_process_is_not_alive(tmp_path):
-    paths = _new(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                            start_new_session=True)
     try:
-        mf.update(paths, status="running", pid=proc.pid)
-        assert mf.effective_status(mf.read(paths)) == "crashed"  # the group does not name this run
+        mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
+        assert mf.effective_status(paths) == "crashed"
     finally:
         proc.stdin.close()
         proc.wait()
+
+
+def test_a_run_on_another_host_is_judged_by_its_heartbeat(tmp_path):
+    paths = _new(tmp_path)
+    mf.update(paths, status="running", pid=4242, host="gpu-node-17")  # a pid of that host means nothing here
+    stale = liveness.STALE_AFTER * liveness.HEARTBEAT_S
+    liveness.beat(paths.dir, now=time.time() - stale - 1)
+    assert mf.effective_status(paths) == "crashed"
+    liveness.beat(paths.dir, now=time.time() - stale + 5)
+    assert mf.effective_status(paths) == "running"
+    liveness.beat(paths.dir)
+    assert mf.effective_status(paths) == "running"
+    # the other host's lock file is not consulted: a lock held here says nothing about that host
+    mf.update(paths, host=liveness.this_host())
+    assert mf.effective_status(paths) == "crashed"
+
+
+def test_a_created_run_is_created_until_launched(tmp_path):
+    paths = _new(tmp_path)
+    assert mf.effective_status(paths) == "created"  # never launched: queued, not crashed
+    mf.update(paths, launched_at=mf.now_iso(), host=liveness.this_host())
+    assert mf.effective_status(paths) == "crashed"  # launched, and nothing of it is left
+
+
+def test_the_heartbeat_thread_beats_and_stops(tmp_path):
+    hb = liveness.Heartbeat(tmp_path, interval=0.01).start()
+    first = liveness.last_beat(tmp_path)
+    assert first is not None and abs(first - time.time()) < 5
+    deadline = time.monotonic() + 10
+    while liveness.last_beat(tmp_path) == first and time.monotonic() < deadline:
+        time.sleep(0.005)  # waiting for the thread's next beat, not for a race to settle
+    assert liveness.last_beat(tmp_path) > first
+    hb.stop()
 
 
 def test_find_run_by_unique_part(tmp_path):

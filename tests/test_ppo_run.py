@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _procs import group_members, wait_exited
 from safetensors.torch import load_file
 
 from aplot_tui import supervisor
@@ -73,9 +74,11 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
         assert proc.poll() is None, paths.log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 90 s"
         time.sleep(0.02)
+    members = group_members(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)  # a hard kill: no chance to save anything more
+    wait_exited(members)  # exited, not reaped: the ranks may stay zombies, and zombies hold no lock
+    assert mf.effective_status(paths) == "crashed"  # at once: no pid is asked, no sleep
     proc.wait()
-    assert mf.effective_status(mf.read(paths)) == "crashed"
     newest = mf.checkpoint_steps(paths)[-1]
     assert newest < 30
 
@@ -103,6 +106,28 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
     final = load_file(paths.checkpoints / "final" / "model.safetensors")
     assert ref.keys() == final.keys()
     assert any(not torch.equal(ref[k], final[k]) for k in ref)  # PPO changed the parameters
+
+
+@pytest.mark.parametrize("world,eval_prompts", [(2, 7), (3, 2)])
+def test_ppo_on_several_ranks_counts_every_eval_prompt_once(tmp_path, tokenizer, world, eval_prompts):
+    """Uneven shares of the held-out prompts (7 on 2 ranks; 2 on 3 ranks, so one rank judges none) and a
+    training pool that no global rollout divides: the run completes and every win-rate counts each
+    held-out prompt exactly once."""
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    cfg = ppo_config(rm_id, max_steps=2)
+    cfg.ppo.eval_prompts, cfg.ppo.rollout_batch, cfg.ppo.minibatch_size = eval_prompts, 3, 2
+    cfg.ppo.win_rate_every, cfg.ppo.sft_steps = 1, 2
+    cfg.launch.num_processes = world
+    paths = supervisor.create_run(cfg, tmp_path)
+    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    manifest = mf.read(paths)
+    assert manifest["provenance"]["world_size"] == manifest["resolved"]["world_size"] == world
+    assert manifest["resolved"]["global_rollout"] == 3 * world
+    assert manifest["resolved"]["n_train_prompts"] % (3 * world) != 0
+    win = [r for r in M.read_all(paths.metrics) if r.split == M.eval_split("win")]
+    assert [r.step for r in win] == [0, 1, 2]
+    assert all(r.data[M.WIN_RATE_N] == eval_prompts for r in win), [r.data for r in win]
+    assert [r.step for r in M.read_all(paths.metrics) if r.split == M.TRAIN] == [1, 2]
 
 
 def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
@@ -165,7 +190,7 @@ def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
     proc = subprocess.run([sys.executable, "-m", "engine.ppo", "--run-dir", str(paths.dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    expected = f"ppo.reward_model_run: run {rm_id} is 'running', not a completed RM run"
+    expected = f"ppo.reward_model_run: run {rm_id} is 'crashed', not a completed RM run"  # nothing holds it
     assert f"[aplot] failed: {expected}" in proc.stderr.splitlines()
     manifest = mf.read(paths)
     assert (manifest["status"], manifest["error"]) == ("failed", expected)

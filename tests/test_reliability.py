@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 from _cli import aplot, one_line_error
+from _procs import fake_trainer, group_members
 from conftest import TINY_RM
 
 from aplot_tui import supervisor
 from engine import config as C
+from engine import liveness
 from engine import manifest as mf
 from engine import metrics as M
 
@@ -260,7 +262,7 @@ def resume_with_file_size_limit(paths: mf.RunPaths, limit: int) -> tuple[int, st
                             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_writes)
     mf.update(paths, status="created", pid=proc.pid)  # what supervisor.resume records
     out = proc.communicate(timeout=240)[0].decode(errors="replace")
-    wait_for(lambda: not mf.pid_alive(proc.pid, paths.id), 30, "the run's processes to exit")
+    wait_for(lambda: not liveness.lock_held(paths.dir), 30, "the run's processes to exit")
     return proc.returncode, out
 
 
@@ -331,9 +333,10 @@ BIG = ["model.tiny.hidden_size=256", "model.tiny.num_layers=2", "checkpoint.ever
 
 
 def trainer_pid(paths: mf.RunPaths) -> int:
+    """The rank itself (`python -m engine.reward …`), not its launcher, whose command line names it too."""
     pgid = mf.read(paths)["pid"]
-    for pid in mf.group_members(pgid):
-        if b"engine.reward" in Path(f"/proc/{pid}/cmdline").read_bytes():
+    for pid in group_members(pgid):
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"engine.reward"]:
             return pid
     return 0
 
@@ -401,7 +404,7 @@ def test_a_second_sigint_inside_the_stop_save_keeps_the_previous_checkpoint_resu
     os.killpg(pgid, signal.SIGINT)  # second press lands inside that save: "now"
     wait_for(lambda: sigint_pending(trainer), 10, "SIGINT to reach the frozen trainer")
     os.killpg(pgid, signal.SIGCONT)
-    wait_for(lambda: not mf.pid_alive(pgid, paths.id), 60, "the run to exit")
+    wait_for(lambda: not liveness.lock_held(paths.dir), 60, "the run to exit")
     manifest = mf.read(paths)
     assert manifest["status"] == "stopped" and manifest["exit_code"] == 130
     assert manifest["error"] == "interrupted before a checkpoint could be saved"
@@ -434,7 +437,7 @@ def test_runs_outlive_a_killed_ui_and_are_listed_after(tmp_path, runs_dir):
     ui.wait()
     assert len(ids) == 2
     for run_id in ids:
-        assert mf.pid_alive(mf.read(mf.run_paths(runs_dir, run_id))["pid"], run_id)
+        assert mf.effective_status(mf.run_paths(runs_dir, run_id)) in ("created", "running")
     wait_for(lambda: all(mf.read(mf.run_paths(runs_dir, i))["status"] == "completed" for i in ids), 240,
              "both runs to complete", poll=0.2)
     rows = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)
@@ -455,12 +458,12 @@ def test_ls_reads_twenty_live_runs_with_the_right_statuses_in_under_a_second(run
             mf.create(paths, name="load", kind="rm", config={"loss": {"type": "bt"}})
             paths.metrics.write_text(line * 500)
             kind = ("live", "live", "dead", "reused", "completed")[i % 5]
-            if kind in ("live", "reused"):  # "reused": a live pid whose group does not name this run
-                proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()",
-                                         paths.id if kind == "live" else "someone-else"],
-                                        stdin=subprocess.PIPE, start_new_session=True)
+            if kind in ("live", "reused"):  # "reused": a live pid that is not the run's (it holds no lock)
+                proc = fake_trainer(paths.dir, paths.id) if kind == "live" else subprocess.Popen(
+                    [sys.executable, "-c", "import sys; sys.stdin.read()", "someone-else"], stdin=subprocess.PIPE,
+                    start_new_session=True)
                 procs.append(proc)
-                mf.update(paths, status="running", pid=proc.pid)
+                mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
             elif kind == "dead":
                 proc = subprocess.Popen([sys.executable, "-c", "pass", paths.id], start_new_session=True)
                 proc.wait()

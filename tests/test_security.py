@@ -85,7 +85,7 @@ def test_the_supervisor_passes_config_values_as_single_arguments(tmp_path):
     from aplot_tui import supervisor
 
     evil = tmp_path / "x.yaml; touch pwned; echo"
-    evil.write_text("")
+    evil.write_text("distributed_type: NO\nnum_processes: 1\n")
     cfg = C.from_dict({"launch": {"accelerate_config": str(evil)}})
     argv = supervisor.launch_argv(cfg, tmp_path / "runs" / "20260101-000000-rm-x-0000")
     assert argv[argv.index("--config_file") + 1] == str(evil)

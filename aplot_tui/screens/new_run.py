@@ -17,6 +17,7 @@ from aplot_tui import store, supervisor
 from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
 from engine import config as config_mod
 from engine import manifest as mf
+from engine.launch import plan
 
 DEFAULTS = "defaults"
 
@@ -80,6 +81,7 @@ launches the run and opens its screen. Lists are comma-separated; `data.eval` ta
         overrides, early = to_overrides(self.form.values())
         try:
             cfg = config_mod.load(None, [o for o in overrides if o.split("=", 1)[0] not in early])
+            plan(cfg)  # [launch] as the launch will give it; an accelerate file that contradicts it is a problem
             problems = []
         except config_mod.ConfigError as e:
             cfg, problems = None, list(e.problems)

@@ -183,7 +183,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
 
     def on_mount(self) -> None:
         self.sub_title = self.paths.id
-        self._show_manifest(self.manifest, mf.effective_status(self.manifest))
+        self._show_manifest(self.manifest, mf.effective_status(self.paths, self.manifest))
         self.set_interval(DRAW_S / 2, self._draw_if_due)
         self.follow()
 
@@ -208,7 +208,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
                 new_mtime = mtime
             if new_mtime != mtime or now - last_check >= 1.0:
                 manifest = await asyncio.to_thread(mf.read, self.paths) if new_mtime != mtime else self.manifest
-                new_status = await asyncio.to_thread(mf.effective_status, manifest)
+                new_status = await asyncio.to_thread(mf.effective_status, self.paths, manifest)
                 if new_mtime != mtime or new_status != status:
                     self.post_message(self.ManifestChanged(manifest, new_status))
                 mtime, status, last_check = new_mtime, new_status, now

@@ -20,7 +20,7 @@ STOP_DETAIL = ("SIGINT first: the trainer saves a checkpoint and exits. SIGTERM,
 
 
 def confirm_stop(app: App, paths: mf.RunPaths) -> None:
-    status = mf.effective_status(mf.read(paths))
+    status = mf.effective_status(paths)
     if status not in ("running", "created"):
         app.notify(f"{paths.id} is {status}, not running", severity="warning")
         return
@@ -35,7 +35,7 @@ def confirm_stop(app: App, paths: mf.RunPaths) -> None:
 
 def confirm_resume(app: App, paths: mf.RunPaths) -> None:
     manifest = mf.read(paths)
-    status = mf.effective_status(manifest)
+    status = mf.effective_status(paths, manifest)
     steps = mf.checkpoint_steps(paths)
     if status not in ("stopped", "failed", "crashed") or not steps:
         why = "has no complete checkpoint" if not steps else f"is {status}"

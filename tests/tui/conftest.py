@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _procs import fake_trainer
 
 from aplot_tui.app import AplotApp
+from engine import liveness
 from engine import manifest as mf
 
 from .helpers import FIXTURES, NOW
@@ -34,16 +35,15 @@ def make_app(store):
 
 @pytest.fixture
 def fake_training():
-    """A long-running process in its own session whose command line names the run (as
-    `accelerate launch … --run-dir runs/<id>` does), recorded as the run's pid."""
+    """A long-running process in its own session that holds the run's liveness lock and names the
+    run on its command line (as `accelerate launch … --run-dir runs/<id>` does), recorded as its pid."""
     procs: list[subprocess.Popen] = []
 
     def start(store: Path, run_id: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(600)", run_id],
-                                start_new_session=True)
-        procs.append(proc)
         paths = mf.RunPaths(store / run_id)
-        mf.update(paths, status="running", pid=proc.pid, exit_code=-1, error="")
+        proc = fake_trainer(paths.dir, run_id)  # holds the run's liveness lock, as a real trainer does
+        procs.append(proc)
+        mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host(), exit_code=-1, error="")
         return proc
 
     yield start
