@@ -58,6 +58,18 @@ def time_bare_python() -> float:
     return time.perf_counter() - t0
 
 
+def group_members(pgid: int) -> list[int]:
+    """Processes of one run's process group (the launcher and its ranks), from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -110,7 +122,7 @@ def main() -> None:
         list_times.append(time.perf_counter() - t0)
         bad_status += [f"{i}: {s}" for i, s in statuses.items() if s not in ("created", "running", "completed",
                                                                                "stopped")]
-        peak_rss = max(peak_rss, rss_mb([m for p in procs.values() for m in mf.group_members(p.pid)]))
+        peak_rss = max(peak_rss, rss_mb([m for p in procs.values() for m in group_members(p.pid)]))
         training = [r.id for r in rows if r.status == "running" and r.step >= 2 and r.id not in stopped]
         for run_id in training[: max(0, args.stop - len(stopped))]:
             stopped[run_id] = "…"
@@ -140,12 +152,12 @@ def main() -> None:
             procs[run_id] = proc
             resumed += 1
     for run_id in stopped:
-        supervisor.wait_exit(mf.run_paths(root, run_id), procs[run_id].pid, 300, procs[run_id])
+        supervisor.wait_exit(mf.run_paths(root, run_id), 300, procs[run_id])
         procs[run_id].wait()
 
     lost, completed = [], 0
     for paths, manifest in mf.list_runs(root):
-        status = mf.effective_status(manifest)
+        status = mf.effective_status(paths, manifest)
         completed += status == "completed"
         steps = [r.step for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
         if status != "completed":

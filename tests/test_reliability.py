@@ -320,7 +320,7 @@ def test_disk_full_for_the_manifest_leaves_the_old_one_and_shows_crashed(ended_r
         code, out = resume_with_file_size_limit(paths, limit)
     assert code != 0
     assert paths.manifest.read_bytes() == snapshot[-1]  # byte for byte what was there before the run
-    assert mf.effective_status(mf.read(paths)) == "crashed"
+    assert mf.effective_status(paths) == "crashed"
     assert not [p for p in paths.dir.iterdir() if p.name.endswith(".tmp")]  # no half-written temp files
     assert "File too large" in out
     assert mf.checkpoint_steps(paths) == [3]

@@ -132,4 +132,4 @@ def test_quitting_the_tui_leaves_training_running(make_app, store, fake_training
     drive(make_app(), script)
     assert proc.poll() is None
     os.kill(proc.pid, 0)  # still there after the app exited
-    assert mf.effective_status(mf.read(mf.RunPaths(store / EMD))) == "running"
+    assert mf.effective_status(mf.RunPaths(store / EMD)) == "running"
