@@ -290,10 +290,11 @@ def ls(
         buf = io.StringIO()
         w = csv.writer(buf)
         metric_keys = sorted({k for r in rows for k in r.metrics})
-        w.writerow(["id", "name", "kind", "loss", "status", "step", "total_steps", "age_s", "tags", *metric_keys])
+        w.writerow(["id", "name", "kind", "loss", "status", "step", "total_steps", "age_s", "tags", "job", "reason",
+                    *metric_keys])
         for r in rows:
             w.writerow([r.id, r.name, r.kind, r.loss, r.status, r.step, r.total_steps, round(r.age_s),
-                        ";".join(r.tags), *[r.metrics.get(k, "") for k in metric_keys]])
+                        ";".join(r.tags), r.job, r.reason, *[r.metrics.get(k, "") for k in metric_keys]])
         typer.echo(buf.getvalue(), nl=False)
         return
     if not rows:
@@ -305,7 +306,8 @@ def ls(
         metrics = "  ".join(f"{k.split('/', 1)[1]}={_fmt(v)}" for k, v in r.metrics.items())
         step = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         typer.echo(f"{r.id:<44} {r.kind:<4} {r.loss:<16} {r.status:<10} {step:>11}  "
-                   f"{store.format_age(r.age_s):>5}  {metrics}")
+                   f"{store.format_age(r.age_s):>5}  {metrics}" + (f"  job {r.job}" if r.job else "")
+                   + (f" ({r.reason})" if r.reason else ""))
 
 
 @app.command()
@@ -320,7 +322,7 @@ def show(
 
     paths = mf.find_run(_root(runs_dir), run_id)
     manifest = mf.read(paths)
-    manifest["effective_status"] = mf.effective_status(paths, manifest)
+    manifest["effective_status"], reason = mf.status_and_reason(paths, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=1, default=str))
         return
@@ -330,6 +332,11 @@ def show(
         typer.echo(render_diagnostics(paths))
         return
     typer.echo(f"{paths.id}  [{manifest['effective_status']}]  {manifest.get('kind')}  {manifest.get('name')}")
+    if reason:
+        typer.echo(f"why: {reason}")
+    if manifest.get("slurm"):
+        typer.echo(f"slurm job: {manifest['slurm'].get('job_id')}  (all: {', '.join(manifest['slurm'].get('jobs', []))}; "
+                   f"script: {paths.dir / 'job.sbatch'})")
     if manifest.get("error"):
         typer.echo(f"error: {manifest['error']}")
     for table in ("resolved", "summary", "provenance", "links"):

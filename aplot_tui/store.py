@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import manifest as mf
 from engine import metrics as M
+from engine import slurm
 
 
 @dataclass
@@ -30,6 +31,8 @@ class RunRow:
     created_at: str = ""
     error: str = ""
     path: str = ""
+    job: str = ""  # the Slurm job id of a scheduled run
+    reason: str = ""  # why it is queued, or how its job ended without the trainer's word
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +75,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     cfg = manifest.get("config", {})
     kind = manifest.get("kind", cfg.get("kind", "rm"))
     summary = manifest.get("summary", {})
-    status = mf.effective_status(paths, manifest)
+    status, reason = mf.status_and_reason(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
     for key in KEY_COLUMNS.get(kind, ()):
@@ -87,11 +90,14 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
         total_steps=int(manifest.get("resolved", {}).get("total_steps", 0) or 0),
         metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),
         created_at=manifest.get("created_at", ""), error=manifest.get("error", ""), path=str(paths.dir),
+        job=slurm.job_of(manifest), reason=reason,
     )
 
 
 def list_rows(root: Path) -> list[RunRow]:
-    return [row(p, m) for p, m in mf.list_runs(Path(root))]
+    runs = mf.list_runs(Path(root))
+    slurm.job_states([slurm.job_of(m) for _, m in runs if m.get("status") not in mf.FINAL])  # one squeue for all
+    return [row(p, m) for p, m in runs]
 
 
 def filter_rows(rows: list[RunRow], text: str = "", status: str = "", kind: str = "", tag: str = "") -> list[RunRow]:

@@ -9,6 +9,7 @@ the run is alive is the liveness lock's answer (`engine.liveness`), never the pi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -18,18 +19,20 @@ import time
 from pathlib import Path
 
 from engine import config as config_mod
-from engine import liveness
+from engine import liveness, slurm
 from engine import manifest as mf
 from engine.launch import argv as launch_argv
 from engine.launch import env as launch_env
 from engine.launch import keep_accelerate_file, plan
 
 POLL_S = 0.1
+SLURM_POLL_S = 1.0
 
 
 def create_run(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
     """A new run folder with its manifest (status `created`); `[launch]` as the launch will give it."""
     plan(cfg)  # an accelerate config file that contradicts [launch] fails here, before any folder exists
+    slurm.preflight(cfg)  # so does a cluster setting Slurm would refuse
     loss = cfg.loss.type if cfg.kind == "rm" else None
     run_id = mf.new_run_id(cfg.name, cfg.kind, loss)
     paths = mf.run_paths(Path(root), run_id)
@@ -39,11 +42,44 @@ def create_run(cfg: config_mod.Config, root: Path, *, links: dict | None = None)
     return paths
 
 
-def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen:
-    """Start the training subprocess for an existing run folder; returns at once."""
+class SlurmJob:
+    """What a caller follows for a Slurm run in place of a `Popen`: `poll()` is None while the run's
+    newest job is queued or running (a resubmitted job included), then the run's exit code."""
+
+    def __init__(self, paths: mf.RunPaths):
+        self.paths = paths
+
+    def poll(self) -> int | None:
+        manifest = mf.read(self.paths)
+        job = slurm.job_of(manifest)
+        state = slurm.job_states([job]).get(job, ("", ""))[0]
+        if state in slurm.ACTIVE:
+            return None
+        if manifest.get("status") in mf.FINAL:
+            return int(manifest.get("exit_code", 1))
+        return None if state == "" and liveness.alive(self.paths.dir, manifest) else 1
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("slurm job", timeout)
+            time.sleep(SLURM_POLL_S)
+        return code
+
+
+def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen | SlurmJob:
+    """Start the training subprocess (or submit the Slurm job) for an existing run folder; returns at once."""
     manifest = mf.read(paths)
     cfg = config_mod.from_dict(manifest["config"], str(paths.manifest))
-    argv = launch_argv(cfg, paths.dir.resolve(), resume=resume)
+    argv = launch_argv(cfg, paths.dir.resolve())
+    if cfg.launch.scheduler == "slurm":  # the job script is written anew: a resume may change [launch]
+        slurm.write_job_script(cfg, paths.dir, argv)
+        job = slurm.submit(paths, resume=resume)
+        with open(paths.log, "ab") as log:
+            log.write(f"\n[aplot] {'resume' if resume else 'launch'}: slurm job {job} ({slurm.JOB_SCRIPT})\n".encode())
+        return SlurmJob(paths)
+    argv += ["--resume"] if resume else []
     # The liveness lock is taken here and its open file handed to the launcher, so the run counts as
     # alive from this instant on, through the launcher's start-up, until its last process is gone.
     alive = liveness.hold(paths.dir, inheritable=True)
@@ -97,7 +133,7 @@ def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess
         fcntl.flock(lock, fcntl.LOCK_EX)  # the loser waits, then finds the winner's live process
         manifest = mf.read(paths)
         status = mf.effective_status(paths, manifest)
-        if status in ("running", "created") and mf.launched(manifest):
+        if status in ("running", "created", "queued") and mf.launched(manifest):
             raise mf.RunError(f"{paths.id}: is {status}; stop it before resuming")
         if status == "completed":
             raise mf.RunError(f"{paths.id}: already completed; nothing to resume")
@@ -109,7 +145,7 @@ def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess
             data = config_mod.apply_overrides(manifest["config"], overrides)
             cfg = plan(config_mod.from_dict(data, "resume overrides"))
             changes["config"] = {"launch": config_mod.to_dict(cfg)["launch"]}
-        mf.update(paths, status="created", resumed_at=mf.now_iso(),
+        mf.update(paths, status="created", resumed_at=mf.now_iso(), stop_requested_at="",
                   resume_count=manifest.get("resume_count", 0) + 1, **changes)
         return spawn(paths, resume=True)
 
@@ -136,6 +172,8 @@ def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None 
     """
     manifest = mf.read(paths)
     status, pid, host = mf.effective_status(paths, manifest), manifest.get("pid"), manifest.get("host")
+    if slurm.job_of(manifest) and status in ("queued", "running", "created"):
+        return stop_job(paths, grace)
     if status not in ("running", "created") or not pid:
         raise mf.RunError(f"{paths.id}: is {status}, not running")
     if host and host != liveness.this_host():
@@ -154,9 +192,38 @@ def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None 
     return mf.read(paths)["status"]
 
 
-def reap(paths: mf.RunPaths, proc: subprocess.Popen) -> str:
-    """After our own child exits: record a failure the trainer could not (import error, OOM kill)."""
+def stop_job(paths: mf.RunPaths, grace: float = 30.0) -> str:
+    """A Slurm run: SIGINT to every task of the job (the trainer checkpoints), then the job cancelled
+    after `grace`; a queued job is just cancelled. Marked as asked for, so the job's auto-resume
+    leaves it stopped."""
+    manifest = mf.update(paths, stop_requested_at=mf.now_iso())
+    job = slurm.job_of(manifest)
+    status = mf.effective_status(paths, manifest)
+    if status == "queued":
+        slurm.cancel(job)
+        mf.update(paths, status="stopped", exit_code=130, finished_at=mf.now_iso(),
+                  error=f"slurm job {job} cancelled before it started")
+        return "stopped"
+    handle = SlurmJob(paths)
+    slurm.cancel(job, signal="INT")
+    try:
+        handle.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        slurm.cancel(job)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            handle.wait(timeout=30)
+    if mf.read(paths).get("status") in ("running", "created"):  # the trainer could not record it itself
+        mf.update(paths, status="stopped", exit_code=-int(signal.SIGKILL), finished_at=mf.now_iso(),
+                  error=f"slurm job {job} cancelled before the trainer could record the stop")
+    return mf.read(paths)["status"]
+
+
+def reap(paths: mf.RunPaths, proc: subprocess.Popen | SlurmJob) -> str:
+    """After our own child exits: record a failure the trainer could not (import error, OOM kill).
+    A Slurm job's end is the scheduler's word (`effective_status`), not recorded here."""
     code = proc.wait()
+    if isinstance(proc, SlurmJob):
+        return mf.effective_status(paths)
     wait_exit(paths, 30.0)
     manifest = mf.read(paths)
     if manifest.get("status") in ("running", "created"):

@@ -162,12 +162,33 @@ class CheckpointSection:
 
 
 @dataclass
+class SlurmSection:
+    partition: str = f("", "Slurm partition (-p); empty = the cluster's default")
+    nodes: int = f(1, "nodes; one `accelerate launch` per node", gt=0)
+    tasks_per_node: int = f(1, "accelerate launches per node (more than 1 only to stand in for several machines)",
+                            gt=0)
+    gpus_per_node: int = f(0, "GPUs per node (--gpus-per-node); 0 = none asked", ge=0)
+    cpus_per_task: int = f(0, "CPUs per launch (--cpus-per-task); 0 = Slurm's default", ge=0)
+    mem: str = f("", 'memory per node (--mem), e.g. "64G"; empty = Slurm\'s default')
+    time: str = f("", 'wall-clock limit (--time), e.g. "08:00:00"; empty = the partition\'s')
+    account: str = f("", "account to charge (--account)")
+    qos: str = f("", "quality of service (--qos)")
+    signal_before_end: int = f(300, "seconds before the time limit when Slurm sends SIGINT: the run checkpoints "
+                               "and ends stopped; 0 = no signal", ge=0)
+    auto_resume: int = f(0, "resubmit a run stopped by its time limit or preempted, up to this many times", ge=0)
+    setup: list = f([], "shell lines run before the launch (e.g. module load cuda), copied verbatim")
+    extra: list = f([], 'more #SBATCH options, each starting with "--" (e.g. "--constraint=h100")')
+
+
+@dataclass
 class LaunchSection:
-    num_processes: int = f(1, "processes (GPUs, or CPU ranks when cpu = true)", gt=0)
+    num_processes: int = f(1, "processes in all (GPUs, or CPU ranks when cpu = true)", gt=0)
     mixed_precision: str = f("no", "autocast precision through Accelerate", choices=("no", "bf16", "fp16"))
     cpu: bool = f(False, "force CPU even where a GPU exists")
     accelerate_config: str = f("", "an accelerate config file: DeepSpeed, FSDP, multi-node")
     threads: int = f(0, "torch threads per process; 0 = cores / processes", ge=0)
+    scheduler: str = f("local", "where the run starts: a local subprocess, or a Slurm job", choices=("local", "slurm"))
+    slurm: SlurmSection = sub(SlurmSection, "the Slurm job (launch.scheduler = \"slurm\")")
 
 
 @dataclass
@@ -335,6 +356,17 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
         problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true ({where})")
+    slurm = cfg.launch.slurm
+    for i, line in enumerate(slurm.extra):
+        if not isinstance(line, str) or not line.startswith("--") or "\n" in line:
+            problems.append(f"launch.slurm.extra[{i}]: an #SBATCH option starting with \"--\", got {line!r} ({where})")
+    for i, line in enumerate(slurm.setup):
+        if not isinstance(line, str) or "\n" in line:
+            problems.append(f"launch.slurm.setup[{i}]: one shell line, got {line!r} ({where})")
+    machines = slurm.nodes * slurm.tasks_per_node
+    if cfg.launch.scheduler == "slurm" and cfg.launch.num_processes % machines:
+        problems.append(f"launch.num_processes: {cfg.launch.num_processes} processes do not split over {machines} "
+                        f"machines (launch.slurm.nodes × tasks_per_node) ({where})")
     if problems:
         raise ConfigError(problems)
 

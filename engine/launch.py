@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -117,10 +118,15 @@ def run_accelerate_file(cfg: Config, run_dir: Path) -> str:
 
 
 def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = None) -> list[str]:
-    """The exact command for a run (shown in the TUI's preview): this module, then accelerate's flags."""
+    """The exact command for a run (shown in the TUI's preview): this module, then accelerate's flags.
+
+    For a Slurm run it is the command of one task of the job; `--slurm` makes this module add the
+    machine's rank, the machine count and the rendezvous address from the job's environment.
+    """
     launch = cfg.launch
-    out = [sys.executable, "-m", "engine.launch"]
-    own_port = launch.num_processes > 1
+    slurm = launch.scheduler == "slurm"
+    out = [sys.executable, "-m", "engine.launch", *(["--slurm"] if slurm else [])]
+    own_port = launch.num_processes > 1 and not slurm
     if launch.accelerate_config:  # DeepSpeed / FSDP / multi-node: the file decides the topology
         path = run_accelerate_file(cfg, run_dir)
         out += ["--config_file", path]
@@ -162,14 +168,31 @@ def _ranks_stop_themselves(_signum, _frame) -> None:
     launcher goes on waiting for them, so it ends with their exit status instead of a traceback."""
 
 
+def slurm_task_flags(args: list[str], env: dict[str, str]) -> list[str]:
+    """`args` with this Slurm task's place in the job put before the training module: each task is one
+    machine for accelerate (rank $SLURM_PROCID of $SLURM_NTASKS), meeting at the job's first node."""
+    flags = ["--main_process_port", env["APLOT_MAIN_PROCESS_PORT"]]
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        flags = ["--num_machines", env["SLURM_NTASKS"], "--machine_rank", env["SLURM_PROCID"],
+                 "--main_process_ip", env["APLOT_MAIN_PROCESS_IP"], *flags]
+    at = args.index("-m")  # the training module; accelerate's own flags come before it (the last one wins)
+    return [*args[:at], *flags, *args[at:]]
+
+
 def main() -> None:
     # A handler (not SIG_IGN) here means the default disposition for every process exec'd below.
     signal.signal(signal.SIGINT, _ranks_stop_themselves)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from accelerate.commands.launch import main as accelerate_launch
 
-    sys.argv = ["accelerate launch", *sys.argv[1:]]
-    accelerate_launch()
+    args = sys.argv[1:]
+    if args[:1] == ["--slurm"]:
+        args = slurm_task_flags(args[1:], dict(os.environ))
+    sys.argv = ["accelerate launch", *args]
+    try:
+        accelerate_launch()
+    except subprocess.CalledProcessError as e:  # the rank has said why in the log; pass its exit status on
+        sys.exit(e.returncode)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples.jsonl"
 HARD_PAIRS = "hard_pairs.jsonl"
 
-STATUSES = ("created", "running", "completed", "failed", "stopped")
 FINAL = ("completed", "failed", "stopped")
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}\Z")  # \Z: "$" allows a final \n
 
@@ -224,16 +223,27 @@ def launched(manifest: dict) -> bool:
 
 
 def effective_status(paths: RunPaths, manifest: dict | None = None) -> str:
-    """The status to show: `running` (or launched, not yet started) with nothing alive is `crashed`.
+    """The status to show: `running` (or launched, not yet started) with nothing alive is `crashed`."""
+    return status_and_reason(paths, manifest)[0]
 
-    Alive is decided by `engine.liveness` (a lock on this host, a heartbeat from another), never by a
-    pid. `manifest` saves a read when the caller has it already.
+
+def status_and_reason(paths: RunPaths, manifest: dict | None = None) -> tuple[str, str]:
+    """(status, why) as `aplot ls`, `show`, the TUI, `stop` and `resume` all see it.
+
+    A final status is the trainer's own record. Otherwise: a Slurm run asks its scheduler (queued and
+    why, running, or ended without a word), a local one asks `engine.liveness` (a lock on this host, a
+    heartbeat from another), never a pid. `manifest` saves a read when the caller has it already.
     """
     manifest = read(paths) if manifest is None else manifest
     status = manifest.get("status", "created")
-    if status == "running" or (status == "created" and launched(manifest)):
-        return status if liveness.alive(paths.dir, manifest) else "crashed"
-    return status
+    if status in FINAL or (status == "created" and not launched(manifest)):
+        return status, ""
+    alive = liveness.alive(paths.dir, manifest)
+    if manifest.get("slurm", {}).get("job_id"):
+        from engine import slurm  # only runs that have a job pay for the scheduler
+
+        return slurm.scheduled_status(manifest, alive)
+    return (status, "") if alive else ("crashed", "")
 
 
 def list_runs(root: Path) -> list[tuple[RunPaths, dict]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def aplot(*args, runs_dir=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def aplot(*args, runs_dir=None, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ if env is None else env)
     if runs_dir is not None:
         env["APLOT_RUNS_DIR"] = str(runs_dir)
     return subprocess.run([sys.executable, "-m", "aplot_tui.cli", *map(str, args)], cwd=cwd or ROOT,

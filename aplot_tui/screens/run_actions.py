@@ -16,12 +16,12 @@ from engine import manifest as mf
 from .confirm import ConfirmScreen
 
 STOP_DETAIL = ("SIGINT first: the trainer saves a checkpoint and exits. SIGTERM, then SIGKILL, "
-               "only if it does not exit in time. A stopped run can be resumed.")
+               "only if it does not exit in time (a Slurm job: scancel). A stopped run can be resumed.")
 
 
 def confirm_stop(app: App, paths: mf.RunPaths) -> None:
     status = mf.effective_status(paths)
-    if status not in ("running", "created"):
+    if status not in ("running", "created", "queued"):
         app.notify(f"{paths.id} is {status}, not running", severity="warning")
         return
 

@@ -16,8 +16,18 @@ from textual.widgets import DataTable
 
 from aplot_tui.store import RunRow, filter_rows, format_age, sort_rows
 
-STATUS_STYLE = {"running": "bold green", "created": "dim", "completed": "blue", "failed": "bold red",
-                "crashed": "bold red", "stopped": "yellow"}
+STATUS_STYLE = {"running": "bold green", "created": "dim", "queued": "magenta", "completed": "blue",
+                "failed": "bold red", "crashed": "bold red", "stopped": "yellow"}
+
+
+def status_cell(row: RunRow) -> Text:
+    """The status, and for a Slurm run its job and the scheduler's reason (queued: Resources, …)."""
+    text = Text(row.status, style=STATUS_STYLE.get(row.status, ""))
+    if row.job:
+        text.append(f" #{row.job}", style="dim")
+    if row.reason and row.status in ("queued", "crashed", "stopped"):
+        text.append(f" ({row.reason})", style="dim")
+    return text
 
 # column key, header, sort key of store.sort_rows (None: sorted here)
 COLUMNS = (("mark", " ", None), ("id", "run", "created"), ("name", "name", "name"), ("kind", "kind", "kind"),
@@ -144,7 +154,7 @@ class RunTable(DataTable):
         return [
             Text("●", style="bold magenta") if row.id in self.marked else "",
             row.id, row.name, row.kind, row.loss,
-            Text(row.status, style=STATUS_STYLE.get(row.status, "")),
+            status_cell(row),
             Text(step, justify="right"), train, evaluation, ",".join(row.tags), format_age(row_age(row, self.now)),
         ]
 

@@ -40,6 +40,8 @@ def test_form_defaults_inline_problems_and_kind_sections(make_app):
         assert form.control("optim.lr").value == "2e-05"
         assert form.control("loss.aplot.solver").value == "sinkhorn"
         assert form.control("launch.cpu").value is False
+        assert form.control("launch.scheduler").value == "local"  # the Slurm section is in the form too
+        assert form.control("launch.slurm.signal_before_end").value == "300"
         assert str(form.query_one(f"#h-{fid('loss.aplot.epsilon')}").render()) == \
             config_mod.field_help("loss.aplot.epsilon")
         assert screen.cfg is not None and not screen.problems
