@@ -72,14 +72,13 @@ def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen | SlurmJ
     """Start the training subprocess (or submit the Slurm job) for an existing run folder; returns at once."""
     manifest = mf.read(paths)
     cfg = config_mod.from_dict(manifest["config"], str(paths.manifest))
-    argv = launch_argv(cfg, paths.dir.resolve())
     if cfg.launch.scheduler == "slurm":  # the job script is written anew: a resume may change [launch]
-        slurm.write_job_script(cfg, paths.dir, argv)
-        job = slurm.submit(paths, resume=resume)
+        slurm.write_job_script(cfg, paths.dir, launch_argv(cfg, paths.dir.resolve()))
+        job = slurm.submit(paths, resume=resume)  # the script's `resume` argument adds --resume
         with open(paths.log, "ab") as log:
             log.write(f"\n[aplot] {'resume' if resume else 'launch'}: slurm job {job} ({slurm.JOB_SCRIPT})\n".encode())
         return SlurmJob(paths)
-    argv += ["--resume"] if resume else []
+    argv = launch_argv(cfg, paths.dir.resolve(), resume=resume)
     # The liveness lock is taken here and its open file handed to the launcher, so the run counts as
     # alive from this instant on, through the launcher's start-up, until its last process is gone.
     alive = liveness.hold(paths.dir, inheritable=True)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine import config as config_mod
 from engine.config import Config, ConfigError
 
 MODULES = {"rm": "engine.reward", "ppo": "engine.ppo"}
@@ -100,8 +101,6 @@ def expected(cfg: Config, source: str | None = None) -> dict:
 
 
 def _copy(cfg: Config) -> Config:
-    from engine import config as config_mod
-
     return config_mod.from_dict(config_mod.to_dict(cfg))
 
 

@@ -31,6 +31,17 @@ def fake_trainer(run_dir: Path, *args: str) -> subprocess.Popen:
         os.close(fd)
 
 
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.02):
+    """Poll `predicate` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def _stat(pid: int | str) -> tuple[str, int] | None:
     """(state, process group) from /proc/<pid>/stat, or None if it is gone."""
     try:

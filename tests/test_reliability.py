@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from _cli import aplot, one_line_error
-from _procs import fake_trainer, group_members
+from _procs import fake_trainer, group_members, wait_for
 from conftest import TINY_RM
 
 from aplot_tui import supervisor
@@ -38,16 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def train_steps(paths: mf.RunPaths) -> list[int]:

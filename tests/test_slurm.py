@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _cli import aplot, one_line_error
+from _procs import wait_for
 from conftest import TINY_RM
 from slurm_cluster import available, slurm_cluster
 
@@ -100,16 +101,6 @@ def cluster(tmp_path_factory):
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = old
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def ls(runs_dir: Path) -> dict:
