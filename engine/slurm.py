@@ -205,7 +205,7 @@ def scheduled_status(manifest: dict, alive: bool) -> tuple[str, str]:
     job = job_of(manifest)
     state, reason = job_states([job]).get(job, ("", "")) if job else ("", "")
     if state in QUEUED:
-        return "queued", reason or state.lower()
+        return "queued", reason  # Slurm gives its reason (Resources, Priority, JobHeldUser…) within a moment
     if state in ACTIVE:
         return "running", ""
     if state:  # ended, and the trainer did not record how

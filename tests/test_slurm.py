@@ -154,19 +154,18 @@ def test_a_run_goes_queued_then_running_then_completed_and_a_held_job_says_why(c
 
 def tui_runs_table_status(runs_dir: Path, run_id: str) -> str:
     """The status cell of the run's row in the TUI's runs table, as the app shows it."""
-    import asyncio
+    from tui.helpers import drive, runs_loaded
 
     from aplot_tui.app import AplotApp
-    from aplot_tui.widgets.run_table import RunTable
 
-    async def read() -> str:
-        app = AplotApp(runs_dir=runs_dir, poll_s=0.1)
-        async with app.run_test(size=(200, 30)) as pilot:
-            await pilot.pause(0.3)
-            table = app.screen.query_one(RunTable)
-            return str(table.get_cell(run_id, "status"))
+    cells = []
 
-    return asyncio.run(read())
+    async def read(pilot) -> None:
+        await runs_loaded(pilot)
+        cells.append(str(pilot.app.screen.query_one("RunTable").get_cell(run_id, "status")))
+
+    drive(AplotApp(runs_dir=runs_dir, poll_s=0.1), read, size=(200, 30))
+    return cells[0]
 
 
 def test_a_two_task_job_stands_in_for_two_machines(cluster, tmp_path, runs_dir):
