@@ -271,6 +271,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str], where: str) -> 
         ok = isinstance(value, bool)
     elif base is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -(2**32) < value < 2**32:  # no count, step, size or seed of a run is that large
+            problems.append(f"{path}: out of range, got an integer of {len(str(abs(value)))} digits ({where})")
+            return _INVALID
     elif base is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
@@ -285,9 +288,6 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str], where: str) -> 
         ok = isinstance(value, list)
     elif base is dict:
         ok = isinstance(value, dict)
-    elif base is int and ok and not -(2**63) <= value < 2**63:
-        problems.append(f"{path}: out of range, got an integer of {len(str(value))} digits ({where})")
-        return _INVALID
     if ok and base is list and not all(isinstance(v, str) for v in value):
         problems.append(f"{path}: expected a list of strings, got {value!r} ({where})")
         return _INVALID

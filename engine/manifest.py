@@ -265,13 +265,14 @@ def list_runs(root: Path) -> list[tuple[RunPaths, dict]]:
 
 
 def find_run(root: Path, ref: str) -> RunPaths:
-    """A run by full id, or by a unique suffix/prefix of it (as `git` does for hashes)."""
+    """A run by full id, by its name, or by any part of its id that only it has."""
     root = Path(root)
     if RUN_ID_RE.match(ref or "") and (root / ref / MANIFEST).exists():
         return run_paths(root, ref)
     if not ref or "/" in ref or "\\" in ref or ref.startswith("."):
         raise RunError(f"{ref!r}: not a run id")
-    matches = [p for p, _ in list_runs(root) if p.id.endswith(ref) or p.id.startswith(ref)]
+    runs = list_runs(root)
+    matches = [p for p, m in runs if m.get("name") == ref] or [p for p, _ in runs if ref in p.id]
     shown = ref if ref.isprintable() else repr(ref)  # the error stays one line whatever was typed
     if not matches:
         raise RunError(f"{shown}: no such run in {root}")

@@ -60,7 +60,7 @@ def test_init_writes_a_config_that_runs_validation(tmp_path):
     from engine import config as C
 
     assert C.load(out) is not None
-    assert "init" in one_line_error(aplot("init", out)) or True
+    assert one_line_error(aplot("init", out)) == f"aplot: {out}: exists (use --force to overwrite)"
 
 
 def test_ls_json_and_csv_on_an_empty_and_a_filled_store(runs_dir):

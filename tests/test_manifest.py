@@ -131,6 +131,10 @@ def test_find_run_by_unique_part(tmp_path):
     _new(tmp_path, "beta")
     assert mf.find_run(tmp_path, a.id).id == a.id
     assert mf.find_run(tmp_path, a.id[-4:]).id == a.id
+    assert mf.find_run(tmp_path, "bt-alpha").id == a.id  # any part of the id that only it has
+    assert mf.find_run(tmp_path, "beta").id != a.id  # or its name
+    with pytest.raises(mf.RunError, match="ambiguous"):
+        mf.find_run(tmp_path, "-rm-bt-")
     with pytest.raises(mf.RunError):
         mf.find_run(tmp_path, "2026")  # ambiguous (both start with the year) or none
     with pytest.raises(mf.RunError):
