@@ -110,7 +110,8 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
 
     from aplot_tui import supervisor
 
-    console = Console(stderr=True)
+    piped = not sys.stderr.isatty()  # a log file or a scheduler: whole lines, never wrapped or cut at 80 columns
+    console = Console(stderr=True, soft_wrap=piped, width=1000 if piped else None)
     tail = M.MetricsTail(paths.metrics)
     kind = mf.read(paths).get("kind", "rm")
     keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}[kind]

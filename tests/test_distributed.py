@@ -147,9 +147,13 @@ def test_two_ranks_from_an_accelerate_config_file_global_margin_shared_prompt(tm
 def test_three_ranks_from_a_multi_gpu_file_with_use_cpu_local_margin_two_row_forward(tmp_path, runs_dir):
     file = accelerate_file(tmp_path / "acc.yaml", distributed_type="MULTI_GPU", num_processes=3, use_cpu=True)
     proc = aplot("run", write_config(tmp_path), *UNEVEN, "optim.batch_size=2", "loss.aplot.ot_scope=local",
-                 "model.share_prompt=false", f"launch.accelerate_config={file}", "-q", runs_dir=runs_dir)
+                 "model.share_prompt=false", f"launch.accelerate_config={file}", runs_dir=runs_dir)
     assert proc.returncode == 0, proc.stderr
-    check_uneven_run(runs_dir, 3)
+    paths = check_uneven_run(runs_dir, 3)
+    # followed with its output piped, as a scheduler or CI would: every line whole, none cut at 80 columns
+    evals = [line for line in proc.stderr.splitlines() if " eval/heldout: " in line]
+    assert evals and all("n_pairs=" in line and "diag/ece=" in line for line in evals), proc.stderr
+    assert any(line.startswith(paths.id) and "step " in line for line in proc.stderr.splitlines()), proc.stderr
 
 
 def test_three_ranks_then_resumed_on_two_keeps_the_effective_batch_and_says_so(tmp_path, runs_dir):
