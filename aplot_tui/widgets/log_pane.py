@@ -5,6 +5,13 @@ from __future__ import annotations
 from textual.widgets import Log
 
 
+def last_frame(line: str) -> str:
+    """A progress bar redraws itself with carriage returns (`Writing model shards: 0%|…\r…100%|…`): a
+    terminal shows its last frame only, and so does the pane."""
+    frames = [f for f in line.split("\r") if f.strip()]
+    return frames[-1] if frames else line.replace("\r", "")
+
+
 class LogPane(Log):
     """A bounded, auto-scrolling log; the screen feeds it lines from its file-tailing worker."""
 
@@ -23,6 +30,7 @@ class LogPane(Log):
         self.total = 0
 
     def append(self, lines: list[str]) -> None:
+        lines = [last_frame(line) for line in lines]
         if lines:
             self.total += len(lines)
             self.write_lines(lines)

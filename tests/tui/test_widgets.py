@@ -5,6 +5,7 @@ from __future__ import annotations
 from aplot_tui.screens.run import columnize
 from aplot_tui.screens.tail import LogTail
 from aplot_tui.widgets.config_form import form_text, problem_field
+from aplot_tui.widgets.log_pane import last_frame
 from aplot_tui.widgets.run_header import eta_seconds, format_duration, step_rate
 from aplot_tui.widgets.series import Series, downsample, nice_ticks
 from engine.metrics import Record
@@ -81,3 +82,11 @@ def test_form_text_and_problem_lines():
     assert problem_field("data.eval.ood: expected a file path, got '' (defaults)", paths) == \
         ("data.eval", "expected a file path, got ''")
     assert problem_field("something odd", paths) == (None, "something odd")
+
+
+def test_the_log_pane_shows_a_progress_bar_as_its_last_frame():
+    bar = "Writing model shards:   0%|          | 0/1 [00:00<?, ?it/s]\rWriting model shards: 100%|##| 1/1 [00:00]"
+    assert last_frame(bar) == "Writing model shards: 100%|##| 1/1 [00:00]"
+    assert last_frame("50%\r100%\r") == "100%"  # a trailing return leaves the last drawn frame
+    assert last_frame("[aplot] resolved: {}") == "[aplot] resolved: {}"
+    assert last_frame("\r") == ""
