@@ -79,6 +79,10 @@ class Cluster:
         if left:
             raise RuntimeError(f"processes of the test Slurm cluster survived stop(): {sorted(left)}")
 
+    def cancel_all(self) -> None:
+        """Cancel every job and wait until none is left: what one test leaves must not hold up the next."""
+        self._cancel_all()
+
     def _cancel_all(self) -> None:
         """scancel all jobs and wait (up to KillWait and a bit) until none is left running or completing."""
         self.slurm("scancel", f"--partition={self.partition}", check=False)

@@ -87,7 +87,7 @@ def test_bad_cluster_config_fails_in_one_line_and_submits_nothing(tmp_path, runs
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def module_cluster(tmp_path_factory):
     why = available()
     if why:
         pytest.skip(f"no Slurm here: {why}")
@@ -101,6 +101,13 @@ def cluster(tmp_path_factory):
                 os.environ.pop("SLURM_CONF", None)
             else:
                 os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture
+def cluster(module_cluster):
+    """The module's cluster, with every job cancelled after each test, pass or fail."""
+    yield module_cluster
+    module_cluster.cancel_all()
 
 
 def ls(runs_dir: Path) -> dict:
