@@ -115,7 +115,7 @@ def watch(paths: mf.RunPaths, proc: subprocess.Popen) -> threading.Thread:
     return thread
 
 
-def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess.Popen:
+def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess.Popen | SlurmJob:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint.
 
     `overrides` may change `[launch]` only (e.g. `launch.num_processes=3` after a node was lost): the
