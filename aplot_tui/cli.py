@@ -21,22 +21,18 @@ import typer
 from engine import config as config_mod
 from engine import manifest as mf
 from engine import metrics as M
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="aplot: train reward models (Bradley-Terry, APLOT) and run PPO, from the terminal.")
 
-EXIT_USAGE = 2
 _state = {"debug": False, "runs_dir": None}
 
 RunsDir = Annotated[Path | None, typer.Option("--runs-dir", help="run store (default: $APLOT_RUNS_DIR or ./runs)")]
 
 
-class UserError(Exception):
-    """A one-line message for the user; exit status 2 unless given."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
+class UserError(AplotError):
+    """A one-line message about the command's arguments (exit status 2 unless given)."""
 
 
 def _root(runs_dir: Path | None) -> Path:
@@ -164,7 +160,7 @@ def _report_end(paths: mf.RunPaths, status: str) -> int:
         return 0
     line = manifest.get("error") or status
     _err(f"run {paths.id} {status}: {line} (log: {paths.log})")
-    return 1 if status == "failed" else 130 if status == "stopped" else 1
+    return exit_for_status(status)
 
 
 def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: bool,
@@ -442,19 +438,14 @@ def main() -> None:
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except config_mod.ConfigError as e:
+    except AplotError as e:  # config, data, run reference, arguments, training: one line each
         if debug:
             raise
-        for line in e.problems:
+        for line in e.lines():
             _err(line)
-        sys.exit(EXIT_USAGE)
-    except (mf.RunError, UserError) as e:
-        if debug:
-            raise
-        _err(str(e))
-        sys.exit(getattr(e, "code", EXIT_USAGE))
+        sys.exit(e.code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # click usage errors and the unforeseen
         import click
 
@@ -462,11 +453,11 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         if debug:
             raise
         _err(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any, get_origin, get_type_hints
 
 import tomli_w
 
+from engine.errors import AplotError
+
 PRESETS_DIR = Path(__file__).parent / "presets"
 
 
@@ -218,12 +220,15 @@ class Config:
 # --------------------------------------------------------------------------- errors
 
 
-class ConfigError(Exception):
+class ConfigError(AplotError):
     """Every problem with a config at once; each line names the dotted field and the file."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+    def lines(self) -> list[str]:
+        return list(self.problems)
 
 
 # --------------------------------------------------------------------------- schema walking

@@ -34,12 +34,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from engine.errors import AplotError
+
 ASSISTANT_MARK = "\n\nAssistant:"
 SPEAKERS = {"user": "Human", "assistant": "Assistant"}
 ENCODE_CHUNK = 1024  # pairs tokenised per batch call: bounds the memory of untruncated token lists
 
 
-class DataError(Exception):
+class DataError(AplotError):
     """A one-line, user-facing problem with a data file, naming the file (and line)."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import tomli_w
 
 from engine import liveness
+from engine.errors import AplotError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.toml"
@@ -36,7 +37,7 @@ FINAL = ("completed", "failed", "stopped")
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}\Z")  # \Z: "$" allows a final \n
 
 
-class RunError(Exception):
+class RunError(AplotError):
     """A run that cannot be found, read or acted on; the message is one line for the user."""
 
 

@@ -38,21 +38,23 @@ from engine import config as config_mod
 from engine import launch as launch_mod
 from engine import liveness
 from engine import manifest as mf
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
 from engine.metrics import MetricsWriter, parse_line
 
 TRAINER_STATE = "trainer_state.json"
 DONE = "done"
 
 
-class TrainingError(Exception):
+class TrainingError(AplotError):
     """A failure with a one-line message meant for the user (no traceback in the manifest)."""
+
+    exit_code = EXIT_FAILED
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="aplot training entry point (started by `aplot run`).")
     p.add_argument("--run-dir", required=True, type=Path, help="the run folder holding manifest.toml")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
-    p.add_argument("--debug", action="store_true", help="print full tracebacks")
     return p.parse_args(argv)
 
 
@@ -374,7 +376,7 @@ def _finite(d: dict) -> dict:
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     msg = text[0] if text else ""
-    return msg if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {msg}"
+    return msg if isinstance(exc, AplotError) else f"{type(exc).__name__}: {msg}"
 
 
 def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | None = None) -> None:
@@ -382,16 +384,17 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
     args = parse_args(argv)
     try:
         ctx = RunContext(args.run_dir, resume=args.resume)
-    except (mf.RunError, config_mod.ConfigError) as e:
-        print(f"aplot: {e}", file=sys.stderr)
-        sys.exit(2)
+    except AplotError as e:
+        for line in e.lines():
+            print(f"aplot: {line}", file=sys.stderr)
+        sys.exit(e.code)
     t0 = time.time()
     try:
         ctx.check_launch()
         status, summary = entry(ctx)
     except KeyboardInterrupt:
         ctx.finish("stopped", error="interrupted before a checkpoint could be saved")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # recorded in one line; the full traceback goes to train.log
         traceback.print_exc()
         msg = one_line(exc)
@@ -400,8 +403,8 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
             ctx.finish("failed", error=msg)
         except Exception:  # the disk may be what failed; the log still has the story
             traceback.print_exc()
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     summary = dict(summary)
     summary["wall_s"] = round(time.time() - t0, 2)
     ctx.finish(status, summary)
-    sys.exit({"completed": 0, "stopped": 130}.get(status, 1))
+    sys.exit(exit_for_status(status))
