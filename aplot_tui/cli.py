@@ -123,16 +123,16 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
                     if rec.split == M.TRAIN:
                         latest.update({k: v for k, v in rec.data.items() if k in keys and v is not None})
                         bar.update(task, completed=rec.step)
-                    elif rec.split.startswith(M.EVAL_PREFIX):
+                    elif M.is_eval(rec.split):
                         for k in (M.ACCURACY, M.WIN_RATE):
                             if k in rec.data:
-                                latest[f"{rec.split[5:]}/{k}"] = rec.data[k]
+                                latest[f"{M.eval_set(rec.split)}/{k}"] = rec.data[k]
                                 if not quiet:
                                     console.print(f"  step {rec.step} {rec.split}: " + " ".join(
                                         f"{k}={_fmt(v)}" for k, v in rec.data.items()
                                         if k in EVAL_SHOWN and isinstance(v, (int, float))))
                 bar.update(task, total=total, metrics=" ".join(f"{k}={_fmt(v)}" for k, v in latest.items()))
-                if proc.poll() is not None and tail.offset >= _size(paths.metrics):
+                if proc.poll() is not None and tail.offset >= M.file_size(paths.metrics):
                     break
                 time.sleep(0.25)
         except KeyboardInterrupt:
@@ -142,13 +142,6 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
             except KeyboardInterrupt:
                 return supervisor.stop(paths, grace=0.5, proc=proc)
     return supervisor.reap(paths, proc)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _report_end(paths: mf.RunPaths, status: str) -> int:
@@ -300,7 +293,7 @@ def ls(
     header = f"{'ID':<44} {'KIND':<4} {'LOSS':<16} {'STATUS':<10} {'STEP':>11}  {'AGE':>5}  METRICS"
     typer.echo(header)
     for r in rows:
-        metrics = "  ".join(f"{k.split('/', 1)[1]}={_fmt(v)}" for k, v in r.metrics.items())
+        metrics = "  ".join(f"{k.removeprefix(M.EVAL_PREFIX)}={_fmt(v)}" for k, v in r.metrics.items())
         step = f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
         typer.echo(f"{r.id:<44} {r.kind:<4} {r.loss:<16} {r.status:<10} {step:>11}  "
                    f"{store.format_age(r.age_s):>5}  {metrics}" + (f"  job {r.job}" if r.job else "")
@@ -324,7 +317,7 @@ def show(
         typer.echo(json.dumps(manifest, indent=1, default=str))
         return
     if diagnostics:
-        from aplot_tui.diagnostics_view import render_diagnostics
+        from aplot_tui.bias_text import render_diagnostics
 
         typer.echo(render_diagnostics(paths))
         return

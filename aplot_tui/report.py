@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from engine import bias_checks as D
 from engine import config as config_mod
-from engine import diagnostics as D
 from engine import manifest as mf
 from engine import metrics as M
+from engine.metrics import higher_is_better, metric_key, split_key  # noqa: F401 - the report's vocabulary
 
 from .widgets.series import downsample, nice_ticks
 
@@ -35,26 +36,8 @@ TABLE_METRICS = {
                                      D.REWARD_LENGTH_CORR, D.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, "eval/win/" + M.WIN_RATE],
 }
-LOWER_IS_BETTER = ("loss", "objective/kl", "policy/approxkl_avg", "grad_norm", "diag/ece")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
-
-
-def metric_key(split: str, name: str) -> str:
-    return name if split == M.TRAIN else f"{split}/{name}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """`eval/heldout/accuracy` → (`eval/heldout`, `accuracy`); `objective/kl` → (`train`, `objective/kl`)."""
-    if key.startswith(M.EVAL_PREFIX):
-        set_name, _, name = key[len(M.EVAL_PREFIX):].partition("/")
-        return M.EVAL_PREFIX + set_name, name
-    return M.TRAIN, key
-
-
-def higher_is_better(key: str) -> bool:
-    name = split_key(key)[1]
-    return not (name in LOWER_IS_BETTER or name.startswith("loss/") or name.endswith("loss"))
 
 
 @dataclass
@@ -82,7 +65,7 @@ class RunData:
         return self.manifest.get("config", {})
 
     def eval_sets(self) -> list[str]:
-        return sorted({k.split("/")[1] for k in self.series if k.startswith(M.EVAL_PREFIX)})
+        return sorted({M.eval_set(M.split_key(k)[0]) for k in self.series if M.is_eval(k)})
 
 
 def load_run(run_dir: Path | mf.RunPaths) -> RunData:
@@ -130,7 +113,7 @@ def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[di
     for run in runs:
         cfg = run.config
         row = {"id": run.id, "name": run.label, "kind": run.kind,
-               "loss": cfg.get("loss", {}).get("type", "") if run.kind == "rm" else "ppo",
+               "loss": M.loss_label(run.kind, cfg),
                "status": mf.effective_status(run.paths, run.manifest),
                "steps": max((xs[-1] for xs, _ in run.series.values() if xs), default=0)}
         for key in metrics:

@@ -55,20 +55,14 @@ def last_records(path: Path, max_bytes: int = 65536) -> list[M.Record]:
 
 
 def latest_values(records: list[M.Record]) -> tuple[int, dict[str, float]]:
-    """Latest step and the latest value of each key metric, by `split/name`."""
+    """Latest step and the latest value of each metric, by key (`loss`, `eval/heldout/accuracy`)."""
     step, out = 0, {}
     for r in records:
         step = max(step, r.step)
         for k, v in r.data.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[f"{r.split}/{k}"] = float(v)
+                out[M.metric_key(r.split, k)] = float(v)
     return step, out
-
-
-KEY_COLUMNS = {
-    "rm": ("train/loss", "train/accuracy", "eval/heldout/accuracy"),
-    "ppo": ("train/objective/scores", "train/objective/kl", "eval/win/win_rate"),
-}
 
 
 def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
@@ -78,14 +72,14 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     status, reason = mf.status_and_reason(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
-    for key in KEY_COLUMNS.get(kind, ()):
+    for key in M.KEY_METRICS.get(kind, ()):
         if key in values:
             metrics[key] = values[key]
         elif key in summary:
             metrics[key] = summary[key]
     return RunRow(
         id=paths.id, name=manifest.get("name", ""), kind=kind,
-        loss=cfg.get("loss", {}).get("type", "") if kind == "rm" else "ppo",
+        loss=M.loss_label(kind, cfg),
         status=status, step=step or int(summary.get("step", 0) or 0),
         total_steps=int(manifest.get("resolved", {}).get("total_steps", 0) or 0),
         metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),

@@ -1,4 +1,4 @@
-"""Times the embedded demo (SPEC §6) end to end through the CLI and reports how well it worked.
+"""Times the embedded demo end to end through the CLI and reports how well it worked.
 
     .venv/bin/python bench/demo_time.py [--runs-dir DIR]
 

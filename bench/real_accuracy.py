@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import study_report as R  # noqa: E402
-from engine import diagnostics as D  # noqa: E402
+from engine import bias_checks as D  # noqa: E402
 from engine import metrics as M  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Reward-model losses (SPEC §4): the Bradley-Terry family as pure functions over reward tensors.
+"""Reward-model losses: the Bradley-Terry family as pure functions over reward tensors.
 
 Every loss takes the chosen and rejected rewards of n pairs, each of shape [n], and returns the
 per-pair loss [n]; `rm_loss` is the one dispatcher the trainer calls. The APLOT margin itself is

@@ -30,7 +30,6 @@ MANIFEST = "manifest.toml"
 METRICS = "metrics.jsonl"
 LOG = "train.log"
 CHECKPOINTS = "checkpoints"
-SAMPLES = "samples.jsonl"
 HARD_PAIRS = "hard_pairs.jsonl"
 
 FINAL = ("completed", "failed", "stopped")
@@ -89,10 +88,6 @@ class RunPaths:
     @property
     def checkpoints(self) -> Path:
         return self.dir / CHECKPOINTS
-
-    @property
-    def samples(self) -> Path:
-        return self.dir / SAMPLES
 
     @property
     def hard_pairs(self) -> Path:

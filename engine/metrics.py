@@ -1,6 +1,9 @@
-"""Metric names (the one copy the engine writes and the TUI reads) and the JSONL stream.
+"""The metric vocabulary (names, splits, keys, the key metrics of each run kind, the loss label)
+and the JSONL stream. The engine writes these names and every reader (CLI, TUI, report) reads
+them from here; nothing else spells a key.
 
-Names follow TRL where TRL has one. The stream is `metrics.jsonl`: one object per line,
+Names follow TRL where TRL has one. A *key* names one series across splits: a train metric is
+its bare name (`loss`), an eval metric `eval/<set>/<name>` (`eval/heldout/accuracy`). The stream is `metrics.jsonl`: one object per line,
 `{"time", "step", "split", "data"}`, appended and flushed per event. Readers follow it by
 byte offset and tolerate a torn last line (a writer killed mid-line). Torch-free.
 """
@@ -15,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 # ---- splits
 TRAIN = "train"
 EVAL_PREFIX = "eval/"
 HELDOUT = "heldout"
+WIN = "win"  # PPO's win-rate eval set
+SAMPLES_SPLIT = "samples"  # PPO's generated samples, one record per eval
 
-# ---- reward-model training (SPEC §4)
+# ---- reward-model training
 LOSS = "loss"
 ACCURACY = "accuracy"
 REWARD_GAP = "reward_gap"
@@ -48,7 +55,7 @@ RM_TRAIN_KEYS = (LOSS, ACCURACY, REWARD_GAP, CHOSEN_REWARD, REJECTED_REWARD, MIN
                  MARGIN_MEAN, MARGIN_STD, MARGIN_MAX, OT_COST, OT_ITERATIONS, GRAD_NORM,
                  LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S)
 
-# ---- PPO (SPEC §5, TRL's names)
+# ---- PPO (TRL's names)
 KL = "objective/kl"
 ENTROPY = "objective/entropy"
 NON_SCORE_REWARD = "objective/non_score_reward"
@@ -67,28 +74,73 @@ ADVANTAGE_STD = "advantages/std"
 WIN_RATE = "win_rate"
 WIN_RATE_SE = "win_rate_se"
 WIN_RATE_N = "win_rate_n"
-SAMPLES = "samples"  # list of {prompt, response, score}
+SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}
 
 PPO_TRAIN_KEYS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
                   POLICY_LOSS, VALUE_LOSS, VALUE_CLIPFRAC, RESPONSE_LENGTH)
 
-# the metric each kind is judged by in summaries (split, name, higher_is_better)
-KEY_METRICS = {
-    "rm": [(TRAIN, LOSS, False), (TRAIN, ACCURACY, True), (EVAL_PREFIX + HELDOUT, ACCURACY, True)],
-    "ppo": [(TRAIN, SCORES, True), (TRAIN, KL, False), (EVAL_PREFIX + "win", WIN_RATE, True)],
-}
+# metrics where lower is better (beside every loss); the rest are judged higher-is-better
+LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, "diag/ece")
 
 
 def eval_split(name: str) -> str:
+    """The split of an eval set: `heldout` → `eval/heldout`."""
     return EVAL_PREFIX + name
 
 
-@dataclass
-class Record:
+def is_eval(split: str) -> bool:
+    return split.startswith(EVAL_PREFIX)
+
+
+def eval_set(split: str) -> str:
+    """The set an eval split is about: `eval/heldout` → `heldout` (a train split → "")."""
+    return split[len(EVAL_PREFIX):] if is_eval(split) else ""
+
+
+def metric_key(split: str, name: str) -> str:
+    """One series' key: `loss` for train, `eval/heldout/accuracy` for an eval set."""
+    return name if split == TRAIN else f"{split}/{name}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`eval/heldout/accuracy` → (`eval/heldout`, `accuracy`); `objective/kl` → (`train`, `objective/kl`)."""
+    if is_eval(key):
+        set_name, _, name = key[len(EVAL_PREFIX):].partition("/")
+        return eval_split(set_name), name
+    return TRAIN, key
+
+
+def higher_is_better(key: str) -> bool:
+    name = split_key(key)[1]
+    return not (name in LOWER_IS_BETTER or name.startswith("loss/") or name.endswith("loss"))
+
+
+# the metrics a run of each kind is judged by at a glance (`aplot ls`, the runs table), as keys
+KEY_METRICS = {
+    "rm": (LOSS, ACCURACY, metric_key(eval_split(HELDOUT), ACCURACY)),
+    "ppo": (SCORES, KL, metric_key(eval_split(WIN), WIN_RATE)),
+}
+# each key metric's short column label
+KEY_LABELS = {LOSS: "loss", ACCURACY: "acc", metric_key(eval_split(HELDOUT), ACCURACY): "acc",
+              SCORES: "score", KL: "kl", metric_key(eval_split(WIN), WIN_RATE): "win"}
+
+
+def loss_label(kind: str, config: dict) -> str:
+    """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …) or `ppo`."""
+    return config.get("loss", {}).get("type", "") if kind == "rm" else kind
+
+
+class Record(msgspec.Struct):
+    """One line of the stream. A msgspec struct, so a long run's lines decode in C: opening a
+    100,000-line run is dominated by this parse."""
+
     time: float
     step: int
     split: str
     data: dict[str, Any]
+
+
+_decode = msgspec.json.Decoder(Record).decode
 
 
 def _clean(value: Any) -> Any:
@@ -144,10 +196,22 @@ class MetricsWriter:
 
 def parse_line(line: bytes | str) -> Record | None:
     try:
+        return _decode(line)
+    except msgspec.DecodeError:  # not strict JSON of the usual shape: the tolerant, slower reading
+        pass
+    try:
         obj = json.loads(line)
         return Record(float(obj["time"]), int(obj["step"]), str(obj["split"]), dict(obj["data"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def file_size(path: Path | str) -> int:
+    """Bytes in a file, 0 where there is none yet (a run that has not written it)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 @dataclass

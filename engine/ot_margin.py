@@ -1,4 +1,4 @@
-"""The APLOT adaptive margin (SPEC §4): an optimal-transport view of how hard each pair is.
+"""The APLOT adaptive margin: an optimal-transport view of how hard each pair is.
 
 For n pairs, chosen response i is transported to the rejected responses j under the cost
 C = λ·S + (1−λ)·D, with S the semantic similarity of e⁺ᵢ and e⁻ⱼ and D how little the reward model
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from engine import metrics as M
+from engine.bias_checks import pearson
 from engine.config import AplotSection
 
 
@@ -81,13 +82,6 @@ def transport_plan(cost: np.ndarray, solver: str, epsilon: float, max_iter: int)
     return plan, int(log["niter"]) + 1
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation, 0 where undefined (n < 2 or a constant series)."""
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 @torch.no_grad()
 def aplot_margin(r_chosen: torch.Tensor, r_rejected: torch.Tensor, e_chosen: torch.Tensor,
                  e_rejected: torch.Tensor, cfg: AplotSection) -> tuple[torch.Tensor, dict[str, float]]:
@@ -133,7 +127,7 @@ def aplot_margin(r_chosen: torch.Tensor, r_rejected: torch.Tensor, e_chosen: tor
             M.MARGIN_MAX: float(margin.max()),
             M.OT_COST: float(row_cost.sum()),
             M.OT_ITERATIONS: float(iterations),
-            M.MARGIN_GAP_CORR: _pearson(margin, gap) if np.isfinite(margin).all() else float("nan"),
+            M.MARGIN_GAP_CORR: pearson(margin, gap),
         }
     out = torch.from_numpy(margin).to(device=r_chosen.device, dtype=r_chosen.dtype)  # [n]
     return out, stats

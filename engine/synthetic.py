@@ -1,4 +1,4 @@
-"""The demo's synthetic preference task (SPEC §6): generated from a seed, with a known gold reward.
+"""The demo's synthetic preference task: generated from a seed, with a known gold reward.
 
 A prompt names a topic and three distractor words: `"fruit: dog red plum."`. A response is a run
 of words (`" pear fig cat"`). The gold reward is the on-topic share of the response, counted as if

@@ -1,7 +1,7 @@
 """`aplot compare` puts the marked runs' diagnostics side by side (accuracy against the length rules)."""
 
 from aplot_tui import report
-from engine import diagnostics as D
+from engine import bias_checks as D
 from engine import manifest as mf
 from engine.metrics import MetricsWriter
 

@@ -54,7 +54,7 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     assert last_ood["n_pairs"] == 10 and 0 <= last_ood[M.ACCURACY] <= 1
     assert len(last_ood[M.MARGIN_HIST]) == len(last_ood[M.GAP_HIST]) == 10
     # diagnostics ride along every eval: length buckets, rules, calibration, hardest pairs
-    from engine import diagnostics as D
+    from engine import bias_checks as D
 
     assert last_ood[D.N_CHOSEN_LONGER] == 10 and last_ood[D.LONGER_WINS_ACC] == 1.0
     assert 0 <= last_ood[D.ECE] <= 1

@@ -1,4 +1,4 @@
-"""The Bradley-Terry family on hand-computed numbers (SPEC §4 losses)."""
+"""The Bradley-Terry family on hand-computed numbers."""
 
 from __future__ import annotations
 

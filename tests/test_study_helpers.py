@@ -10,8 +10,8 @@ import pytest
 
 from bench import real_accuracy as RA
 from bench import study_report as SR
+from engine import bias_checks as D
 from engine import config as config_mod
-from engine import diagnostics as D
 from engine import metrics as M
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

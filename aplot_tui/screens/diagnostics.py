@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from aplot_tui.widgets.diagnostics import DiagnosticsPanel
-from engine import diagnostics as D
+from aplot_tui.widgets.bias_panel import DiagnosticsPanel
+from engine import bias_checks as D
 from engine import manifest as mf
 from engine import metrics as M
 

@@ -23,7 +23,6 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from aplot_tui.report import metric_key
 from aplot_tui.widgets.charts import PALETTE, Line, MetricChart
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
@@ -92,18 +91,29 @@ class Batch:
 
 
 def columnize(records: list[M.Record]) -> Batch:
+    """Column by column rather than record by record: one comprehension per (split, metric)
+    keeps a 100,000-line open to a fraction of a second."""
     batch = Batch(count=len(records), last_step=max((r.step for r in records), default=0))
+    by_split: dict[str, list[M.Record]] = {}
     for rec in records:
-        if rec.split == M.SAMPLES:
-            batch.samples = (rec.step, list(rec.data.get(M.SAMPLES) or []))
+        by_split.setdefault(rec.split, []).append(rec)
+    for split, recs in by_split.items():
+        if split == M.SAMPLES_SPLIT:
+            batch.samples = (recs[-1].step, list(recs[-1].data.get(M.SAMPLES) or []))
             continue
-        if rec.split == M.TRAIN:
-            batch.times.append((rec.time, rec.step))
-        for name, value in rec.data.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                xs, ys = batch.columns.setdefault(metric_key(rec.split, name), ([], []))
-                xs.append(rec.step)
-                ys.append(value)
+        if split == M.TRAIN:
+            batch.times = [(r.time, r.step) for r in recs]
+        names = dict.fromkeys(name for r in recs[:1] for name in r.data)  # the usual case: one key set
+        if any(r.data.keys() != recs[0].data.keys() for r in recs):
+            names = dict.fromkeys(name for r in recs for name in r.data)
+        for name in names:
+            points = [(r.step, v) for r in recs if type(v := r.data.get(name)) is float or type(v) is int]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                batch.columns[M.metric_key(split, name)] = (list(xs), list(ys))
+    for rec in records:
+        if not M.is_eval(rec.split):
+            continue
         gaps, margins = rec.data.get(M.GAP_HIST), rec.data.get(M.MARGIN_HIST)
         if gaps and margins and (batch.hist is None or rec.split == M.eval_split(M.HELDOUT)
                                  or batch.hist[0] != M.eval_split(M.HELDOUT)):
@@ -212,7 +222,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
                 if new_mtime != mtime or new_status != status:
                     self.post_message(self.ManifestChanged(manifest, new_status))
                 mtime, status, last_check = new_mtime, new_status, now
-            more = metrics.offset < _size(self.paths.metrics)
+            more = metrics.offset < M.file_size(self.paths.metrics)
             if not more:
                 self.caught_up = True
                 await asyncio.sleep(self.app.follow_s)
@@ -256,7 +266,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         header = self.query_one(RunHeader)
         cfg = manifest.get("config", {})
         kind = manifest.get("kind", "rm")
-        loss = cfg.get("loss", {}).get("type", "") if kind == "rm" else "ppo"
+        loss = M.loss_label(kind, cfg)
         header.title = f"{manifest.get('name', '')} · {kind}/{loss}"
         header.status = status
         header.total_steps = int(manifest.get("resolved", {}).get("total_steps", 0) or 0)
@@ -274,7 +284,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
                 return ()
             split, step, gaps, margins = self._hist
             self.query_one(f"#panel-{panel.id}", MetricChart).border_title = \
-                f"margin vs gap · {split.removeprefix(M.EVAL_PREFIX)} @ step {step}"
+                f"margin vs gap · {M.eval_set(split)} @ step {step}"
             return (Line(split, xs=tuple(gaps), ys=tuple(margins), color=PALETTE[1], kind="scatter"),)
         if panel.kind == "win":
             if not self._win:
@@ -343,10 +353,3 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
 
     def action_back(self) -> None:
         self.dismiss()
-
-
-def _size(path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

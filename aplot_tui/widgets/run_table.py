@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from aplot_tui.store import RunRow, filter_rows, format_age, sort_rows
+from engine import metrics as M
 
 STATUS_STYLE = {"running": "bold green", "created": "dim", "queued": "magenta", "completed": "blue",
                 "failed": "bold red", "crashed": "bold red", "stopped": "yellow"}
@@ -36,11 +37,9 @@ COLUMNS = (("mark", " ", None), ("id", "run", "created"), ("name", "name", "name
            ("age", "age", "created"))
 SORTABLE = [c for c in COLUMNS if c[2]]
 
-# short labels of the store's key columns
-METRIC_LABELS = {"train/loss": "loss", "train/accuracy": "acc", "eval/heldout/accuracy": "acc",
-                 "train/objective/scores": "score", "train/objective/kl": "kl", "eval/win/win_rate": "win"}
-TRAIN_KEY = {"rm": "train/loss", "ppo": "train/objective/scores"}
-EVAL_KEY = {"rm": "eval/heldout/accuracy", "ppo": "eval/win/win_rate"}
+# the train and the eval column: each kind's first and last key metric
+TRAIN_KEY = {kind: keys[0] for kind, keys in M.KEY_METRICS.items()}
+EVAL_KEY = {kind: keys[-1] for kind, keys in M.KEY_METRICS.items()}
 
 
 def parse_query(query: str) -> dict[str, str]:
@@ -62,7 +61,7 @@ def metric_cell(row: RunRow, keys: dict[str, str]) -> tuple[str, float | None]:
     value = row.metrics.get(key)
     if value is None:
         return "", None
-    return f"{METRIC_LABELS.get(key, key)} {value:.3f}", value
+    return f"{M.KEY_LABELS.get(key, key)} {value:.3f}", value
 
 
 def visible_rows(rows: list[RunRow], query: str, sort: str, reverse: bool) -> list[RunRow]:

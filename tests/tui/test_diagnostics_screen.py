@@ -3,8 +3,8 @@
 import asyncio
 
 from aplot_tui.app import AplotApp
-from aplot_tui.widgets.diagnostics import DiagnosticsTable, HardPairInspector
-from engine import diagnostics as D
+from aplot_tui.widgets.bias_panel import DiagnosticsTable, HardPairInspector
+from engine import bias_checks as D
 from engine import manifest as mf
 from engine.metrics import MetricsWriter
 

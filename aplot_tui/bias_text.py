@@ -1,41 +1,21 @@
 """`aplot show RUN --diagnostics`: the latest reward-model diagnostics of a run as plain text.
 
 Reads only the run folder (metrics.jsonl, hard_pairs.jsonl); the numbers come from
-`engine.diagnostics` at each eval, so this module formats and never recomputes. Torch-free.
+`engine.bias_checks` at each eval, so this module formats and never recomputes. Torch-free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from engine import diagnostics as D
+from engine import bias_checks as D
 from engine import metrics as M
-from engine.diagnostics import read_hard_pairs  # noqa: F401 - the UI's reader, re-exported
+from engine.bias_checks import latest_diagnostics
 from engine.manifest import RunPaths
 
+from .textfmt import fmt, shorten
+
 SHOW_PAIRS = 5
-SHOW_CHARS = 100
-
-
-def latest_diagnostics(records: Iterable[M.Record]) -> dict[str, tuple[int, dict[str, Any]]]:
-    """Eval set -> (step, data) of its last eval record that carries diagnostics, in the order
-    the sets first appear (heldout, then the named sets as the trainer logs them)."""
-    out: dict[str, tuple[int, dict[str, Any]]] = {}
-    for r in records:
-        if r.split.startswith(M.EVAL_PREFIX) and D.ECE in r.data:
-            out[r.split[len(M.EVAL_PREFIX):]] = (r.step, r.data)
-    return out
-
-
-def shorten(text: str, limit: int = SHOW_CHARS) -> str:
-    """One line: whitespace collapsed, cut at `limit` characters with an ellipsis."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def fmt(value: Any, spec: str = ".3f") -> str:
-    return format(value, spec) if isinstance(value, (int, float)) else "–"
 
 
 def reliability_line(data: dict[str, Any]) -> str:
@@ -88,7 +68,7 @@ def render_diagnostics(paths: RunPaths) -> str:
     """Per eval set: accuracy against the two length rules, the length-bucket table, ECE,
     reward-length correlation, a length-bias warning if due, and the hardest pairs."""
     latest = latest_diagnostics(M.read_all(paths.metrics))
-    hard = D.latest_hard_pairs(read_hard_pairs(paths.hard_pairs))
+    hard = D.latest_hard_pairs(D.read_hard_pairs(paths.hard_pairs))
     if not latest and not hard:
         return (f"{paths.id}: no reward-model diagnostics yet "
                 "(a reward-model run writes them with each eval)")

@@ -1,4 +1,4 @@
-"""engine.diagnostics on hand-built pairs: buckets, length rules, ECE, correlation, hard pairs."""
+"""engine.bias_checks on hand-built pairs: buckets, length rules, ECE, correlation, hard pairs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from engine import diagnostics as D
+from engine import bias_checks as D
 
 
 def logit(p: float) -> float:

@@ -23,10 +23,11 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine import diagnostics as D
+from engine import bias_checks as D
 from engine import metrics as M
+from engine.bias_checks import latest_diagnostics
 
-from ..diagnostics_view import fmt, latest_diagnostics, shorten
+from ..textfmt import fmt, shorten
 
 EvalMap = dict[str, tuple[int, dict[str, Any]]]  # set -> (step, eval record data)
 HardMap = dict[str, dict]  # set -> {step, set, pairs}

@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import OptionList, Static
 from typer.testing import CliRunner
 
-from engine import diagnostics as D
+from engine import bias_checks as D
 from engine import manifest as mf
 from engine import metrics as M
 from engine.metrics import MetricsWriter
@@ -69,7 +69,7 @@ def make_run(root) -> mf.RunPaths:
 
 
 def test_render_diagnostics_reports_the_latest_eval_of_each_set(tmp_path):
-    from aplot_tui.diagnostics_view import render_diagnostics
+    from aplot_tui.bias_text import render_diagnostics
 
     text = render_diagnostics(make_run(tmp_path))
     held, ood = text.split("eval/ood @")
@@ -93,7 +93,7 @@ def test_render_diagnostics_reports_the_latest_eval_of_each_set(tmp_path):
 
 
 def test_render_diagnostics_without_any_says_so(tmp_path):
-    from aplot_tui.diagnostics_view import render_diagnostics
+    from aplot_tui.bias_text import render_diagnostics
 
     paths = mf.run_paths(tmp_path, RUN_ID)
     mf.create(paths, name="diag", kind="rm", config={})
@@ -110,7 +110,7 @@ def test_cli_show_diagnostics(runs_dir):
 
 
 def test_ui_side_imports_stay_torch_free():
-    code = ("import sys, engine.diagnostics, aplot_tui.diagnostics_view, aplot_tui.widgets.diagnostics; "
+    code = ("import sys, engine.bias_checks, aplot_tui.bias_text, aplot_tui.widgets.bias_panel; "
             "bad = [m for m in ('torch', 'transformers', 'accelerate', 'ot') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -126,7 +126,7 @@ def plain(renderable, width: int = 140) -> str:
 
 
 def test_panel_and_inspector(tmp_path):
-    from aplot_tui.widgets.diagnostics import DiagnosticsPanel, DiagnosticsTable, HardPairInspector
+    from aplot_tui.widgets.bias_panel import DiagnosticsPanel, DiagnosticsTable, HardPairInspector
 
     class PanelApp(App):
         def compose(self) -> ComposeResult:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from engine import metrics as M
+
 # ---- metric names, merged into each eval record (split `eval/<set>`)
 PREFIX = "diag/"
 ACC_CHOSEN_SHORTER = "diag/acc_chosen_shorter"
@@ -298,4 +300,14 @@ def latest_hard_pairs(entries: Iterable[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for entry in entries:
         out[entry["set"]] = entry
+    return out
+
+
+def latest_diagnostics(records: Iterable[M.Record]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Eval set -> (step, data) of its last eval record that carries diagnostics, in the order
+    the sets first appear (heldout, then the named sets as the trainer logs them)."""
+    out: dict[str, tuple[int, dict[str, Any]]] = {}
+    for r in records:
+        if M.is_eval(r.split) and ECE in r.data:
+            out[M.eval_set(r.split)] = (r.step, r.data)
     return out
