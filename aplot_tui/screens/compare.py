@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from aplot_tui import report
-from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart
+from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.series import Series
 from engine import manifest as mf
@@ -30,13 +30,15 @@ class CompareScreen(Screen):
 run's curve in its colour (legend on top). **summary**: the final and best value of each key
 metric (best is the maximum, or the minimum for losses and KL). **config diff**: only the
 config fields on which the runs differ. `e` writes table.csv, table.md, charts.svg and
-charts.png to a new `compare-<time>` folder."""
+charts.png to a new `compare-<time>` folder. `m` steps the curves' smoothing (an EMA; raw
+points stay, faint)."""
 
     BINDINGS = [
         Binding("1", "tab('charts')", "Charts"),
         Binding("2", "tab('summary')", "Summary"),
         Binding("3", "tab('diff')", "Config diff"),
         Binding("e", "export", "Export"),
+        Binding("m", "smoothing", "Smooth"),
         Binding("q", "back", "Back"),
         Binding("escape", "back", "Back", show=False),
     ]
@@ -140,6 +142,11 @@ charts.png to a new `compare-<time>` folder."""
         except RuntimeError as e:
             self.app.call_from_thread(self.notify, str(e), severity="warning")
         self.app.call_from_thread(self.notify, f"exported {written} to {out}")
+
+    def action_smoothing(self) -> None:
+        """Every chart to the next EMA weight (0.6 → 0.8 → 0.9 → 0.95 → 0.99 → raw)."""
+        weight = step_smoothing(list(self.query(MetricChart)))
+        self.notify(f"smoothing: EMA {weight:g}" if weight else "smoothing off: raw points", timeout=2)
 
     def action_back(self) -> None:
         self.dismiss()

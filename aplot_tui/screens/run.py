@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from aplot_tui.widgets.charts import PALETTE, Line, MetricChart
+from aplot_tui.widgets.charts import PALETTE, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
 from aplot_tui.widgets.samples import SamplesView
@@ -34,7 +34,9 @@ from engine import metrics as M
 from .tail import LogTail
 
 CHUNK = 16 << 20  # bytes of metrics parsed per step of the worker: a huge file opens progressively
-DRAW_S = 0.25  # panels redraw at most this often, and never take more than a quarter of the time
+DRAW_S = 0.25  # a panel redraws at most this often, and never takes more than a quarter of the time
+TICK_S = 0.04  # one stale panel is redrawn per tick, so a key waits for one panel's drawing at most
+LOADING_DRAW_S = 1.0  # while a long file is still being read, panels show progress this often
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,16 @@ def columnize(records: list[M.Record]) -> Batch:
         names = dict.fromkeys(name for r in recs[:1] for name in r.data)  # the usual case: one key set
         if any(r.data.keys() != recs[0].data.keys() for r in recs):
             names = dict.fromkeys(name for r in recs for name in r.data)
+        steps = [r.step for r in recs]
         for name in names:
-            points = [(r.step, v) for r in recs if type(v := r.data.get(name)) is float or type(v) is int]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                batch.columns[M.metric_key(split, name)] = (list(xs), list(ys))
+            values = [r.data.get(name) for r in recs]
+            numeric = [type(v) is float or type(v) is int for v in values]  # not bool, None or text
+            if all(numeric):
+                batch.columns[M.metric_key(split, name)] = (steps, values)
+            elif any(numeric):
+                batch.columns[M.metric_key(split, name)] = (
+                    [s for s, ok in zip(steps, numeric, strict=True) if ok],
+                    [v for v, ok in zip(values, numeric, strict=True) if ok])
     for rec in records:
         if not M.is_eval(rec.split):
             continue
@@ -131,7 +138,8 @@ class RunScreen(Screen):
 time left at that rate. `s` stops the run (SIGINT: the trainer saves a checkpoint and exits),
 `r` resumes a stopped, failed or crashed run from its last checkpoint, `c` opens the new-run
 form with this run's config. `tab` moves between panels, `f` fills the screen with the focused
-one, `l` shows only the log. Leaving the screen or the app never stops training."""
+one, `l` shows only the log, `m` steps the curves' smoothing (an EMA, as TensorBoard's slider;
+the raw points stay, faint). Leaving the screen or the app never stops training."""
 
     BINDINGS = [
         Binding("s", "stop", "Stop"),
@@ -140,6 +148,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         Binding("l", "toggle_log", "Log"),
         Binding("d", "diagnostics", "Diagnostics"),
         Binding("f", "toggle_maximize", "Full"),
+        Binding("m", "smoothing", "Smooth"),
         Binding("q", "back", "Back"),
         Binding("escape", "back", "Back", show=False),
     ]
@@ -172,9 +181,8 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         self._hist: tuple[str, int, list[float], list[float]] | None = None
         self._win: list[tuple[int, float, float]] = []
         self._drawn: dict[str, tuple] = {}
-        self._dirty = False
-        self._draw_cost = 0.0  # seconds the last redraw took
-        self._next_draw = 0.0
+        self._next_draw: dict[str, float] = {}  # panel id -> earliest time it may redraw
+        self._loading_draw = 0.0  # earliest progress redraw while the file is still being read
         self._started_at: float | None = None
         self._t_first: float | None = None  # time of the first and last train record
         self._t_last: float | None = None
@@ -194,7 +202,7 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
     def on_mount(self) -> None:
         self.sub_title = self.paths.id
         self._show_manifest(self.manifest, mf.effective_status(self.paths, self.manifest))
-        self.set_interval(DRAW_S / 2, self._draw_if_due)
+        self.set_interval(TICK_S, self._draw_one)
         self.follow()
 
     # ---------------------------------------------------------------- the worker
@@ -224,7 +232,9 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
                 mtime, status, last_check = new_mtime, new_status, now
             more = metrics.offset < M.file_size(self.paths.metrics)
             if not more:
-                self.caught_up = True
+                if not self.caught_up:
+                    self.caught_up = True
+                    self._draw_all()  # the whole file is in: draw it at once, not a panel per tick
                 await asyncio.sleep(self.app.follow_s)
 
     # ---------------------------------------------------------------- messages
@@ -252,8 +262,9 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         header.steps_per_s = step_rate(list(self._rate))
         if self._t_last:
             header.elapsed_s = self._t_last - (self._started_at or self._t_first or self._t_last)
-        self._dirty = True
-        self._draw_if_due()
+        if not self.caught_up and time.monotonic() >= self._loading_draw:
+            self._draw_all()
+            self._loading_draw = time.monotonic() + LOADING_DRAW_S
 
     def on_run_screen_log_appended(self, message: LogAppended) -> None:
         self.query_one(LogPane).append(message.lines)
@@ -303,26 +314,39 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
                 lines.append((label, self.series[key]))
         return tuple(Line(label, series=s, color=PALETTE[i % len(PALETTE)]) for i, (label, s) in enumerate(lines))
 
-    def _draw_if_due(self) -> None:
-        """Coalesce bursts of appended lines into one redraw; back off when redraws are slow,
-        so keys stay responsive while a fast run streams in."""
-        now = time.monotonic()
-        if not self._dirty or now < self._next_draw:
-            return
-        self._dirty = False
-        self._draw()
-        self._draw_cost = time.monotonic() - now
-        self._next_draw = now + max(DRAW_S, 4 * self._draw_cost)
-
-    def _draw(self) -> None:
+    def _stale(self) -> list[tuple[Panel, tuple, tuple[Line, ...]]]:
+        out = []
         for panel in self.panels:
             if panel.kind == "samples":
                 continue
             lines = self._lines(panel)
             signature = tuple((line.label, len(line.series) if line.series else len(line.ys)) for line in lines)
             if signature != self._drawn.get(panel.id):
-                self._drawn[panel.id] = signature
-                self.query_one(f"#panel-{panel.id}", MetricChart).lines = lines
+                out.append((panel, signature, lines))
+        return out
+
+    def _give(self, panel: Panel, signature: tuple, lines: tuple[Line, ...]) -> None:
+        self._drawn[panel.id] = signature
+        self.query_one(f"#panel-{panel.id}", MetricChart).lines = lines
+
+    def _draw_all(self) -> None:
+        for stale in self._stale():
+            self._give(*stale)
+
+    def _draw_one(self) -> None:
+        """While a run streams in, redraw one stale panel per tick, the one waiting longest: a
+        key press then waits for one panel's drawing at most, never for the whole grid. A panel
+        whose drawing is slow is redrawn less often (never more than a quarter of the time)."""
+        if not self.caught_up:
+            return
+        now = time.monotonic()
+        due = [s for s in self._stale() if now >= self._next_draw.get(s[0].id, 0.0)]
+        if not due:
+            return
+        panel, signature, lines = min(due, key=lambda s: self._next_draw.get(s[0].id, 0.0))
+        self._give(panel, signature, lines)
+        chart = self.query_one(f"#panel-{panel.id}", MetricChart)
+        self._next_draw[panel.id] = now + max(DRAW_S, 4 * chart.render_cost)
 
     # ---------------------------------------------------------------- actions
 
@@ -340,6 +364,11 @@ one, `l` shows only the log. Leaving the screen or the app never stops training.
         from aplot_tui.screens.diagnostics import DiagnosticsScreen
 
         self.app.push_screen(DiagnosticsScreen(self.paths))
+
+    def action_smoothing(self) -> None:
+        """Every line chart to the next EMA weight (0.6 → 0.8 → 0.9 → 0.95 → 0.99 → raw)."""
+        weight = step_smoothing(list(self.query(MetricChart)))
+        self.notify(f"smoothing: EMA {weight:g}" if weight else "smoothing off: raw points", timeout=2)
 
     def action_toggle_log(self) -> None:
         self.toggle_class("log-only")

@@ -2,11 +2,13 @@
 
 The chart owns only drawing. It receives its lines as a reactive (the screen assigns a new
 tuple when data arrives) and downsamples each `Series` to its own width at render time, so a
-100,000-point run draws as fast as a 1,000-point one and resizing needs no new data.
+100,000-point run draws as fast as a 1,000-point one and resizing needs no new data. With
+`smoothing` above 0 a series is drawn twice: its raw points faint, its EMA in its colour.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,10 +17,11 @@ from textual.app import RenderResult
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from .series import Series, nice_ticks
+from .series import SMOOTHING, Series, nice_ticks
 
 # plotext colour names, in the order series are given them (train, then each eval set / each run)
 PALETTE = ("cyan", "orange", "magenta", "green", "red", "blue", "yellow", "gray")
+RAW_COLOR = 240  # the raw points under a smoothed line: a dark grey (xterm-256), faint on any theme
 RICH_COLORS = {"cyan": "cyan", "orange": "dark_orange", "magenta": "magenta", "green": "green",
                "red": "red", "blue": "blue", "yellow": "yellow", "gray": "grey50"}  # for legends outside
 
@@ -33,9 +36,9 @@ class Line:
     kind: Literal["line", "scatter", "error"] = "line"
     yerr: tuple[float, ...] = field(default=())
 
-    def points(self, max_points: int) -> tuple[list[float], list[float]]:
+    def points(self, max_points: int, smoothing: float = 0.0) -> tuple[list[float], list[float]]:
         if self.series is not None:
-            return self.series.view(max_points)
+            return self.series.view(max_points, smoothing)
         return list(self.xs), list(self.ys)
 
 
@@ -55,6 +58,7 @@ class MetricChart(PlotextPlot, can_focus=True):
 
     lines: reactive[tuple[Line, ...]] = reactive((), always_update=True)
     empty_text: reactive[str] = reactive("waiting for data")
+    smoothing: reactive[float] = reactive(SMOOTHING[1])  # EMA weight of line series; 0: raw points only
 
     def __init__(self, title: str, *, xlabel: str = "", legend: bool = True, id: str | None = None,
                  classes: str | None = None) -> None:
@@ -64,6 +68,7 @@ class MetricChart(PlotextPlot, can_focus=True):
         self.legend = legend  # off where one legend serves every chart (compare)
         self.integer_x = xlabel in ("step", "")  # round step ticks, not plotext's 15.8, 30.5
         self._cache: tuple | None = None  # ((size, theme), rendered plot)
+        self.render_cost = 0.0  # seconds the last plot took to build (the run screen paces redraws by it)
 
     @property
     def has_data(self) -> bool:
@@ -71,6 +76,14 @@ class MetricChart(PlotextPlot, can_focus=True):
 
     def watch_lines(self) -> None:
         self._cache = None
+        self.border_subtitle = f"ema {self.smoothing:g}" if self.smoothing and self._smoothable else ""
+
+    def watch_smoothing(self) -> None:
+        self.watch_lines()
+
+    @property
+    def _smoothable(self) -> bool:
+        return any(line.series is not None and line.kind == "line" for line in self.lines)
 
     def render(self) -> RenderResult:
         """Build the plot only when its data, size or theme changed; a focus or style change
@@ -80,6 +93,7 @@ class MetricChart(PlotextPlot, can_focus=True):
         key = (self.size, self.app.theme)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        t0 = time.perf_counter()
         plt = self.plt
         plt.clear_data()
         width = max(self.size.width - 8, 4)  # minus the y tick labels
@@ -88,7 +102,11 @@ class MetricChart(PlotextPlot, can_focus=True):
             if not ys:
                 continue
             label = line.label if self.legend and len(self.lines) > 1 else None
-            if line.kind == "scatter":
+            if self.smoothing and line.series is not None and line.kind == "line":
+                plt.plot(xs, ys, color=RAW_COLOR, marker="braille")  # raw, faint, under its EMA
+                xs, ys = line.points(2 * width, self.smoothing)
+                plt.plot(xs, ys, color=line.color, label=label, marker="braille")
+            elif line.kind == "scatter":
                 plt.scatter(xs, ys, color=line.color, label=label, marker="dot")
             elif line.kind == "error":
                 plt.error(xs, ys, yerr=list(line.yerr), color=line.color, label=label)
@@ -98,6 +116,7 @@ class MetricChart(PlotextPlot, can_focus=True):
         self._ticks(width)
         text = super().render()
         self._cache = (key, text)
+        self.render_cost = time.perf_counter() - t0
         return text
 
     def _ticks(self, width: int) -> None:
@@ -117,3 +136,14 @@ class MetricChart(PlotextPlot, can_focus=True):
             if len(ticks) >= 3:
                 self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])
                 return
+
+
+def step_smoothing(charts: list[MetricChart]) -> float:
+    """The screens' smoothing key: every chart to the next EMA weight (after 0.99, back to raw)."""
+    if not charts:
+        return 0.0
+    current = charts[0].smoothing
+    weight = SMOOTHING[(SMOOTHING.index(current) + 1) % len(SMOOTHING)] if current in SMOOTHING else 0.0
+    for chart in charts:
+        chart.smoothing = weight
+    return weight

@@ -1,9 +1,11 @@
-"""A metric's points at full resolution, and the min/max-bucketed view a chart draws.
+"""A metric's points at full resolution, its EMA, and the min/max-bucketed view a chart draws.
 
 A chart a few hundred cells wide cannot show 100,000 points, and averaging them would hide
 the spikes a person watches for (a loss blow-up, a KL jump). So each bucket keeps its
 minimum and its maximum, in step order: the drawn line still reaches every extreme.
-Pure Python, no Textual: the headless report draws from the same views.
+Per-step curves are noisy, so a chart may also draw the exponential moving average
+(TensorBoard's smoothing slider: the same debiased EMA), kept incrementally as points arrive.
+No Textual: the headless report draws from the same views.
 """
 
 from __future__ import annotations
@@ -11,35 +13,68 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy as np
 
-def downsample(xs: list[float], ys: list[float], buckets: int) -> tuple[list[float], list[float]]:
+SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)  # the EMA weights the charts' control steps through
+
+
+def downsample(xs, ys, buckets: int) -> tuple[list[float], list[float]]:
     """At most 2·buckets points: each bucket's min and max (in index order) of `ys`."""
     n = len(ys)
     if buckets <= 0 or n <= 2 * buckets:
         return list(xs), list(ys)
-    out_x: list[float] = []
-    out_y: list[float] = []
-    for b in range(buckets):
-        lo, hi = b * n // buckets, (b + 1) * n // buckets
-        seg = ys[lo:hi]
-        mn, mx = min(seg), max(seg)
-        i_mn, i_mx = lo + seg.index(mn), lo + seg.index(mx)
-        for i in sorted({i_mn, i_mx}):
-            out_x.append(xs[i])
-            out_y.append(ys[i])
-    return out_x, out_y
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    edges = np.arange(buckets + 1) * n // buckets
+    keep = np.empty(2 * buckets, dtype=np.int64)
+    for b in range(buckets):  # a few hundred buckets: numpy does the scanning
+        lo, hi = edges[b], edges[b + 1]
+        i_mn, i_mx = lo + int(np.argmin(y[lo:hi])), lo + int(np.argmax(y[lo:hi]))
+        keep[2 * b], keep[2 * b + 1] = min(i_mn, i_mx), max(i_mn, i_mx)
+    keep = np.unique(keep)
+    return x[keep].tolist(), y[keep].tolist()
+
+
+def _block(weight: float) -> int:
+    """Points per vectorised step: as many as keep weight**-k below 1e100 (float range, with room)."""
+    return int(min(4096, max(16, 100 * math.log(10) / -math.log(weight))))
+
+
+def ema(ys, weight: float, state: tuple[float, int] = (0.0, 0)) -> tuple[np.ndarray, tuple[float, int]]:
+    """TensorBoard's debiased EMA of `ys` continuing from `state` (the biased value, points seen).
+
+    `last_j = w·last_{j-1} + (1−w)·y_j`, shown as `last_j / (1 − w^count)`. A non-finite point
+    neither moves the average nor counts; it is drawn as it is. Vectorised a block at a time
+    (within a block, `last_j = w^(j+1)·last + (1−w)·w^j·Σ_{i≤j} w^(−i)·y_i`), so smoothing a
+    100,000-point series costs milliseconds."""
+    y = np.asarray(ys, dtype=np.float64)
+    out = y.copy()
+    finite = np.isfinite(y)
+    values = y[finite]
+    smoothed = np.empty_like(values)
+    last, count = state
+    size = _block(weight)
+    powers = weight ** np.arange(size + 1)
+    for lo in range(0, len(values), size):
+        block = values[lo:lo + size]
+        k = len(block)
+        sums = np.cumsum(block / powers[:k])
+        biased = powers[1:k + 1] * last + (1 - weight) * powers[:k] * sums
+        smoothed[lo:lo + k] = biased / (1 - weight ** (count + np.arange(1, k + 1)))
+        last, count = float(biased[-1]), count + k
+    out[finite] = smoothed
+    return out, (last, count)
 
 
 class Series:
     """Appended point by point as metric lines arrive; `view(n)` is cached until the next append."""
 
-    __slots__ = ("xs", "ys", "_view", "_view_key")
+    __slots__ = ("xs", "ys", "_views", "_ema")
 
     def __init__(self) -> None:
         self.xs = array("d")
         self.ys = array("d")
-        self._view: tuple[list[float], list[float]] = ([], [])
-        self._view_key: tuple[int, int] = (-1, -1)
+        self._views: dict[tuple[int, float], tuple[int, tuple[list[float], list[float]]]] = {}
+        self._ema: dict[float, tuple[np.ndarray, tuple[float, int]]] = {}  # weight -> (smoothed, state)
 
     def __len__(self) -> int:
         return len(self.ys)
@@ -52,12 +87,23 @@ class Series:
         self.xs.extend(xs)
         self.ys.extend(ys)
 
-    def view(self, max_points: int) -> tuple[list[float], list[float]]:
-        key = (len(self.ys), max_points)
-        if key != self._view_key:
-            self._view = downsample(self.xs, self.ys, max(1, max_points // 2))
-            self._view_key = key
-        return self._view
+    def smoothed(self, weight: float) -> np.ndarray:
+        """The EMA of every point at `weight`, extended by only the points appended since."""
+        values, state = self._ema.get(weight, (np.empty(0), (0.0, 0)))
+        if len(values) < len(self.ys):
+            new, state = ema(self.ys[len(values):], weight, state)
+            values = np.concatenate([values, new])
+            self._ema[weight] = (values, state)
+        return values
+
+    def view(self, max_points: int, smoothing: float = 0.0) -> tuple[list[float], list[float]]:
+        """The drawn points: raw, or (smoothing > 0) the EMA, downsampled to `max_points`."""
+        n, cached = self._views.get((max_points, smoothing), (-1, None))
+        if n != len(self.ys) or cached is None:
+            ys = self.smoothed(smoothing) if smoothing else self.ys
+            cached = downsample(self.xs, ys, max(1, max_points // 2))
+            self._views[(max_points, smoothing)] = (len(self.ys), cached)
+        return cached
 
     @property
     def last(self) -> float | None:

@@ -1,13 +1,15 @@
-"""Pure pieces behind the widgets: downsampling, ticks, the log tail, ETA, form conversions."""
+"""Pure pieces behind the widgets: downsampling, smoothing, ticks, the log tail, ETA, form conversions."""
 
 from __future__ import annotations
+
+import math
 
 from aplot_tui.screens.run import columnize
 from aplot_tui.screens.tail import LogTail
 from aplot_tui.widgets.config_form import form_text, problem_field
 from aplot_tui.widgets.log_pane import last_frame
 from aplot_tui.widgets.run_header import eta_seconds, format_duration, step_rate
-from aplot_tui.widgets.series import Series, downsample, nice_ticks
+from aplot_tui.widgets.series import SMOOTHING, Series, downsample, ema, nice_ticks
 from engine.metrics import Record
 
 
@@ -90,3 +92,37 @@ def test_the_log_pane_shows_a_progress_bar_as_its_last_frame():
     assert last_frame("50%\r100%\r") == "100%"  # a trailing return leaves the last drawn frame
     assert last_frame("[aplot] resolved: {}") == "[aplot] resolved: {}"
     assert last_frame("\r") == ""
+
+
+def _ema_by_hand(ys: list[float], w: float) -> list[float]:
+    last, count, out = 0.0, 0, []
+    for y in ys:
+        if not math.isfinite(y):
+            out.append(y)
+            continue
+        count += 1
+        last = last * w + (1 - w) * y
+        out.append(last / (1 - w ** count))
+    return out
+
+
+def test_ema_is_tensorboards_debiased_average_across_blocks_and_appends():
+    ys = [math.sin(i / 7) + (i % 3) for i in range(5000)]
+    ys[10] = float("nan")  # a non-finite point neither moves the average nor counts
+    for w in SMOOTHING[1:]:
+        want = _ema_by_hand(ys, w)
+        head, state = ema(ys[:1234], w)
+        tail, _ = ema(ys[1234:], w, state)
+        got = list(head) + list(tail)
+        assert math.isnan(got[10])
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True) if math.isfinite(b)) < 1e-9
+    assert ema([3.0], 0.9)[0].tolist() == [3.0]  # debiased: the first point is itself, not 0.3
+
+
+def test_series_smoothed_view_extends_incrementally_and_keeps_raw_apart():
+    s = Series()
+    s.extend(list(range(100)), [float(i % 2) for i in range(100)])
+    first = s.smoothed(0.9)
+    s.extend(list(range(100, 150)), [5.0] * 50)
+    assert len(s.smoothed(0.9)) == 150 and s.smoothed(0.9)[:100].tolist() == first.tolist()
+    assert s.view(1000, 0.9)[1] == s.smoothed(0.9).tolist() and s.view(1000)[1] == list(s.ys)
