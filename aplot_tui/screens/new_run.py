@@ -25,11 +25,12 @@ DEFAULTS = "defaults"
 class NewRunScreen(Screen[mf.RunPaths | None]):
     CSS_PATH = "new_run.tcss"
     TITLE = "New run"
-    HELP = """Every config field with its default and its help. Pick a preset to fill the form,
-or start from an earlier run's config (`c` on the runs or run screen). Problems show under their
-field as you type; the bottom bar shows the exact `accelerate launch` command. `ctrl+r`
-launches the run and opens its screen. Lists are comma-separated; `data.eval` takes
-`name=path` pairs."""
+    HELP = """The fields most runs change first; every other field, with its default and its
+help, in the folded sections below (enter opens one). Pick a preset to fill the form, or start
+from an earlier run's config (`c` on the runs or run screen). Problems show under their field as
+you type (a folded section holding one opens); the bottom bar shows the exact `accelerate launch`
+command. `ctrl+r` launches the run and opens its screen. Lists are comma-separated; `data.eval`
+takes one `name = path` row per eval set."""
 
     BINDINGS = [
         Binding("ctrl+r", "launch", "Launch", priority=True),

@@ -42,8 +42,14 @@ def test_form_defaults_inline_problems_and_kind_sections(make_app):
         assert form.control("launch.cpu").value is False
         assert form.control("launch.scheduler").value == "local"  # the Slurm section is in the form too
         assert form.control("launch.slurm.signal_before_end").value == "300"
+        # the common fields are built at once; a folded section is built when it opens
+        assert form.query_one("#sec-common").built and not form.query_one("#sec-loss").built
+        assert not form.query(f"#h-{fid('loss.aplot.epsilon')}")
+        form.query_one("#sec-loss").collapsed = False
+        await wait_for(pilot, lambda: bool(form.query(f"#h-{fid('loss.aplot.epsilon')}")))
         assert str(form.query_one(f"#h-{fid('loss.aplot.epsilon')}").render()) == \
             config_mod.field_help("loss.aplot.epsilon")
+        assert form.control("model.tokenizer").value == "" and form.control("data.eval").value == []
         assert screen.cfg is not None and not screen.problems
 
         # bad values: each problem replaces its field's help, and launch is refused
@@ -53,13 +59,14 @@ def test_form_defaults_inline_problems_and_kind_sections(make_app):
         await wait_for(pilot, lambda: len(screen.problems) == 3)
         assert problem(form, "optim.lr") == "must be > 0, got -1.0"
         assert problem(form, "model.tiny.num_heads") == "must divide model.tiny.hidden_size (64), got 3"
-        assert problem(form, "data.eval").startswith("write name=path pairs")
+        assert problem(form, "data.eval") == "row 1: give a name and a path (name = path), got ood = ?"
+        assert form.query_one("#sec-model").built  # the folded section holding a problem opened
         assert screen.query_one("#launch", Button).disabled
         await pilot.press("ctrl+r")
         assert isinstance(pilot.app.screen, NewRunScreen)  # not launched
         form.control("optim.lr").value = "1e-4"
         form.control("model.tiny.num_heads").value = "4"
-        form.control("data.eval").value = "ood=held.jsonl"
+        form.control("data.eval").value = {"ood": "held.jsonl"}
         await wait_for(pilot, lambda: not screen.problems)
         assert problem(form, "optim.lr") == "" and screen.cfg.optim.lr == 1e-4
         assert str(form.query_one(f"#h-{fid('optim.lr')}").render()) == config_mod.field_help("optim.lr")
