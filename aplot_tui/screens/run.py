@@ -163,6 +163,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             self.lines = lines
             super().__init__()
 
+    class CaughtUp(Message):
+        """The worker has read the metrics file to its end once (posted after its last batch)."""
+
     class ManifestChanged(Message):
         def __init__(self, manifest: dict, status: str) -> None:
             self.manifest = manifest
@@ -176,7 +179,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self.panels = panels_for(self.manifest)
         self.series: dict[str, Series] = {}
         self.records_seen = 0
-        self.caught_up = False  # the worker has read the file to its end at least once
+        self.caught_up = False  # the whole file, as it was when the screen opened, is in the panels
         self._rate: deque[tuple[float, int]] = deque(maxlen=30)
         self._hist: tuple[str, int, list[float], list[float]] | None = None
         self._win: list[tuple[int, float, float]] = []
@@ -210,7 +213,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
     @work(exclusive=True, group="follow")
     async def follow(self) -> None:
         metrics, log = M.MetricsTail(self.paths.metrics), LogTail(self.paths.log)
-        mtime, status, last_check = None, None, 0.0
+        mtime, status, last_check, reached_end = None, None, 0.0, False
         loop = asyncio.get_running_loop()
         while True:
             records = await asyncio.to_thread(metrics.read_new, CHUNK)
@@ -232,9 +235,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 mtime, status, last_check = new_mtime, new_status, now
             more = metrics.offset < M.file_size(self.paths.metrics)
             if not more:
-                if not self.caught_up:
-                    self.caught_up = True
-                    self._draw_all()  # the whole file is in: draw it at once, not a panel per tick
+                if not reached_end:
+                    reached_end = True
+                    self.post_message(self.CaughtUp())  # after the last batch's message, in order
                 await asyncio.sleep(self.app.follow_s)
 
     # ---------------------------------------------------------------- messages
@@ -265,6 +268,10 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         if not self.caught_up and time.monotonic() >= self._loading_draw:
             self._draw_all()
             self._loading_draw = time.monotonic() + LOADING_DRAW_S
+
+    def on_run_screen_caught_up(self) -> None:
+        self._draw_all()  # the whole file is in: draw it at once, not a panel per tick
+        self.caught_up = True
 
     def on_run_screen_log_appended(self, message: LogAppended) -> None:
         self.query_one(LogPane).append(message.lines)

@@ -33,37 +33,55 @@ EvalMap = dict[str, tuple[int, dict[str, Any]]]  # set -> (step, eval record dat
 HardMap = dict[str, dict]  # set -> {step, set, pairs}
 
 
+COLUMNS = ("set", "step", "accuracy", "rule: shorter", "rule: longer", "chosen shorter", "similar",
+           "chosen longer", "ECE", "r~len")
+COMPACT_COLUMNS = ("set", "step", "acc", "short", "long", "c<", "c≈", "c>", "ECE", "r~len")
+COMPACT_BELOW = 120  # columns: narrower terminals get short headings and no pair counts
+LEGEND = ("rules: accuracy of 'the shorter (longer) response wins' on the same pairs; "
+          "buckets: model accuracy (pairs) by len⁺ − len⁻; r~len: reward-length correlation")
+COMPACT_LEGEND = "short/long: length rules · c< c≈ c>: accuracy when chosen is shorter/similar/longer"
+
+
 class DiagnosticsTable(Widget):
-    """One row per eval set; a warning line under the table for each set that looks like length."""
+    """One row per eval set; a warning line under the table for each set that looks like length.
+
+    Its height is exactly its lines (header, one per set, legend, warnings), so the hard-pairs
+    inspector below can never squeeze its rows away, at any terminal size."""
 
     DEFAULT_CSS = """
     DiagnosticsTable { height: auto; padding: 0 1; }
     """
 
-    evals: reactive[EvalMap] = reactive(dict)
+    evals: reactive[EvalMap] = reactive(dict, layout=True)
+
+    def _warnings(self) -> list[Text]:
+        out = []
+        for name, (_step, data) in self.evals.items():
+            warning = D.length_bias_warning(data.get(M.ACCURACY), data)
+            if warning:
+                out.append(Text(f"⚠ {name}: {warning}", style="bold yellow", no_wrap=True, overflow="ellipsis"))
+        return out
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return 1 if not self.evals else 2 + len(self.evals) + len(self._warnings())
 
     def render(self) -> RenderResult:
         if not self.evals:
             return Text("no diagnostics yet (written with each eval)", style="dim", justify="center")
+        compact = self.size.width < COMPACT_BELOW
         table = Table(box=None, expand=True, show_edge=False, pad_edge=False)
-        for col in ("set", "step", "accuracy", "rule: shorter", "rule: longer", "chosen shorter",
-                    "similar", "chosen longer", "ECE", "r~len"):
+        for col in COMPACT_COLUMNS if compact else COLUMNS:
             table.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
-        warnings = []
         for name, (step, data) in self.evals.items():
             warning = D.length_bias_warning(data.get(M.ACCURACY), data)
-            if warning:
-                warnings.append(Text(f"⚠ {name}: {warning}", style="bold yellow"))
-            buckets = [f"{fmt(data.get(D.BUCKET_ACC[b]))} ({int(data.get(D.BUCKET_N[b]) or 0)})"
+            buckets = [fmt(data.get(D.BUCKET_ACC[b])) + ("" if compact else f" ({int(data.get(D.BUCKET_N[b]) or 0)})")
                        for b in D.BUCKETS]
             table.add_row(name, str(step), Text(fmt(data.get(M.ACCURACY)),
                                                  style="bold yellow" if warning else "bold"),
                           fmt(data.get(D.SHORTER_WINS_ACC)), fmt(data.get(D.LONGER_WINS_ACC)),
                           *buckets, fmt(data.get(D.ECE)), fmt(data.get(D.REWARD_LENGTH_CORR), "+.2f"))
-        legend = Text("rules: accuracy of 'the shorter (longer) response wins' on the same pairs; "
-                      "buckets: model accuracy (pairs) by len⁺ − len⁻; r~len: reward-length correlation",
-                      style="dim")
-        return Group(table, legend, *warnings)
+        legend = Text(COMPACT_LEGEND if compact else LEGEND, style="dim", no_wrap=True, overflow="ellipsis")
+        return Group(table, legend, *self._warnings())
 
 
 def pair_detail(entry: dict, rank: int) -> Text:
@@ -91,7 +109,8 @@ class HardPairInspector(Widget):
     HardPairInspector { height: 1fr; min-height: 8; border: round $primary 50%;
                         border-title-color: $text; border-title-style: bold; }
     HardPairInspector:focus-within { border: round $accent; }
-    HardPairInspector #hp-list { width: 2fr; height: 1fr; }
+    HardPairInspector Horizontal { height: 1fr; }
+    HardPairInspector #hp-list { width: 2fr; height: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     HardPairInspector #hp-scroll { width: 3fr; height: 1fr; padding: 0 1; }
     """
 

@@ -131,11 +131,14 @@ class MetricChart(PlotextPlot, can_focus=True):
             ticks = [t for t in nice_ticks(min(xs), max(xs), max(3, width // 8)) if min(xs) <= t <= max(xs)]
             self.plt.xticks(ticks, [f"{t:g}" for t in ticks])
         lo, hi = min(ys), max(ys)
-        for n in (max(3, self.size.height // 3), max(6, self.size.height // 2)):
-            ticks = [t for t in nice_ticks(lo, hi, n) if lo <= t <= hi]
-            if len(ticks) >= 3:
-                self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])
-                return
+        # always set them: plotext keeps the last ticks given, so a skipped call would show the
+        # ticks of an earlier draw (the run screen's first, partial one) over today's data
+        options = [[t for t in nice_ticks(lo, hi, n) if lo <= t <= hi]
+                   for n in (max(3, self.size.height // 3), max(6, self.size.height // 2))]
+        ticks = next((o for o in options if len(o) >= 3), max(options, key=len)) or [lo]
+        rows = max(2, self.size.height - 5)  # plot rows: the border, x axis and x label take the rest
+        ticks = ticks[::-(-len(ticks) // rows)]  # at most one per row: plotext drops a crowded
+        self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])  # label in no fixed order
 
 
 def step_smoothing(charts: list[MetricChart]) -> float:

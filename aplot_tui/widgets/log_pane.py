@@ -1,8 +1,32 @@
-"""The log pane: the tail of a run's train.log, following new lines as the screen reads them."""
+"""The log pane: the tail of a run's train.log, following new lines as the screen reads them.
+
+A log is mostly library chatter; what a person looks for is aplot's own lines (`[aplot] …`: the
+start, each checkpoint, how it ended) and a traceback. Those stand out; progress-bar redraws
+collapse to their last frame.
+"""
 
 from __future__ import annotations
 
+import re
+
+from rich.highlighter import ReprHighlighter
+from rich.text import Text
 from textual.widgets import Log
+
+APLOT_LINE = re.compile(r"^\[aplot\]")
+ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\s+File \"|\w*(Error|Exception|Interrupt)\b"
+                        r"|\[aplot\] (failed|error))")
+
+
+class LogHighlighter(ReprHighlighter):
+    """Numbers and names as usual; aplot's own lines bold, traceback and error lines bold red."""
+
+    def highlight(self, text: Text) -> None:
+        super().highlight(text)
+        if ERROR_LINE.match(text.plain):
+            text.stylize("bold red")
+        elif APLOT_LINE.match(text.plain):
+            text.stylize("bold reverse")
 
 
 def last_frame(line: str) -> str:
@@ -26,6 +50,7 @@ class LogPane(Log):
 
     def __init__(self, *, title: str = "train.log", max_lines: int = 5000, id: str | None = None) -> None:
         super().__init__(max_lines=max_lines, highlight=True, id=id)
+        self.highlighter = LogHighlighter()
         self.border_title = title
         self.total = 0
 

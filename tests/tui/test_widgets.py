@@ -126,3 +126,21 @@ def test_series_smoothed_view_extends_incrementally_and_keeps_raw_apart():
     s.extend(list(range(100, 150)), [5.0] * 50)
     assert len(s.smoothed(0.9)) == 150 and s.smoothed(0.9)[:100].tolist() == first.tolist()
     assert s.view(1000, 0.9)[1] == s.smoothed(0.9).tolist() and s.view(1000)[1] == list(s.ys)
+
+
+def test_log_highlighter_makes_aplot_lines_and_tracebacks_stand_out():
+    from rich.text import Text
+
+    from aplot_tui.widgets.log_pane import LogHighlighter
+
+    def styles(line: str) -> set[str]:
+        text = Text(line)
+        LogHighlighter().highlight(text)
+        return {str(span.style) for span in text.spans if span.start == 0 and span.end == len(line)}
+
+    assert "bold reverse" in styles("[aplot] checkpoint step-50 saved")
+    assert "bold red" in styles("Traceback (most recent call last):")
+    assert "bold red" in styles('  File "engine/reward.py", line 212, in train')
+    assert "bold red" in styles("RuntimeError: CUDA out of memory")
+    assert "bold red" in styles("[aplot] failed: non-finite loss at step 3")
+    assert not styles("step 10 loss=0.5")  # ordinary lines keep the usual number highlighting only
