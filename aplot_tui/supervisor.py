@@ -86,7 +86,7 @@ def spawn(paths: mf.RunPaths, resume: bool = False) -> subprocess.Popen | SlurmJ
         with open(paths.log, "ab") as log:
             log.write(f"\n[aplot] {'resume' if resume else 'launch'}: {' '.join(argv)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - argv is a list built by launch_argv, never a shell string
                                     env=launch_env(cfg), start_new_session=True, close_fds=True, pass_fds=(alive,))
     finally:
         os.close(alive)

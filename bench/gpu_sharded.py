@@ -124,7 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--modes", default="fsdp2,zero2")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/aplot-sharded"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/aplot-sharded"))  # noqa: S108 - the default work folder of a throwaway benchmark on a lent machine
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--cpu-smoke", action="store_true", help="a 2-rank MULTI_CPU file instead: checks this script")

@@ -273,7 +273,7 @@ def split_eval(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair
     for i, p in enumerate(pairs):
         groups.setdefault(p.prompt, []).append(i)
     units = list(groups.values()) if len(groups) > 1 else [[i] for i in range(len(pairs))]
-    random.Random(seed).shuffle(units)
+    random.Random(seed).shuffle(units)  # noqa: S311 - the seeded eval split must be reproducible, not secret
     target = max(1, round(fraction * len(pairs)))
     held: set[int] = set()
     for unit in units[:-1]:  # the last unit always stays in train

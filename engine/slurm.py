@@ -43,7 +43,7 @@ class SlurmError(mf.RunError):
 
 def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # noqa: S603 - argv is a list of sbatch/squeue/scancel arguments, never a shell string
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]}: not found; launch.scheduler = \"slurm\" needs Slurm's commands on PATH") from None
     except subprocess.TimeoutExpired:

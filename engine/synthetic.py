@@ -79,7 +79,7 @@ def gold_judge(prompt: str, resp_a: str, resp_b: str) -> float:
 
 
 def make_prompts(n: int, seed: int) -> list[str]:
-    rng = random.Random(f"prompts-{seed}")
+    rng = random.Random(f"prompts-{seed}")  # noqa: S311 - the demo task is seeded on purpose
     return [_prompt(rng) for _ in range(n)]
 
 
@@ -87,7 +87,7 @@ def make_pairs(n: int, seed: int, label_noise: float) -> list[dict]:
     """n rows {prompt, chosen, rejected}, chosen = the gold-preferred response, then a `label_noise`
     share of rows swapped. Both responses of a pair draw their own quality (on-topic rate) and
     length, so pairs range from easy to nearly tied; exact gold ties are redrawn."""
-    rng = random.Random(f"pairs-{seed}")
+    rng = random.Random(f"pairs-{seed}")  # noqa: S311 - the demo task is seeded on purpose
     rows = []
     while len(rows) < n:
         prompt = _prompt(rng)
@@ -105,7 +105,7 @@ def make_pairs(n: int, seed: int, label_noise: float) -> list[dict]:
 
 def reference_completions(prompts: list[str], seed: int) -> list[str]:
     """One mediocre completion per prompt: what the tiny policy imitates before PPO."""
-    rng = random.Random(f"reference-{seed}")
+    rng = random.Random(f"reference-{seed}")  # noqa: S311 - the demo task is seeded on purpose
     return [_response(rng, topic_of_prompt(p), REFERENCE_ON_TOPIC, rng.randint(*REFERENCE_WORDS))
             for p in prompts]
 
@@ -113,7 +113,7 @@ def reference_completions(prompts: list[str], seed: int) -> list[str]:
 def corpus(seed: int, n: int = 2000) -> list[str]:
     """Text covering the task's whole vocabulary, to train a tokenizer on: prompts, responses of
     every quality, and each topic's word list."""
-    rng = random.Random(f"corpus-{seed}")
+    rng = random.Random(f"corpus-{seed}")  # noqa: S311 - the demo task is seeded on purpose
     texts = [" ".join(TOPICS) + ":."]
     texts += [f"{t}:" + "".join(" " + w for w in ws) for t, ws in TOPICS.items()]
     for _ in range(n):

@@ -253,7 +253,7 @@ def bpe():
     )
     corpus = ["\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water.", "Why would you?"]
     tok.train_from_iterator(corpus * 20, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<pad>")  # noqa: S106 - token names of a fake tokenizer, not passwords
 
 
 def _ids(tokenizer, text: str) -> list[int]:

@@ -250,7 +250,7 @@ def test_minilm_loads_offline_as_a_one_output_classifier(minilm_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = ModelSection(name=minilm_path, max_length=128)
     tokenizer = load_tokenizer(cfg, None, save_dir=tmp_path / "tokenizer")
-    assert tokenizer.cls_token == "[CLS]" and tokenizer.sep_token == "[SEP]" and tokenizer.pad_token == "[PAD]"
+    assert tokenizer.cls_token == "[CLS]" and tokenizer.sep_token == "[SEP]" and tokenizer.pad_token == "[PAD]"  # noqa: S105 - token names of a fake tokenizer, not passwords
     assert tokenizer.padding_side == "right" and tokenizer.model_max_length == 128
     model = build_reward_model(cfg, tokenizer).eval()
     assert not model.is_decoder and model.config.num_labels == 1

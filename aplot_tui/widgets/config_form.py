@@ -314,12 +314,8 @@ class ConfigForm(VerticalScroll):
 
     def control(self, path: str):
         """The widget that edits `path`, or a stand-in while its section is folded and unbuilt."""
-        if self._built(path):
-            try:
-                return self.query_one(f"#c-{fid(path)}")
-            except Exception:  # built a moment ago: its rows mount on the next refresh
-                pass
-        return _Unbuilt(self, path)
+        found = self.query(f"#c-{fid(path)}") if self._built(path) else None
+        return found.first() if found else _Unbuilt(self, path)  # none yet: rows mount on the next refresh
 
     def values(self) -> dict[str, Any]:
         return dict(self._values)
@@ -344,10 +340,10 @@ class ConfigForm(VerticalScroll):
             if not self._built(path):
                 continue
             message = problems.get(path, "")
-            try:
-                note = self.query_one(f"#h-{fid(path)}", Label)
-            except Exception:
+            notes = self.query(f"#h-{fid(path)}")
+            if not notes:
                 continue
+            note = notes.first(Label)
             note.update(f"✗ {message}" if message else self.field_help(path))
             note.set_class(bool(message), "bad")
             self.control(path).set_class(bool(message), "bad")
