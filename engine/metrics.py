@@ -125,6 +125,11 @@ KEY_LABELS = {LOSS: "loss", ACCURACY: "acc", metric_key(eval_split(HELDOUT), ACC
               SCORES: "score", KL: "kl", metric_key(eval_split(WIN), WIN_RATE): "win"}
 
 
+def keyed(split: str, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The given metrics of one record, by key: what a run's [summary] holds."""
+    return {metric_key(split, n): data[n] for n in names if n in data}
+
+
 def loss_label(kind: str, config: dict) -> str:
     """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …) or `ppo`."""
     return config.get("loss", {}).get("type", "") if kind == "rm" else kind

@@ -397,12 +397,8 @@ def summarize(step: int, last: dict, win: dict, best: dict, completed: bool = Fa
     out: dict = {"step": step}
     if completed:
         out["final_model"] = "checkpoints/final"
-    for key in (M.SCORES, M.KL, M.GOLD_SCORE, M.RESPONSE_LENGTH):
-        if key in last:
-            out[f"train/{key}"] = last[key]
-    for key in (M.WIN_RATE, M.WIN_RATE_SE, M.WIN_RATE_N):
-        if key in win:
-            out[f"eval/win/{key}"] = win[key]
+    out.update(M.keyed(M.TRAIN, last, (M.SCORES, M.KL, M.GOLD_SCORE, M.RESPONSE_LENGTH)))
+    out.update(M.keyed(M.eval_split(M.WIN), win, (M.WIN_RATE, M.WIN_RATE_SE, M.WIN_RATE_N)))
     if best["step"]:
         out.update(best_checkpoint="checkpoints/best", best_step=best["step"], best_win_rate=best["win_rate"])
     return out

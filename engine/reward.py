@@ -366,12 +366,9 @@ def summarize(step: int, results: dict, best: dict, last_train: dict, completed:
     out: dict = {"step": step}
     if completed:
         out["final_model"] = "checkpoints/final"
-    for key in (M.LOSS, M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN):
-        if key in last_train:
-            out[f"train/{key}"] = last_train[key]
+    out.update(M.keyed(M.TRAIN, last_train, (M.LOSS, M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN)))
     for name, r in results.items():
-        out[f"eval/{name}/accuracy"] = r[M.ACCURACY]
-        out[f"eval/{name}/loss"] = r[M.LOSS]
+        out.update(M.keyed(M.eval_split(name), r, (M.ACCURACY, M.LOSS)))
     if best["step"]:
         out.update(best_checkpoint="checkpoints/best", best_step=best["step"], best_accuracy=best["accuracy"])
     return out

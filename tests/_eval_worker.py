@@ -9,11 +9,11 @@ results. The same model on any number of ranks must give the same numbers, every
 
 from __future__ import annotations
 
-import json
 import sys
 from types import SimpleNamespace
 
 import torch
+from _procs import write_results
 from accelerate import Accelerator
 
 from engine import config as C
@@ -50,10 +50,7 @@ def main() -> None:
             out, hard = evaluate(ctx, model, ds, pairs[:size], tok.pad_token_id, None)
             scalars = {k: v for k, v in out.items() if isinstance(v, (int, float))}
             results[f"{size}/{bs}"] = {"metrics": scalars, "hard": [h["prompt"] for h in hard]}
-    if acc.is_main_process:
-        with open(out_path, "w") as fh:
-            json.dump(results, fh)
-    acc.wait_for_everyone()
+    write_results(acc, out_path, results)
 
 
 if __name__ == "__main__":

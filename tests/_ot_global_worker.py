@@ -8,10 +8,10 @@ rank 1), calls `global_margin`, and rank 0 writes every rank's inputs, margin sl
 
 from __future__ import annotations
 
-import json
 import sys
 
 import torch
+from _procs import write_results
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
@@ -39,10 +39,7 @@ def main() -> None:
         margin, stats = global_margin(acc, *batch, cfg)
         results[case] = gather_object([{"rank": acc.process_index, "margin": margin.tolist(),
                                         "stats": stats}])
-    if acc.is_main_process:
-        with open(out_path, "w") as fh:
-            json.dump(results, fh)
-    acc.wait_for_everyone()
+    write_results(acc, out_path, results)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,13 @@ def end_runs_under(root: Path) -> list[int]:
     with contextlib.suppress(AssertionError):
         wait_exited(strays, timeout=30)
     return sorted(found)
+
+
+def write_results(acc, path, results: dict) -> None:
+    """A distributed test worker's answer: rank 0 writes it as JSON, every rank waits for that."""
+    import json
+
+    if acc.is_main_process:
+        with open(path, "w") as fh:
+            json.dump(results, fh)
+    acc.wait_for_everyone()

@@ -141,32 +141,31 @@ def check_config(cfg: C.Config) -> None:
     assert C.from_dict(tomllib.loads(text), "manifest") == cfg
 
 
+def builds_or_is_a_config_error(build) -> None:
+    """`build()` gives a config that passes every check, or a ConfigError of one-line problems."""
+    try:
+        cfg = build()
+    except C.ConfigError as e:
+        event("ConfigError")
+        one_line_problems(e)
+    else:
+        event("valid config")
+        check_config(cfg)
+
+
 @FUZZ
 @given(st.one_of(toml_texts(), st.text(max_size=200)))
 def test_any_config_text_loads_or_is_a_config_error(text):
     path = SCRATCH / "fuzz.toml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        cfg = C.load(path)
-    except C.ConfigError as e:
-        event("ConfigError")
-        one_line_problems(e)
-    else:
-        event("valid config")
-        check_config(cfg)
+    builds_or_is_a_config_error(lambda: C.load(path))
 
 
 @FUZZ
 @given(config_dicts(), st.lists(st.text(plain, max_size=30), max_size=3))
 def test_any_config_table_and_overrides_build_or_are_a_config_error(data, overrides):
-    try:
-        cfg = C.from_dict(C.apply_overrides(json.loads(json.dumps(data, default=str)), overrides), "fuzz")
-    except C.ConfigError as e:
-        event("ConfigError")
-        one_line_problems(e)
-    else:
-        event("valid config")
-        check_config(cfg)
+    builds_or_is_a_config_error(
+        lambda: C.from_dict(C.apply_overrides(json.loads(json.dumps(data, default=str)), overrides), "fuzz"))
 
 
 # ------------------------------------------------------------------------------------------- data

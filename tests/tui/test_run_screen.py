@@ -23,6 +23,16 @@ def labels(screen, panel: str) -> list[str]:
     return [line.label for line in chart(screen, panel).lines]
 
 
+async def open_running(pilot, run_id: str):
+    """The run screen of a run a fake trainer holds, once its metrics are in and it shows running."""
+    pilot.app.open_run(run_id)
+    await run_loaded(pilot)
+    screen = pilot.app.screen
+    header = screen.query_one(RunHeader)
+    await wait_for(pilot, lambda: header.status == "running")
+    return screen, header
+
+
 def test_aplot_run_shows_every_panel_from_the_fixture(make_app):
     async def script(pilot):
         pilot.app.open_run(APLOT)
@@ -74,11 +84,7 @@ def test_follows_a_live_run_within_a_second_with_eta(make_app, store, fake_train
     last_time = json.loads(paths.metrics.read_text().splitlines()[-1])["time"]
 
     async def script(pilot):
-        pilot.app.open_run(EMD)
-        await run_loaded(pilot)
-        screen = pilot.app.screen
-        header = screen.query_one(RunHeader)
-        await wait_for(pilot, lambda: header.status == "running")
+        screen, header = await open_running(pilot, EMD)
         assert len(screen.series["loss"]) == 120
         with open(paths.metrics, "a") as fh:  # a torn line is held back until its newline arrives
             fh.write(_train_line(121, last_time + 1.5) + _train_line(122, last_time + 3.0)[:20])
@@ -102,11 +108,7 @@ def test_stop_from_run_screen_and_resume_refused_without_checkpoint(make_app, st
     proc = fake_training(store, EMD)
 
     async def script(pilot):
-        pilot.app.open_run(EMD)
-        await run_loaded(pilot)
-        screen = pilot.app.screen
-        header = screen.query_one(RunHeader)
-        await wait_for(pilot, lambda: header.status == "running")
+        screen, header = await open_running(pilot, EMD)
         await pilot.press("r")  # running: nothing to resume
         assert pilot.app.screen is screen
         await pilot.press("s", "n")  # asked, declined
