@@ -13,6 +13,8 @@
     .venv/bin/python bench/tui_bench.py [--rates 500,2000,8000,20000] [--seconds 3] [--repeat 3]
 
 Each timing is repeated `--repeat` times and the median is reported (the machine may be shared).
+The open and form timings also report the process's CPU seconds (all threads): on a machine
+other jobs load, wall time stretches by the contention while CPU time stays near the idle figure.
 
 Prints a table, then one JSON object as its last line. Headless (Textual's test driver).
 """
@@ -61,32 +63,33 @@ def train_line(step: int, t: float) -> str:
     return json.dumps({"time": t, "step": step, "split": M.TRAIN, "data": data}) + "\n"
 
 
-async def open_time(root: Path, run_id: str, n: int) -> float:
+async def open_time(root: Path, run_id: str, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds until every record is in and the panels have drawn."""
     app = AplotApp(runs_dir=root, poll_s=1.0, follow_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         app.open_run(run_id)
         while getattr(app.screen, "records_seen", 0) < n:
             await pilot.pause(0.01)
         await pilot.pause()  # the panels draw
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
-async def form_time() -> float:
-    """Seconds from pushing the new-run screen until its first paint."""
+async def form_time() -> tuple[float, float]:
+    """(wall, CPU) seconds from pushing the new-run screen until its first paint."""
     root = Path(tempfile.mkdtemp())
     app = AplotApp(runs_dir=root, poll_s=1.0, follow_s=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         app.new_run()
         painted = asyncio.get_running_loop().create_future()
         while type(app.screen).__name__ != "NewRunScreen":
             await asyncio.sleep(0.001)
         app.screen.call_after_refresh(lambda: painted.set_result(None))
         await painted
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 WRITER = """
@@ -168,10 +171,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         big = make_run(root, "20260101-000000-rm-big-0001", args.points, args.points)
-        t_open = statistics.median(asyncio.run(open_time(root, big.id, args.points)) for _ in range(args.repeat))
-        print(f"open a {args.points}-point run: {t_open:.2f} s (median of {args.repeat})")
-        t_form = statistics.median(asyncio.run(form_time()) for _ in range(args.repeat))
-        print(f"open the new-run form: {t_form:.2f} s (median of {args.repeat})")
+        opens = [asyncio.run(open_time(root, big.id, args.points)) for _ in range(args.repeat)]
+        t_open, c_open = (statistics.median(x) for x in zip(*opens, strict=True))
+        print(f"open a {args.points}-point run: {t_open:.2f} s wall, {c_open:.2f} s CPU (median of {args.repeat})")
+        forms = [asyncio.run(form_time()) for _ in range(args.repeat)]
+        t_form, c_form = (statistics.median(x) for x in zip(*forms, strict=True))
+        print(f"open the new-run form: {t_form:.2f} s wall, {c_form:.2f} s CPU (median of {args.repeat})")
         results = []
         for rate in (int(r) for r in args.rates.split(",")):
             runs = []
@@ -184,7 +189,8 @@ def main() -> None:
                   f"{res['focus_p95_ms']}, layout toggle {res['toggle_p50_ms']}/{res['toggle_p95_ms']}; "
                   f"caught up {res['catch_up_s']} s after the writer stopped")
     ok = [r["rate"] for r in results if r["focus_p95_ms"] < 100 and r["catch_up_s"] < 1.0]
-    print(json.dumps({"open_points": args.points, "open_s": round(t_open, 3), "form_s": round(t_form, 3),
+    print(json.dumps({"open_points": args.points, "open_s": round(t_open, 3), "open_cpu_s": round(c_open, 3),
+                      "form_s": round(t_form, 3), "form_cpu_s": round(c_form, 3),
                       "load_avg_1m": os.getloadavg()[0],
                       "sustained_lines_per_s": max(ok, default=0), "follow": results}))
 

@@ -76,6 +76,8 @@ def test_columnize_splits_records_into_metric_columns():
     assert b.hist == ("eval/heldout", 2, [2.0], [0.2])  # heldout preferred for the scatter
     assert b.win == [(2, 0.6, 0.05)] and b.samples[0] == 2
     assert b.times == [(1.0, 1), (2.0, 2)]
+    only = columnize(recs, frozenset({"accuracy"}))  # the run screen keeps only what its panels draw
+    assert set(only.columns) == {"eval/ood/accuracy", "eval/heldout/accuracy"} and only.hist == b.hist
 
 
 def test_form_text_and_problem_lines():
