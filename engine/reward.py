@@ -116,8 +116,9 @@ def eval_loader(acc, dataset: PairDataset, batch_size: int, pad_id: int):
 
 
 @torch.no_grad()
-def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder) -> dict:
-    """Accuracy, BT loss, reward gap and diagnostics over one eval set, every pair counted once.
+def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder) -> tuple[dict, list[dict]]:
+    """(accuracy, BT loss, reward gap and diagnostics; the hardest pairs) over one eval set, every
+    pair counted once.
 
     The same on any number of ranks: the gathered rewards are put back in set order before anything
     is computed from them, including the margin, which is solved on fixed chunks of that order.

@@ -44,4 +44,6 @@ def test_help_is_fast():
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "aplot_tui.cli", "--help"], cwd=ROOT, capture_output=True, check=True)
         times.append(time.perf_counter() - t0)
-    assert sorted(times)[1] < 0.6, times
+    # ~0.3 s on an idle machine; 2 s is a generous bound that a machine shared with training jobs
+    # still meets (a regression that imports torch at start-up costs several seconds)
+    assert sorted(times)[1] < 2.0, times

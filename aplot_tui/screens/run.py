@@ -320,10 +320,10 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         for key, label in panel.keys:
             if key.startswith("eval/*/"):
                 name = key[len("eval/*/"):]
-                keys = sorted((k for k in self.series if k.startswith(M.EVAL_PREFIX) and k.endswith("/" + name)),
-                              key=lambda k: (k.split("/")[1] != M.HELDOUT, k))
-                for k in keys:
-                    lines.append((k.split("/")[1], self.series[k]))
+                sets = sorted(M.eval_set(split) for split, n in map(M.split_key, self.series)
+                              if n == name and M.is_eval(split))
+                for set_name in sorted(sets, key=lambda s: s != M.HELDOUT):  # heldout first, then by name
+                    lines.append((set_name, self.series[M.metric_key(M.eval_split(set_name), name)]))
             elif key in self.series:
                 lines.append((label, self.series[key]))
         return tuple(Line(label, series=s, color=PALETTE[i % len(PALETTE)]) for i, (label, s) in enumerate(lines))
