@@ -27,6 +27,7 @@ from .widgets.series import downsample, nice_ticks
 DEFAULT_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, "eval/win/" + M.WIN_RATE],
+    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN],
 }
 TABLE_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP,
@@ -34,6 +35,8 @@ TABLE_METRICS = {
            *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.ACC_CHOSEN_SHORTER, D.ACC_SIMILAR, D.ACC_CHOSEN_LONGER,
                                      D.REWARD_LENGTH_CORR, D.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, "eval/win/" + M.WIN_RATE],
+    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN, "eval/*/" + M.REWARD_GAP,
+             *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.REWARD_LENGTH_CORR, D.ECE))],
 }
 LOWER_IS_BETTER = ("loss", "objective/kl", "policy/approxkl_avg", "grad_norm", "diag/ece")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -130,7 +133,7 @@ def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[di
     for run in runs:
         cfg = run.config
         row = {"id": run.id, "name": run.label, "kind": run.kind,
-               "loss": cfg.get("loss", {}).get("type", "") if run.kind == "rm" else "ppo",
+               "loss": cfg.get("loss", {}).get("type", "") if run.kind == "rm" else run.kind,
                "status": mf.effective_status(run.paths, run.manifest),
                "steps": max((xs[-1] for xs, _ in run.series.values() if xs), default=0)}
         for key in metrics:

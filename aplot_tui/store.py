@@ -78,14 +78,19 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     status, reason = mf.status_and_reason(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
-    for key in KEY_COLUMNS.get(kind, ()):
+    keys = KEY_COLUMNS.get(kind, ())
+    if kind == "eval":  # every scored set: its accuracy, and the sections' mean where there is one
+        keys = [k for k in {**summary, **values} if k.startswith(M.EVAL_PREFIX)
+                and k.endswith(("/" + M.ACCURACY, "/" + M.SECTIONS_MEAN)) and "/subset/" not in k
+                and "/section/" not in k]
+    for key in keys:
         if key in values:
             metrics[key] = values[key]
         elif key in summary:
             metrics[key] = summary[key]
     return RunRow(
         id=paths.id, name=manifest.get("name", ""), kind=kind,
-        loss=cfg.get("loss", {}).get("type", "") if kind == "rm" else "ppo",
+        loss=cfg.get("loss", {}).get("type", "") if kind == "rm" else kind,
         status=status, step=step or int(summary.get("step", 0) or 0),
         total_steps=int(manifest.get("resolved", {}).get("total_steps", 0) or 0),
         metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),
