@@ -260,8 +260,10 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
     links: dict = {}
     folder = Path(model)
     run_cfg = None
+    if folder.is_dir() and not (folder / "config.json").is_file() and not (folder / mf.MANIFEST).is_file():
+        raise UserError(f"{model}: not a model folder (no config.json) nor a run")
     if not (folder / "config.json").is_file():
-        paths = mf.find_run(root, model)
+        paths = mf.find_run(root, folder.name if folder.is_dir() else model)
         run_manifest = mf.read(paths)
         if run_manifest.get("kind") != "rm":
             raise UserError(f"{paths.id}: is a {run_manifest.get('kind')} run; aplot eval scores reward models")

@@ -359,7 +359,7 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
     for name, path in cfg.data.eval.items():
         if not isinstance(path, str) or not path:
             problems.append(f"data.eval.{name}: expected a file path, got {path!r} ({where})")
-        elif name == "heldout":
+        elif name == "heldout" and (cfg.data.train and cfg.data.eval_fraction > 0):
             problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split ({where})")
     for ours, theirs in cfg.data.columns.items():
         if ours not in DATA_COLUMNS:
