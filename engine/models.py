@@ -257,10 +257,17 @@ def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, token
 
 def save_tokenizer(tokenizer, out_dir: Path | str, inputs: dict | None = None) -> None:
     """The tokenizer; for a reward model (`inputs` given) with aplot's pair template and input rule."""
-    if inputs is not None:
-        tokenizer = with_pair_template(tokenizer)
-        (Path(out_dir) / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
-    tokenizer.save_pretrained(str(out_dir))
+    if inputs is None:
+        tokenizer.save_pretrained(str(out_dir))
+        return
+    with_pair_template(tokenizer).save_pretrained(str(out_dir))
+    (Path(out_dir) / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
+    # Loaded as the generic fast tokenizer, tokenizer.json's template is used as saved; a model-specific
+    # class (BertTokenizer, LlamaTokenizer, …) would rebuild its own post-processor over it on load.
+    config_file = Path(out_dir) / TOKENIZER_FILE
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def with_pair_template(tokenizer):

