@@ -34,7 +34,11 @@ HASH_CHUNK = 1 << 20
 def is_dataset_source(spec: str) -> bool:
     """A source that `datasets`/pyarrow reads (everything but JSON lines and JSON files)."""
     return (spec.startswith(HF_PREFIX) or spec.endswith(".parquet") or glob.has_magic(spec)
-            or os.path.isdir(spec))
+            or _is_arrow_folder(spec))
+
+
+def _is_arrow_folder(spec: str) -> bool:
+    return os.path.isfile(os.path.join(spec, "state.json")) or os.path.isfile(os.path.join(spec, "dataset_dict.json"))
 
 
 def parse_hf(spec: str) -> tuple[str, str | None, str]:
@@ -62,13 +66,14 @@ def check_source(spec: str) -> str | None:
             return f"{spec}: no file matches this pattern"
         bad = [f for f in files if not f.endswith(".parquet")]
         return f"{bad[0]}: unsupported file type in {spec}; a glob must match .parquet files" if bad else None
-    if os.path.isdir(spec):
-        return None if (Path(spec) / "state.json").exists() or (Path(spec) / "dataset_dict.json").exists() else (
-            f"{spec}: a folder, but not one written by save_to_disk (no state.json)")
+    if _is_arrow_folder(spec):
+        return None
+    if os.path.isdir(spec) and not spec.removesuffix(".gz").endswith((".jsonl", ".json")):
+        return f"{spec}: a folder, but not one written by save_to_disk (no state.json)"
     if not os.path.exists(spec):
-        return f"{spec}: no such data file"
+        return f"no such data file {spec!r}"
     if not os.path.isfile(spec):
-        return f"{spec}: not a regular file"
+        return f"not a regular file {spec!r}"
     if not spec.endswith(".parquet") and not spec.removesuffix(".gz").endswith((".jsonl", ".json")):
         return f"{spec}: unsupported file type; expected {SUPPORTED}"
     return None
@@ -127,7 +132,7 @@ def load_dataset_source(spec: str, columns: dict[str, str] | None = None):
         raise DataError(problem)
     if spec.startswith(HF_PREFIX):
         rows, digest, fmt = _hub_rows(spec)
-    elif os.path.isdir(spec):
+    elif _is_arrow_folder(spec):
         rows, digest, fmt = _disk_rows(spec), _files_digest(_data_files(Path(spec))), "arrow"
     else:
         files = sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]

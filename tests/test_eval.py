@@ -6,6 +6,8 @@ One demo RM run (module scope) is scored again through `aplot eval` on its own h
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,14 +108,16 @@ def test_the_export_loads_in_plain_transformers_and_scores_as_aplot_does(demo_ru
     pairs = heldout_pairs(manifest)
     m = manifest["config"]["model"]
     rc, _ = hand_scored(paths.checkpoints / "final", pairs[:8], m["max_length"], m["prompt_share"])
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: F401 - the README's
-
-    for pair, want in zip(pairs[:8], rc, strict=True):
-        scope = {"out": str(out), "prompt": pair.prompt, "response": pair.chosen,
-                 "AutoTokenizer": AutoTokenizer,
-                 "AutoModelForSequenceClassification": AutoModelForSequenceClassification}
-        exec(README_LINES, scope)  # the README's three lines, verbatim
-        assert abs(scope["score"] - want) < 1e-6, (scope["score"], want)
+    # the README's three lines, verbatim, in a fresh process that knows nothing of aplot
+    assert README_LINES in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    script = ("import json, sys\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+              "out = sys.argv[1]\nfor prompt, response in json.loads(sys.argv[2]):\n"
+              + "".join(f"    {line}\n" for line in README_LINES.splitlines()) + "    print(repr(score))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(out), json.dumps([[p.prompt, p.chosen] for p in pairs[:8]])],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scores = [float(x) for x in proc.stdout.split()]
+    assert len(scores) == 8 and all(abs(a - b) < 1e-6 for a, b in zip(scores, rc, strict=True)), (scores, rc)
     # aplot eval on the exported folder: the run's own numbers
     own = eval_records(paths)[M.HELDOUT]
     ev = launch_eval(runs, out, "--data", f"{M.HELDOUT}={write_pairs(tmp_path / 'heldout.jsonl', pairs)}")
