@@ -75,21 +75,40 @@ def _load_config(config: Path | None, overrides: list[str], preset: str | None) 
 
 def preflight(cfg: config_mod.Config) -> None:
     """Checks that cost nothing and would otherwise fail minutes later inside the subprocess."""
+    from engine import sources, trackers
+
     problems = []
     files = [("data.train", cfg.data.train)] + [(f"data.eval.{k}", v) for k, v in cfg.data.eval.items()]
     if cfg.kind == "ppo":
         files = [("ppo.prompts", cfg.ppo.prompts)]
     for field, path in files:
-        if path and path != "synthetic" and not os.path.isfile(path):  # never raises, unlike Path.is_file
-            what = "not a regular file" if os.path.exists(path) else "no such data file"
-            problems.append(f"{field}: {what} {path!r}")
+        if not path or path == "synthetic":
+            continue
+        if cfg.kind == "ppo":
+            if not os.path.isfile(path):  # never raises, unlike Path.is_file
+                what = "not a regular file" if os.path.exists(path) else "no such data file"
+                problems.append(f"{field}: {what} {path!r}")
+        elif (why := sources.check_source(path)) is not None:
+            problems.append(f"{field}: {why}")
     if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
         problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
+    problems += trackers.problems(cfg.log.trackers)
+    if cfg.kind == "eval":
+        if not os.path.isfile(os.path.join(cfg.model.name, "config.json")):
+            problems.append(f"model.name: {cfg.model.name!r} is not a model folder (no config.json)")
+        if cfg.eval.sections:
+            from engine.sections import read_sections
+
+            try:
+                read_sections(cfg.eval.sections)
+            except config_mod.ConfigError as e:
+                problems += e.problems
     if problems:
         raise config_mod.ConfigError(problems)
 
 
-EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, "n_pairs", M.WIN_RATE, M.WIN_RATE_SE, M.WIN_RATE_N,
+EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, M.N_PAIRS, M.SECTIONS_MEAN, M.WIN_RATE, M.WIN_RATE_SE,
+              M.WIN_RATE_N,
               "diag/shorter_wins_acc", "diag/ece")
 
 
@@ -110,7 +129,7 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
     console = Console(stderr=True, soft_wrap=piped, width=1000 if piped else None)
     tail = M.MetricsTail(paths.metrics)
     kind = mf.read(paths).get("kind", "rm")
-    keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}[kind]
+    keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}.get(kind, ())
     latest: dict[str, float] = {}
     with Progress(TextColumn("[bold]{task.fields[run]}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -124,7 +143,7 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
                         latest.update({k: v for k, v in rec.data.items() if k in keys and v is not None})
                         bar.update(task, completed=rec.step)
                     elif M.is_eval(rec.split):
-                        for k in (M.ACCURACY, M.WIN_RATE):
+                        for k in (M.ACCURACY, M.WIN_RATE, M.SECTIONS_MEAN):
                             if k in rec.data:
                                 latest[f"{M.eval_set(rec.split)}/{k}"] = rec.data[k]
                                 if not quiet:
@@ -215,6 +234,97 @@ def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
     ppo_cfg = config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_paths.id}"'], preset="demo-ppo")
     ppo_paths, status = _launch_and_follow(ppo_cfg, root, False, quiet, {"reward_model_run": rm_paths.id})
     return _report_end(ppo_paths, status)
+
+
+INPUTS_FILE = "aplot_inputs.json"  # how an exported model builds its inputs (written by engine.models)
+INHERITED = ("seed",)  # what an eval of a run takes from it besides [model] input settings, [data] and [launch]
+
+
+def eval_config(root: Path, model: str, data: list[str], sections: Path | None, which: str, name: str,
+                overrides: list[str]) -> tuple[config_mod.Config, dict]:
+    """The config of an `eval` run for MODEL (a run, a checkpoint folder or any HF reward-model folder)
+    and its [links]. A run lends its token settings, seed, data (its own eval sets, the held-out split
+    included, when no --data is given) and launch; a folder lends its exported input settings."""
+    cfg: dict = {"kind": "eval", "model": {}, "data": {"train": ""}, "eval": {}}
+    links: dict = {}
+    folder = Path(model)
+    run_cfg = None
+    if folder.is_dir() and not (folder / "config.json").is_file() and not (folder / mf.MANIFEST).is_file():
+        raise UserError(f"{model}: not a model folder (no config.json) nor a run")
+    if not (folder / "config.json").is_file():
+        paths = mf.find_run(root, folder.name if folder.is_dir() else model)
+        run_manifest = mf.read(paths)
+        if run_manifest.get("kind") != "rm":
+            raise UserError(f"{paths.id}: is a {run_manifest.get('kind')} run; aplot eval scores reward models")
+        folder = paths.checkpoints / which
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{paths.id}: has no checkpoints/{which} model yet")
+        run_cfg = run_manifest["config"]
+        links = {"model_run": paths.id, "model_checkpoint": which}
+        cfg["model"].update({k: run_cfg["model"][k] for k in ("max_length", "prompt_share") if k in run_cfg["model"]})
+        cfg.update({k: run_cfg[k] for k in INHERITED if k in run_cfg})
+        cfg["launch"] = dict(run_cfg.get("launch", {}))
+        if not data:
+            cfg["data"] = dict(run_cfg["data"])
+    elif (folder / INPUTS_FILE).is_file():
+        inputs = json.loads((folder / INPUTS_FILE).read_text())
+        cfg["model"].update({k: inputs[k] for k in ("max_length", "prompt_share") if k in inputs})
+    cfg["model"]["name"] = str(folder.resolve())
+    if data:
+        evals = {}
+        for item in data:
+            set_name, eq, source = item.partition("=")
+            if not eq or not set_name or not source:
+                raise UserError(f"--data {item}: expected NAME=SOURCE (e.g. oasst=pairs.jsonl)")
+            evals[set_name] = source if source.startswith("hf:") else str(Path(source).absolute())
+        cfg["data"] = {"train": "", "eval": evals, "columns": cfg["data"].get("columns", {})}
+    elif run_cfg is None:
+        raise UserError(f"{model}: give the sets to score with --data NAME=SOURCE")
+    if sections is not None:
+        cfg["eval"]["sections"] = str(sections.absolute())
+    cfg["name"] = name or f"{run_cfg.get('name', 'run') if run_cfg else folder.name}"[:40]
+    config_mod.apply_overrides(cfg, overrides)
+    out = config_mod.from_dict(cfg, "aplot eval")
+    if out.model.max_length == config_mod.ModelSection().max_length and "max_length" not in cfg["model"]:
+        out.model.max_length = _folder_max_length(folder, out.model.max_length)
+    preflight(out)
+    return out, links
+
+
+def _folder_max_length(folder: Path, default: int) -> int:
+    """Someone else's model: its tokenizer's own limit when it states a usable one."""
+    try:
+        limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length")
+    except (OSError, ValueError):
+        return default
+    return int(limit) if isinstance(limit, int) and 8 < limit <= 32768 else default
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="a run id (its best or final model), a checkpoint "
+                                         "folder, or any local HF sequence-classification folder")],
+    data: Annotated[list[str] | None, typer.Option("--data", "-d", help="NAME=SOURCE, repeatable: .jsonl, "
+                                                   ".parquet, a save_to_disk folder or hf:REPO")] = None,
+    sections: Annotated[Path | None, typer.Option("--sections", help="TOML: section = [subsets] (or "
+                                                  "{subset = weight}); section scores and their mean")] = None,
+    which: Annotated[str, typer.Option("--which", help="for a run: best | final")] = "best",
+    name: Annotated[str, typer.Option("--name", help="the eval run's name")] = "",
+    overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. launch.num_processes=2")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="start and return")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-set lines")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Score a reward model on preference sets, per subset and section: an `eval` run in the store."""
+    if which not in ("best", "final"):
+        raise UserError(f"--which: must be best | final, got {which!r}")
+    root = _root(runs_dir)
+    cfg, links = eval_config(root, model, list(data or []), sections, which, name, list(overrides or []))
+    paths, status = _launch_and_follow(cfg, root, detach, quiet, links)
+    if detach:
+        typer.echo(paths.id)
+        return
+    raise typer.Exit(_report_end(paths, status))
 
 
 @app.command()
@@ -379,7 +489,8 @@ def export(
     which: Annotated[str, typer.Option("--which", help="best | final")] = "best",
     runs_dir: RunsDir = None,
 ) -> None:
-    """Copy a run's model (HF folder, safetensors + tokenizer), manifest and metrics out of the store."""
+    """Copy a run's model out of the store as an HF folder (safetensors, the tokenizer with aplot's pair
+    template, aplot_inputs.json), with the run's manifest and metrics beside it."""
     paths = mf.find_run(_root(runs_dir), run_id)
     src = paths.checkpoints / which
     if not src.is_dir():
@@ -391,7 +502,8 @@ def export(
     dest = out or Path(paths.id)
     if dest.exists() and any(dest.iterdir()):
         raise UserError(f"{dest}: exists and is not empty")
-    shutil.copytree(src, dest / "model", dirs_exist_ok=True)
+    # the folder itself is the model: from_pretrained(dest) loads it, the run's record sits beside
+    shutil.copytree(src, dest, dirs_exist_ok=True)
     for f in (paths.manifest, paths.metrics):
         if f.exists():
             shutil.copy2(f, dest / f.name)

@@ -28,6 +28,7 @@ from .widgets.series import downsample, nice_ticks
 DEFAULT_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE)],
+    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN],
 }
 TABLE_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP,
@@ -35,6 +36,8 @@ TABLE_METRICS = {
            *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.ACC_CHOSEN_SHORTER, D.ACC_SIMILAR, D.ACC_CHOSEN_LONGER,
                                      D.REWARD_LENGTH_CORR, D.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE)],
+    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN, "eval/*/" + M.REWARD_GAP,
+             *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.REWARD_LENGTH_CORR, D.ECE))],
 }
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")

@@ -72,7 +72,12 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     status, reason = mf.status_and_reason(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
-    for key in M.KEY_METRICS.get(kind, ()):
+    keys = M.KEY_METRICS.get(kind, ())
+    if kind == "eval":  # every scored set: its accuracy, and the sections' mean where there is one
+        keys = [k for k in {**summary, **values} if k.startswith(M.EVAL_PREFIX)
+                and k.endswith(("/" + M.ACCURACY, "/" + M.SECTIONS_MEAN)) and "/subset/" not in k
+                and "/section/" not in k]
+    for key in keys:
         if key in values:
             metrics[key] = values[key]
         elif key in summary:

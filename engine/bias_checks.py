@@ -232,13 +232,15 @@ def _cut(text: str, max_chars: int, keep_end: bool = False) -> tuple[str, bool]:
 
 
 def hard_pair_records(pairs: Sequence[Any], r_c, r_r, margin=None, k: int = HARD_PAIRS_K,
-                      max_chars: int = HARD_PAIR_MAX_CHARS, len_c=None, len_r=None) -> list[dict]:
+                      max_chars: int = HARD_PAIR_MAX_CHARS, len_c=None, len_r=None,
+                      truncated: Sequence[bool] | None = None) -> list[dict]:
     """The k pairs with the most negative reward gap, hardest first, ready for hard_pairs.jsonl.
 
     One copy of each text, capped at `max_chars` so the file stays small over hundreds of evals
     (2,000 chars is the whole response for nearly every HH or OASST pair): the prompt keeps its
-    end (the last turn is what the responses answer), the responses their start; `truncated` says
-    whether anything was cut. Viewers shorten further for list rows. `pairs` holds objects or
+    end (the last turn is what the responses answer), the responses their start; `text_cut` says
+    whether anything was cut for the file, `truncated` whether the model saw the pair cut to
+    max_length (given per pair by the caller). Viewers shorten further for list rows. `pairs` holds objects or
     dicts with prompt/chosen/rejected; margin and lengths are optional [n] arrays.
     """
     r_c, r_r = _f(r_c), _f(r_r)
@@ -255,10 +257,24 @@ def hard_pair_records(pairs: Sequence[Any], r_c, r_r, margin=None, k: int = HARD
                "chosen_reward": round(float(r_c[i]), 4), "rejected_reward": round(float(r_r[i]), 4),
                "gap": round(float(gap[i]), 4),
                "margin": None if m is None else _num(round(float(m[i]), 4)),
-               "truncated": cut_p or cut_c or cut_r}
+               "truncated": bool(truncated[i]) if truncated is not None else False,
+               "text_cut": cut_p or cut_c or cut_r}
         if lens is not None:
             rec["chosen_len"], rec["rejected_len"] = int(lens[0][i]), int(lens[1][i])
         out.append(rec)
+    return out
+
+
+def subset_accuracy(subsets: Sequence[str | None], r_c, r_r) -> dict[str, float]:
+    """Accuracy and pair count per `subset` label (pairs without one are left out), in set order."""
+    if not any(s is not None for s in subsets):
+        return {}
+    right = _f(r_c) > _f(r_r)  # [n]
+    out: dict[str, float] = {}
+    for name in sorted({s for s in subsets if s is not None}):
+        mask = np.fromiter((s == name for s in subsets), dtype=bool, count=len(subsets))
+        out[M.subset_key(name, M.ACCURACY)] = float(right[mask].mean())
+        out[M.subset_key(name, M.N_PAIRS)] = int(mask.sum())
     return out
 
 

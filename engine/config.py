@@ -9,6 +9,7 @@ trainer and frozen into the manifest's `[resolved]` table; nothing else recomput
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import tomllib
@@ -21,6 +22,7 @@ import tomli_w
 from engine.errors import AplotError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+DATA_COLUMNS = ("prompt", "chosen", "rejected", "margin", "subset")  # what `[data] columns` maps onto
 
 
 def f(default: Any, help: str, *, choices: tuple | None = None, gt: float | None = None,
@@ -59,6 +61,8 @@ class LoraConfig:
 class ModelSection:
     name: str = f("tiny", 'hub id, local path, or "tiny" (a small model built from config)')
     max_length: int = f(256, "tokens per prompt+response; the prompt is cut from the left", gt=8)
+    prompt_share: float = f(0.25, "share of max_length the prompt keeps (if it is that long): longer responses "
+                            "lose their end first; 0 = the prompt gets only what the responses leave", ge=0, le=0.9)
     tokenizer: str = f("", "tokenizer to load; empty = the model's own (or trained locally for tiny)")
     gguf_file: str = f("", "GGUF file inside the model folder, loaded through transformers' gguf_file")
     trust_remote_code: bool = f(False, "allow custom modelling code shipped with a checkpoint")
@@ -71,9 +75,11 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    train: str = f("synthetic", 'training pairs: .jsonl/.json(.gz), or "synthetic" for the demo task')
+    train: str = f("synthetic", 'training pairs: .jsonl/.json(.gz), .parquet (or a glob), a save_to_disk folder, '
+                   'hf:REPO[:CONFIG][@SPLIT] (local cache), or "synthetic" for the demo task')
+    columns: dict = f({}, "your column names, aplot's name = yours (prompt, chosen, rejected, margin, subset)")
     eval_fraction: float = f(0.1, "share of train held out as the eval set `heldout`; 0 = none", ge=0, lt=1)
-    eval: dict = f({}, "more named eval sets, name = path (e.g. ood = \"other.jsonl\")")
+    eval: dict = f({}, "more named eval sets, name = source, any form train takes (e.g. ood = \"other.jsonl\")")
     max_train_pairs: int = f(0, "use at most this many training pairs (after the split); 0 = all", ge=0)
     max_eval_pairs: int = f(0, "use at most this many pairs of each eval set; 0 = all", ge=0)
     synthetic_pairs: int = f(2000, "pairs generated when train = \"synthetic\"", gt=0)
@@ -155,6 +161,8 @@ class EvalSection:
     every: int = f(50, "steps between evals; also evaluated at the end", ge=0)
     batch_size: int = f(32, "pairs per eval batch", gt=0)
     hard_pairs: int = f(20, "hardest pairs (most negative reward gap) written at each eval", ge=0)
+    sections: str = f("", "kind = eval: a TOML file of sections (section = [subsets], or {subset = weight}); "
+                      "scores per section and their mean, as RewardBench reports")
 
 
 @dataclass
@@ -201,7 +209,8 @@ class LogSection:
 
 @dataclass
 class Config:
-    kind: str = f("rm", "what the run trains", choices=("rm", "ppo"))
+    kind: str = f("rm", "what the run does: train a reward model or a PPO policy, or evaluate a reward model "
+                  "(model.name = its folder) on data.eval", choices=("rm", "ppo", "eval"))
     name: str = f("run", "a human name; part of the run id")
     seed: int = f(0, "seed of data order, initialisation and sampling", ge=0, lt=2**32)
     tags: list = f([], "free labels shown in `aplot ls` and the runs screen")
@@ -355,8 +364,15 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
     for name, path in cfg.data.eval.items():
         if not isinstance(path, str) or not path:
             problems.append(f"data.eval.{name}: expected a file path, got {path!r} ({where})")
-        elif name == "heldout":
+        elif name == "heldout" and (cfg.data.train and cfg.data.eval_fraction > 0):
             problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split ({where})")
+    for ours, theirs in cfg.data.columns.items():
+        if ours not in DATA_COLUMNS:
+            problems.append(f"data.columns.{ours}: not one of aplot's columns ({', '.join(DATA_COLUMNS)}) ({where})")
+        elif not isinstance(theirs, str) or not theirs:
+            problems.append(f"data.columns.{ours}: expected your column's name, got {theirs!r} ({where})")
+    if cfg.kind == "eval" and not cfg.data.eval and not (cfg.data.train and cfg.data.eval_fraction > 0):
+        problems.append(f"data.eval: an eval run needs at least one eval set ({where})")
     if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
@@ -475,13 +491,19 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
     """Data paths in a config are relative to the config file, like a Makefile's."""
 
     def fix(p: str) -> str:
-        if not p or p == "synthetic" or Path(p).is_absolute():
+        if not p or p == "synthetic" or p.startswith("hf:") or Path(p).is_absolute():
             return p
+        if glob.has_magic(p):  # a parquet glob: relative to the config like any path
+            return str(base / p)
         candidate = base / p
         return str(candidate.resolve()) if os.path.exists(candidate) else p  # never raises, even for odd names
 
     cfg.data.train = fix(cfg.data.train)
     cfg.data.eval = {k: fix(v) for k, v in cfg.data.eval.items()}
+    if cfg.eval.sections:
+        cfg.eval.sections = fix(cfg.eval.sections)
+    if cfg.kind == "eval":
+        cfg.model.name = fix(cfg.model.name)
     if cfg.kind == "ppo" and cfg.ppo.prompts not in ("", "synthetic"):
         cfg.ppo.prompts = fix(cfg.ppo.prompts)
     if cfg.launch.accelerate_config:

@@ -51,6 +51,7 @@ class Pair:
     chosen: str  # response only; the context lives in `prompt`
     rejected: str
     margin: float | None = None
+    subset: str | None = None  # a label (e.g. RewardBench's "alpacaeval-easy") for per-subset accuracy
 
 
 @dataclass
@@ -60,6 +61,8 @@ class LoadResult:
     path: str
     sha256: str  # of the file's bytes as stored (compressed if .gz): provenance for the manifest
     format: str  # detected row shape(s): "standard", "conversational", "hh", joined by "+" if mixed
+
+
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -95,18 +98,20 @@ def _common_prefix_len(a: str, b: str) -> int:
     return lo
 
 
-def split_transcripts(chosen: str, rejected: str) -> tuple[str, str, str]:
-    """HH transcripts -> (prompt, chosen, rejected): the prompt is the longest shared prefix ending in
-    "\\n\\nAssistant:"; responses that share their first words still split at the marker."""
+def split_transcripts(chosen: str, rejected: str) -> tuple[str, str, str, str]:
+    """Two whole texts -> (prompt, chosen, rejected, shape). HH transcripts split at the longest shared
+    prefix that ends in "\\n\\nAssistant:", so responses that share their first words still split at
+    the marker. Other texts (TRL's standard format with an implicit prompt) split where their shared
+    prefix last ends a word: the responses keep their leading space; the prompt may be empty."""
     shared = _common_prefix_len(chosen, rejected)
     cut = chosen.rfind(ASSISTANT_MARK, 0, shared)
-    if cut < 0:
-        raise ValueError(
-            "chosen/rejected are text without a prompt, but share no '\\n\\nHuman: … \\n\\nAssistant:' "
-            "prefix (HH transcripts)"
-        )
-    cut += len(ASSISTANT_MARK)
-    return chosen[:cut], chosen[cut:], rejected[cut:]
+    if cut >= 0:
+        cut += len(ASSISTANT_MARK)
+        return chosen[:cut], chosen[cut:], rejected[cut:], "hh"
+    if shared == min(len(chosen), len(rejected)):  # one text is a prefix of the other: keep a word
+        shared = max(0, shared - 1)
+    cut = max(chosen.rfind(" ", 0, shared + 1), chosen.rfind("\n", 0, shared + 1), 0)
+    return chosen[:cut], chosen[cut:], rejected[cut:], "implicit"
 
 
 def _messages(value: Any, name: str) -> list[dict]:
@@ -144,9 +149,12 @@ def parse_row(row: Any) -> tuple[Pair, str]:
             k += 1
         shape, parts = "conversational", _split_messages(chosen[:k], chosen[k:], rejected[k:])
     elif texts:
-        shape, parts = "hh", split_transcripts(chosen, rejected)
+        *parts, shape = split_transcripts(chosen, rejected)
     else:
         raise ValueError("chosen and rejected must both be text or both be message lists")
+    subset = row.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise ValueError(f"subset must be text, got {subset!r}")
     margin = row.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         raise ValueError(f"margin must be a number, got {margin!r}")
@@ -154,7 +162,7 @@ def parse_row(row: Any) -> tuple[Pair, str]:
         margin = None if margin is None else float(margin)
     except OverflowError:  # an integer beyond float range; ±Infinity written as such stays allowed
         raise ValueError(f"margin is too large for a float ({len(str(abs(margin)))} digits)") from None
-    return Pair(*parts, margin=margin), shape
+    return Pair(*parts, margin=margin, subset=subset), shape
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -201,11 +209,26 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _collect(rows: list[tuple[str, Any]], path: str, sha256: str) -> LoadResult:
+def rename_columns(row: Any, columns: dict[str, str] | None) -> Any:
+    """The user's column names onto aplot's (`columns` maps aplot's name to theirs); a mapped column
+    the row lacks is an error naming both names."""
+    if not columns or not isinstance(row, dict):
+        return row
+    out = {k: v for k, v in row.items() if k not in columns.values()}
+    for ours, theirs in columns.items():
+        if theirs in row:
+            out[ours] = row[theirs]
+        elif ours in ("chosen", "rejected"):
+            raise ValueError(f"no column {theirs!r} (data.columns.{ours}); got keys {sorted(row)}")
+    return out
+
+
+def _collect(rows, path: str, sha256: str, columns: dict[str, str] | None = None) -> LoadResult:
+    """Rows (any iterable of (where, row)) to pairs; the first bad row stops it with where + why."""
     pairs, shapes, skipped = [], [], 0
     for where, row in rows:
         try:
-            pair, shape = parse_row(row)
+            pair, shape = parse_row(rename_columns(row, columns))
         except ValueError as e:
             raise DataError(f"{where}: {e}") from None
         if not pair.chosen.strip() or not pair.rejected.strip():
@@ -219,13 +242,18 @@ def _collect(rows: list[tuple[str, Any]], path: str, sha256: str) -> LoadResult:
     return LoadResult(pairs, skipped, path, sha256, "+".join(shapes))
 
 
-def load_pairs(path: str) -> LoadResult:
-    """Read a .jsonl / .json (optionally .gz) file of preference rows, detecting each row's shape."""
+def load_pairs(path: str, columns: dict[str, str] | None = None) -> LoadResult:
+    """Read preference rows, detecting each row's shape: a .jsonl / .json (optionally .gz) file here;
+    parquet files or globs, a `save_to_disk` folder and `hf:` hub datasets through `engine.sources`."""
     path = str(path)
+    from engine import sources  # pyarrow and `datasets` load only for the sources that need them
+
+    if sources.is_dataset_source(path):
+        return sources.load_dataset_source(path, columns)
     if not path.removesuffix(".gz").endswith((".jsonl", ".json")):
-        raise DataError(f"{path}: unsupported file type; expected .jsonl or .json, optionally .gz")
+        raise DataError(f"{path}: unsupported file type; expected {sources.SUPPORTED}")
     raw = _read_regular_file(path)
-    return _collect(_read_rows(path, raw), path, hashlib.sha256(raw).hexdigest())
+    return _collect(_read_rows(path, raw), path, hashlib.sha256(raw).hexdigest(), columns)
 
 
 def _read_regular_file(path: str) -> bytes:
@@ -336,13 +364,17 @@ def special_layout(tokenizer: Any) -> SpecialLayout:
 
 
 def _assemble(
-    layout: SpecialLayout, prompt: list[int], chosen: list[int], rejected: list[int], max_length: int
+    layout: SpecialLayout, prompt: list[int], chosen: list[int], rejected: list[int], max_length: int,
+    prompt_floor: int = 0,
 ) -> dict:
-    """Fit both sequences in max_length: responses keep their start (their end is cut only when a
-    response alone is too long), the prompt is cut from the left. Both sides keep the same prompt
-    tokens so the two rewards are computed over the same context."""
+    """Fit both sequences in max_length. The prompt keeps at least `prompt_floor` tokens (all of it
+    when shorter): responses lose their end when they must make room for that floor (or when one
+    alone is too long); the prompt gets what the longer response leaves beyond it, cut from the
+    left (its end, the turn the responses answer, stays). Both sides keep the same prompt tokens so
+    the two rewards are computed over the same context."""
     budget = max_length - layout.size
-    c, r = chosen[:budget], rejected[:budget]
+    floor = min(len(prompt), prompt_floor)
+    c, r = chosen[: budget - floor], rejected[: budget - floor]
     keep = budget - max(len(c), len(r))
     p = prompt[max(0, len(prompt) - keep) :] if keep > 0 else []
     head = layout.prefix + p + layout.middle
@@ -353,12 +385,19 @@ def _assemble(
         "chosen_len": len(c),  # response tokens kept, specials excluded
         "rejected_len": len(r),
         "truncated": len(p) < len(prompt) or len(c) < len(chosen) or len(r) < len(rejected),
+        "no_prompt": bool(prompt) and not p,  # a prompt that lost every token
     }
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> list[dict]:
+def prompt_floor(max_length: int, share: float) -> int:
+    """Prompt tokens kept at least, from `model.prompt_share` of max_length."""
+    return int(share * max_length)
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], max_length: int, prompt_share: float = 0.0) -> list[dict]:
     """Tokenise prompts and responses separately (batched, one fast-tokenizer call per field and
     chunk) and join them with the tokenizer's special tokens; see `_assemble` for truncation."""
+    floor = prompt_floor(max_length, prompt_share)
     layout = special_layout(tokenizer)
     if max_length <= layout.size:
         raise ValueError(f"max_length {max_length} leaves no room beside {layout.size} special tokens")
@@ -368,23 +407,40 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], max_length: int) -> list
         texts = ([p.prompt for p in chunk], [p.chosen for p in chunk], [p.rejected for p in chunk])
         ids = [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts]
         for pair, p, c, r in zip(chunk, *ids, strict=True):
-            out.append(_assemble(layout, p, c, r, max_length) | {"margin": pair.margin})
+            out.append(_assemble(layout, p, c, r, max_length, floor) | {"margin": pair.margin})
     return out
 
 
-def encode_pair(tokenizer: Any, pair: Pair, max_length: int) -> dict:
-    return encode_pairs(tokenizer, [pair], max_length)[0]
+def encode_pair(tokenizer: Any, pair: Pair, max_length: int, prompt_share: float = 0.0) -> dict:
+    return encode_pairs(tokenizer, [pair], max_length, prompt_share)[0]
 
 
 class PairDataset(Dataset):
-    """Pairs encoded once up front; token ids kept as int32 arrays (a Python int list costs ~9x)."""
+    """Pairs encoded once up front; token ids kept as int32 arrays (a Python int list costs ~9x).
 
-    def __init__(self, pairs: Sequence[Pair], tokenizer: Any, max_length: int):
-        self.items = encode_pairs(tokenizer, pairs, max_length)
-        for item in self.items:
-            item["chosen_ids"] = np.asarray(item["chosen_ids"], dtype=np.int32)
-            item["rejected_ids"] = np.asarray(item["rejected_ids"], dtype=np.int32)
+    With `cache_dir` (the run store's token cache) an identical set tokenised before, by any run,
+    is read back instead of tokenised again; `cached` says whether it was."""
+
+    def __init__(self, pairs: Sequence[Pair], tokenizer: Any, max_length: int, prompt_share: float = 0.0,
+                 cache_dir: Any = None):
+        from engine import token_cache
+
+        floor = prompt_floor(max_length, prompt_share)
+        k = token_cache.key(pairs, tokenizer, max_length, floor) if cache_dir is not None else None
+        items = token_cache.load(cache_dir, k) if k else None
+        self.cached = items is not None
+        if items is None:
+            items = encode_pairs(tokenizer, pairs, max_length, prompt_share)
+            for item in items:
+                item["chosen_ids"] = np.asarray(item["chosen_ids"], dtype=np.int32)
+                item["rejected_ids"] = np.asarray(item["rejected_ids"], dtype=np.int32)
+            if k:
+                token_cache.store(cache_dir, k, items)
+        for item, pair in zip(items, pairs, strict=True):
+            item["margin"] = pair.margin
+        self.items = items
         self.truncated = sum(item["truncated"] for item in self.items)  # pairs that lost tokens
+        self.no_prompt = sum(item["no_prompt"] for item in self.items)  # pairs whose prompt lost every token
 
     def __len__(self) -> int:
         return len(self.items)

@@ -26,7 +26,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import Config, ConfigError
 
-MODULES = {"rm": "engine.reward", "ppo": "engine.ppo"}
+MODULES = {"rm": "engine.reward", "ppo": "engine.ppo", "eval": "engine.evaluate"}
 RUN_ACCELERATE_CONFIG = "accelerate_config.yaml"  # the run's own copy of the file, used on every launch
 SHARDED = ("FSDP", "DEEPSPEED")  # distributed types Accelerate engages only on GPUs
 

@@ -47,6 +47,21 @@ SAMPLES_PER_S = "samples_per_s"
 SKIPPED_NONFINITE = "skipped_nonfinite"  # a step (RM) or minibatches (PPO) dropped for a non-finite loss
 TOKENS_PER_S = "tokens_per_s"
 EPOCH = "epoch"
+N_PAIRS = "n_pairs"
+# eval-only: accuracy per `subset` label and per section of a sections file (RewardBench's way)
+SUBSET_PREFIX = "subset/"
+SECTION_PREFIX = "section/"
+SECTIONS_MEAN = "sections/mean"  # the mean of the section scores: RewardBench's headline number
+
+
+def subset_key(name: str, metric: str) -> str:
+    return f"{SUBSET_PREFIX}{name}/{metric}"
+
+
+def section_key(name: str) -> str:
+    return f"{SECTION_PREFIX}{name}/{ACCURACY}"
+
+
 # eval-only: paired samples of (margin, reward gap) for the margin panel's scatter
 MARGIN_HIST = "margin_hist"
 GAP_HIST = "gap_hist"
@@ -119,6 +134,7 @@ def higher_is_better(key: str) -> bool:
 KEY_METRICS = {
     "rm": (LOSS, ACCURACY, metric_key(eval_split(HELDOUT), ACCURACY)),
     "ppo": (SCORES, KL, metric_key(eval_split(WIN), WIN_RATE)),
+    "eval": (metric_key(eval_split(HELDOUT), ACCURACY),),
 }
 # each key metric's short column label
 KEY_LABELS = {LOSS: "loss", ACCURACY: "acc", metric_key(eval_split(HELDOUT), ACCURACY): "acc",

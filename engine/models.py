@@ -231,9 +231,19 @@ def n_params(model: nn.Module, trainable_only: bool = False) -> int:
 # --- export for PPO -----------------------------------------------------------------------
 
 
-def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, tokenizer=None) -> Path:
+INPUTS_FILE = "aplot_inputs.json"
+
+
+def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, tokenizer=None,
+                      inputs: dict | None = None) -> Path:
     """A self-contained safetensors export: plain HF weights (LoRA merged into a copy, so
-    training can go on with the adapter) plus the tokenizer, loadable without peft or pickle."""
+    training can go on with the adapter) plus the tokenizer, loadable without peft or pickle.
+
+    The tokenizer carries how aplot builds a pair's input: its post-processor is set to aplot's
+    template (`prefix prompt middle response suffix`, one token type throughout, as aplot feeds the
+    model), `truncation_side = "left"` so `tok(prompt, response, truncation="only_first")` cuts the
+    prompt from the left as aplot does, and `inputs` (max_length, the prompt floor) is written to
+    aplot_inputs.json beside it, so plain transformers and `aplot eval` score the export as aplot did."""
     hf_model = model.hf_model if isinstance(model, RewardModel) else model
     if hasattr(hf_model, "merge_and_unload"):  # a peft model
         hf_model = copy.deepcopy(hf_model).merge_and_unload()
@@ -241,8 +251,48 @@ def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, token
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(str(out_dir), safe_serialization=True)
     if tokenizer is not None:
-        tokenizer.save_pretrained(str(out_dir))
+        save_tokenizer(tokenizer, out_dir, inputs)
     return out_dir
+
+
+def save_tokenizer(tokenizer, out_dir: Path | str, inputs: dict | None = None) -> None:
+    """The tokenizer; for a reward model (`inputs` given) with aplot's pair template and input rule."""
+    if inputs is None:
+        tokenizer.save_pretrained(str(out_dir))
+        return
+    with_pair_template(tokenizer).save_pretrained(str(out_dir))
+    (Path(out_dir) / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
+    # Loaded as the generic fast tokenizer, tokenizer.json's template is used as saved; a model-specific
+    # class (BertTokenizer, LlamaTokenizer, …) would rebuild its own post-processor over it on load.
+    config_file = Path(out_dir) / TOKENIZER_FILE
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def with_pair_template(tokenizer):
+    """A copy of `tokenizer` whose own pair encoding is aplot's (see `engine.data.special_layout`)."""
+    from tokenizers import processors
+
+    from engine.data import special_layout
+
+    tok = copy.deepcopy(tokenizer)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return tok
+    layout = special_layout(tokenizer)
+
+    def pieces(ids: list[int]) -> list[str]:
+        return tok.convert_ids_to_tokens(ids)
+
+    pre, mid, post = pieces(layout.prefix), pieces(layout.middle), pieces(layout.suffix)
+    specials = sorted({(t, i) for t, i in zip(pre + mid + post, layout.prefix + layout.middle + layout.suffix,
+                                                strict=True)})
+    backend.post_processor = processors.TemplateProcessing(
+        single=" ".join([*pre, "$A", *post]), pair=" ".join([*pre, "$A", *mid, "$B:0", *post]),
+        special_tokens=specials)
+    tok.truncation_side = "left"
+    return tok
 
 
 def load_reward_model(path: Path | str, device: torch.device | str | None = None) -> tuple[RewardModel, object]:

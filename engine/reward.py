@@ -23,6 +23,7 @@ from engine import bias_checks as D
 from engine import config as config_mod
 from engine import manifest as mf
 from engine import metrics as M
+from engine import token_cache
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs
 from engine.losses import bt_loss, pair_stats, rm_loss
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
@@ -37,27 +38,53 @@ HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
 
 
 def load_data(cfg: config_mod.Config):
-    """Train pairs, named eval sets, and the sha256 of every file read (for provenance)."""
+    """Train pairs, named eval sets, the sha256 of every source read (for provenance), and the rows
+    skipped for an empty response, per data set. No train source (an eval run) gives no train pairs."""
     d = cfg.data
+    train_pairs: list = []
+    evals: dict = {}
+    hashes: dict = {}
+    skipped: dict[str, int] = {}
     try:
-        if d.train == "synthetic":
-            train = synthetic_pairs(d.synthetic_pairs, cfg.seed, d.label_noise)
-        else:
-            train = load_pairs(d.train)
-        train_pairs, heldout = split_eval(train.pairs, d.eval_fraction, cfg.seed)
-        evals = {M.HELDOUT: heldout} if heldout else {}
-        hashes = {"train": train.sha256}
+        if d.train:
+            train = synthetic_pairs(d.synthetic_pairs, cfg.seed, d.label_noise) if d.train == "synthetic" \
+                else load_pairs(d.train, d.columns)
+            train_pairs, heldout = split_eval(train.pairs, d.eval_fraction, cfg.seed)
+            evals = {M.HELDOUT: heldout} if heldout else {}
+            hashes["train"] = train.sha256
+            skipped["train"] = train.skipped_empty
         for name, path in d.eval.items():
-            res = load_pairs(path)
+            res = load_pairs(path, d.columns)
             evals[name] = res.pairs
             hashes[name] = res.sha256
+            skipped[name] = res.skipped_empty
     except DataError as e:
         raise TrainingError(str(e)) from None
     if d.max_train_pairs:
         train_pairs = train_pairs[: d.max_train_pairs]
     if d.max_eval_pairs:
         evals = {k: v[: d.max_eval_pairs] for k, v in evals.items()}
-    return train_pairs, {k: v for k, v in evals.items() if v}, hashes, train.skipped_empty
+    return train_pairs, {k: v for k, v in evals.items() if v}, hashes, skipped
+
+
+def pair_datasets(ctx: RunContext, tokenizer, named: dict[str, list]) -> dict[str, PairDataset]:
+    """Every data set tokenised (or read back from the store's token cache), with its truncation
+    counts said at start and frozen into [resolved] by the caller."""
+    m = ctx.cfg.model
+    cache = token_cache.cache_root(ctx.paths.dir.parent)
+    out = {name: PairDataset(pairs, tokenizer, m.max_length, m.prompt_share, cache) for name, pairs in named.items()}
+    for name, ds in out.items():
+        ctx.accelerator.print(f"[aplot] data {name}: {len(ds)} pairs, {ds.truncated} truncated to "
+                              f"{m.max_length} tokens ({ds.no_prompt} with no prompt left)"
+                              + (", tokens from the cache" if ds.cached else ""))
+    return out
+
+
+def data_counts(datasets: dict[str, PairDataset], skipped: dict[str, int]) -> dict:
+    """Per data set: pairs truncated to max_length, pairs left with no prompt, rows skipped as empty."""
+    return {"truncated_pairs": {k: int(v.truncated) for k, v in datasets.items()},
+            "no_prompt_pairs": {k: int(v.no_prompt) for k, v in datasets.items()},
+            "skipped_empty_pairs": dict(skipped)}
 
 
 def micro_batch_indices(step: int, k: int, resolved: dict, seed: int, rank: int, bs: int) -> np.ndarray:
@@ -124,7 +151,7 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     is computed from them, including the margin, which is solved on fixed chunks of that order.
     """
     acc, cfg = ctx.accelerator, ctx.cfg
-    aplot = cfg.loss.type == "aplot"
+    aplot = cfg.kind == "rm" and cfg.loss.type == "aplot"  # an eval run scores; it has no margin to show
     model.eval()
     parts: list[tuple] = []
     for batch, idx in eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
@@ -159,8 +186,11 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     # what the accuracy hides: length bias, calibration, and the pairs it gets most wrong
     rc_np, rr_np = r_c.numpy(), r_r.numpy()
     out.update(D.diagnostics(rc_np, rr_np, lens[:, 0], lens[:, 1]))
+    out.update(D.subset_accuracy([p.subset for p in pairs], rc_np, rr_np))
     hard = D.hard_pair_records(pairs, rc_np, rr_np, m.numpy() if m is not None else None, k=cfg.eval.hard_pairs,
-                               len_c=lens[:, 0], len_r=lens[:, 1]) if cfg.eval.hard_pairs and ctx.is_main else []
+                               len_c=lens[:, 0], len_r=lens[:, 1],
+                               truncated=[item["truncated"] for item in dataset.items]) \
+        if cfg.eval.hard_pairs and ctx.is_main else []
     return out, hard
 
 
@@ -202,8 +232,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, texts, save_dir=ctx.paths.dir / "tokenizer")
     model = build_reward_model(cfg.model, tokenizer, seed=cfg.seed)
-    train_ds = PairDataset(train_pairs, tokenizer, cfg.model.max_length)
-    eval_sets = {k: PairDataset(v, tokenizer, cfg.model.max_length) for k, v in eval_pairs.items()}
+    eval_sets = pair_datasets(ctx, tokenizer, {"train": train_pairs, **eval_pairs})
+    train_ds = eval_sets.pop("train")
     pad_id = tokenizer.pad_token_id
     encoder = SentenceEncoder(cfg.loss.aplot.encoder) if (
         cfg.loss.type == "aplot" and cfg.loss.aplot.embedding == "encoder") else None
@@ -213,7 +243,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     if saved is not None:
         rebatch_for_resume(ctx, saved)
     resolved = config_mod.resolve(cfg, len(train_ds), acc.num_processes)
-    resolved.update({"n_params": n_params(model), "skipped_empty_pairs": skipped,
+    resolved.update({"n_params": n_params(model), **data_counts({"train": train_ds, **eval_sets}, skipped),
                      **{f"n_eval_{k}": len(v) for k, v in eval_sets.items()}})
     total, accum, bs = resolved["total_steps"], cfg.optim.grad_accum, cfg.optim.batch_size
 

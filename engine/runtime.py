@@ -105,6 +105,10 @@ class RunContext:
             torch.set_num_threads(cfg.launch.threads or max(1, (os.cpu_count() or 1) // max(local, 1)))
         set_seed(cfg.seed, device_specific=False)
         if trackers:
+            if "mlflow" in trackers and "MLFLOW_TRACKING_URI" not in os.environ:
+                # a local file store inside the run folder, unless the user points MLflow elsewhere
+                os.environ["MLFLOW_TRACKING_URI"] = (self.paths.dir / "trackers" / "mlruns").resolve().as_uri()
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             accelerator.init_trackers(self.paths.id, config=_flatten(config_mod.to_dict(cfg)))
         return accelerator
 
@@ -299,9 +303,14 @@ class RunContext:
         """
         from accelerate.utils import DistributedType
 
-        from engine.models import save_reward_model
+        from engine.models import save_reward_model, save_tokenizer
 
         out = self.paths.checkpoints / name
+        m = self.cfg.model
+        inputs = {"max_length": m.max_length, "prompt_share": m.prompt_share,
+                  "rule": "prefix + prompt + middle + response + suffix; the prompt keeps its last tokens, at "
+                          "least prompt_share x max_length; responses lose their end when they must"} \
+            if self.cfg.kind == "rm" else None
         sharded = self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         state_dict = self.accelerator.get_state_dict(model) if sharded else None  # a collective: all ranks
         if self.is_main:
@@ -311,9 +320,9 @@ class RunContext:
             if sharded:
                 unwrapped.hf_model.save_pretrained(str(tmp), safe_serialization=True, state_dict={
                     k.removeprefix("hf_model."): v for k, v in state_dict.items()})
-                tokenizer.save_pretrained(str(tmp))
+                save_tokenizer(tokenizer, tmp, inputs)
             else:  # a RewardModel, or any wrapper exposing its HF model (the PPO policy's value head stays out)
-                save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer)
+                save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer, inputs)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
         self.accelerator.wait_for_everyone()

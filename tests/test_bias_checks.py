@@ -107,11 +107,11 @@ def test_hard_pair_records_keep_the_prompt_end_and_the_response_start():
     hard = recs[0]
     assert hard["prompt"] == "…" + ("x" * 50 + "LAST TURN")[-19:] and hard["prompt"].endswith("LAST TURN")
     assert hard["chosen"] == "C" * 19 + "…" and hard["rejected"] == "short"
-    assert len(hard["prompt"]) == 20 and hard["truncated"] is True
+    assert len(hard["prompt"]) == 20 and hard["text_cut"] is True and hard["truncated"] is False
     assert hard["gap"] == -2.0 and hard["margin"] == 0.2
     assert (hard["chosen_len"], hard["rejected_len"]) == (30, 1)
     assert recs[1] == {"index": 2, "prompt": "p2", "chosen": "c2", "rejected": "r2", "chosen_reward": 0.5,
-                       "rejected_reward": 1.0, "gap": -0.5, "margin": 0.3, "truncated": False,
+                       "rejected_reward": 1.0, "gap": -0.5, "margin": 0.3, "truncated": False, "text_cut": False,
                        "chosen_len": 2, "rejected_len": 2}
     no_margin = D.hard_pair_records(pairs, [1.0, 0.0, 0.5], [0.0, 2.0, 1.0], None, k=1)
     assert no_margin[0]["margin"] is None and "chosen_len" not in no_margin[0]

@@ -138,10 +138,18 @@ def test_missing_and_unsupported_files(tmp_path):
         load_pairs(str(tmp_path / "fake.jsonl.gz"))
 
 
+def test_texts_without_a_transcript_split_at_their_shared_words_as_trl_does():
+    pair, shape = parse_row({"chosen": "The sky is blue.", "rejected": "The sky is green."})
+    assert (pair.prompt, pair.chosen, pair.rejected, shape) == ("The sky is", " blue.", " green.", "implicit")
+    pair, _ = parse_row({"chosen": "good", "rejected": "bad"})  # nothing shared: no prompt at all
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("", "good", "bad")
+
+
 @pytest.mark.parametrize(
     "row, message",
     [
-        ({"chosen": "good", "rejected": "bad"}, "share no"),
+        ({"chosen": "good", "rejected": 3}, "both be text or both be message lists"),
+        ({"prompt": "p", "chosen": "a", "rejected": "b", "subset": 4}, "subset must be text"),
         ({"prompt": "p", "chosen": "a", "rejected": "b", "margin": "big"}, "margin must be a number"),
         ({"prompt": "p", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"}, "all be text"),
         (

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "accelerate", "ot")
+HEAVY = ("torch", "transformers", "accelerate", "ot", "datasets", "pyarrow")
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _cli import aplot, one_line_error
 
@@ -314,6 +315,11 @@ def test_a_real_run_holds_only_safe_files_and_writes_only_in_its_folder(tiny_con
     assert proc.returncode == 0, proc.stderr
     ((paths, manifest),) = mf.list_runs(runs_dir)
     new = {p for p in tmp_path.rglob("*")} - before
+    cache = runs_dir / ".cache"  # the token cache beside the store: plain arrays, never a pickle
+    cached = {p for p in new if p == cache or cache in p.parents}
+    assert {p.suffix for p in cached if p.is_file()} == {".npz"}
+    assert not [p for p in cached if p.is_file() and np.load(p, allow_pickle=False).files == []]
+    new -= cached
     assert new and all(p == paths.dir or paths.dir in p.parents for p in new), sorted(map(str, new))
     assert manifest["config"]["data"]["eval"] == {"../../evil": str(ood)}
     files = [p for p in paths.checkpoints.rglob("*") if p.is_file()]

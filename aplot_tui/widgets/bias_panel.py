@@ -98,6 +98,8 @@ def pair_detail(entry: dict, rank: int) -> Text:
         text.append(f"\n\n{label}\n", style=f"bold {style}")
         text.append(str(p.get(key, "")))
     if p.get("truncated"):
+        text.append("\n\n(the model saw this pair cut to max_length)", style="dim italic")
+    if p.get("text_cut"):
         text.append("\n\n(texts were cut when written)", style="dim italic")
     return text
 
