@@ -240,6 +240,7 @@ def ls(
     status: Annotated[str, typer.Option(help="only runs with this status")] = "",
     kind: Annotated[str, typer.Option(help="only rm or ppo runs")] = "",
     tag: Annotated[str, typer.Option(help="only runs with this tag")] = "",
+    sweep: Annotated[str, typer.Option(help="only runs of this sweep (its id or a part of it)")] = "",
     sort: Annotated[str, typer.Option(help="created | name | status | kind | loss | step | metric")] = "created",
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="reverse the order")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts")] = False,
@@ -251,7 +252,7 @@ def ls(
 
     if sort not in store.SORT_KEYS:
         raise UserError(f"--sort: must be one of {' | '.join(store.SORT_KEYS)}, got {sort!r}")
-    rows = store.sort_rows(store.filter_rows(store.list_rows(_root(runs_dir)), filter_text, status, kind, tag),
+    rows = store.sort_rows(store.filter_rows(store.list_rows(_root(runs_dir)), filter_text, status, kind, tag, sweep),
                            sort, reverse)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=1))

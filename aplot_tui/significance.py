@@ -131,19 +131,19 @@ def text_lines(analysis: Analysis, letters: dict[str, str]) -> list[str]:
     lines = []
     if analysis.groups:
         la, lb = analysis.group_labels
-        lines.append(f"groups (seed aside): A = {la}, B = {lb}; B − A paired by seed, t {analysis.groups[0].result.level:.0%} "
-                     "interval, points")
+        lines.append(f"groups (seed aside): A = {la}, B = {lb}; mean ± sd over seeds; Δ = B − A in points,")
+        lines.append(f"  paired by seed, t {analysis.groups[0].result.level:.0%} interval")
         for g in analysis.groups:
             r = g.result
             lines.append(f"  eval/{g.set_name}: A {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  B {r.mean_b:.3f} ± "
-                         f"{r.sd_b:.3f} (n={r.n_b})  B − A {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}]  → "
-                         + r.verdict("A", "B"))
+                         f"{r.sd_b:.3f} (n={r.n_b})  Δ {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}]")
+            lines.append(f"    → {r.verdict('A', 'B')}")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
-        lines.append(f"  eval/{p.set_name}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  {b} − {a} {_pct(r.diff)} "
-                     f"[{_pct(r.low)}, {_pct(r.high)}]  discordant {r.only_a}/{r.only_b}  → {r.verdict(a, b)}")
+        lines.append(f"  eval/{p.set_name}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {_pct(r.diff)} "
+                     f"[{_pct(r.low)}, {_pct(r.high)}]  {r.only_a}/{r.only_b} discordant  → {r.verdict(a, b)}")
     if analysis.pairs:
-        lines.insert(0, f"pair by pair ({analysis.pairs[0].result.n} pairs): accuracy difference in points, "
+        lines.insert(0, f"pair by pair ({analysis.pairs[0].result.n} pairs): Δ accuracy to A in points, "
                         f"paired bootstrap {analysis.pairs[0].result.level:.0%} interval, exact McNemar p")
     if analysis.note:
         lines.append(f"  ({analysis.note})")

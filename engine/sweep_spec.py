@@ -173,10 +173,11 @@ def load(path: Path | str, max_parallel: int | None = None) -> Sweep:
                   text=path.read_text(encoding="utf-8"))
     zip_rows = [dict(zip(zipped, row, strict=True)) for row in zip(*zipped.values(), strict=True)] or [{}]
     cross_rows = [dict(zip(axes, row, strict=True)) for row in itertools.product(*axes.values())]
-    for zrow, crow in itertools.product(zip_rows, cross_rows):
-        values = {**zrow, **crow}
-        for seed in seeds:
-            sweep.points.append(_point(path, base, base_dir, name, values, seed, len(sweep.points)))
+    # seeds outermost: the runs start in this order, so a sweep stopped half-way (or still running)
+    # already holds every method at the seeds it has done, ready to compare paired by seed
+    for seed in seeds:
+        for zrow, crow in itertools.product(zip_rows, cross_rows):
+            sweep.points.append(_point(path, base, base_dir, name, {**zrow, **crow}, seed, len(sweep.points)))
     return sweep
 
 

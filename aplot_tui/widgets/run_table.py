@@ -44,12 +44,12 @@ EVAL_KEY = {"rm": "eval/heldout/accuracy", "ppo": "eval/win/win_rate"}
 
 
 def parse_query(query: str) -> dict[str, str]:
-    """`status:running kind:rm tag:hh free text` into store.filter_rows keywords."""
-    out = {"text": "", "status": "", "kind": "", "tag": ""}
+    """`status:running kind:rm tag:hh sweep:ID free text` into store.filter_rows keywords."""
+    out = {"text": "", "status": "", "kind": "", "tag": "", "sweep": ""}
     words = []
     for token in query.split():
         key, sep, value = token.partition(":")
-        if sep and key in ("status", "kind", "tag") and value:
+        if sep and key in ("status", "kind", "tag", "sweep") and value:
             out[key] = value
         else:
             words.append(token)
