@@ -18,7 +18,9 @@ the ordinary stop path (checkpoint first) and marks them to be resumed by `aplot
 queued runs stay queued.
 
 With `launch.scheduler = "slurm"` there is no scheduler process: every run is submitted at once as
-its own job and Slurm's queue decides when each starts (`max_parallel` does not apply).
+its own job and Slurm's queue decides when each starts (`max_parallel` does not apply; use the
+partition's limits). There `sweep stop` is every job's stop: running ones checkpoint, pending ones are
+cancelled and end `stopped` with nothing to resume from (not yet handled: resubmitting them fresh).
 """
 
 from __future__ import annotations
