@@ -131,8 +131,9 @@ def text_lines(analysis: Analysis, letters: dict[str, str]) -> list[str]:
     lines = []
     if analysis.groups:
         la, lb = analysis.group_labels
-        lines.append(f"groups (seed aside): A = {la}, B = {lb}; mean ± sd over seeds; Δ = B − A in points,")
-        lines.append(f"  paired by seed, t {analysis.groups[0].result.level:.0%} interval")
+        lines.append(f"groups (seed aside): mean ± sd over seeds; Δ = B − A in points, paired by seed, "
+                     f"t {analysis.groups[0].result.level:.0%} interval")
+        lines += [f"  A = {la}", f"  B = {lb}"]
         for g in analysis.groups:
             r = g.result
             lines.append(f"  eval/{g.set_name}: A {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  B {r.mean_b:.3f} ± "

@@ -66,3 +66,27 @@ def test_identical_runs_are_within_noise(store):
     proc = aplot("compare", BT, "20260301-091600-rm-bt-copy-a1f4", runs_dir=store)
     (line,) = [x for x in proc.stdout.splitlines() if x.strip().startswith("eval/heldout:")]
     assert "Δ +0.0 [+0.0, +0.0]  0/0 discordant  → difference within noise (p = 1)" in line
+
+
+def test_two_groups_over_seeds_get_mean_sd_and_a_difference_paired_by_seed(store):
+    from engine import manifest as mf
+
+    copies = {BT: "20260301-091600-rm-bt-seed5-a1f5", APLOT: "20260301-101600-rm-aplot-seed5-b2c5"}
+    for src, dst in copies.items():
+        shutil.copytree(store / src, store / dst)
+        mf.update(mf.RunPaths(store / dst), config={"seed": 5})
+    for src in copies:
+        mf.update(mf.RunPaths(store / src), config={"seed": 1})
+    runs = [BT, copies[BT], APLOT, copies[APLOT]]
+    proc = aplot("compare", *runs, runs_dir=store)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "\n  A = ood=None type=bt\n  B = ood=data/ood.jsonl type=aplot\n" in out
+    data = [report.load_run(store / r) for r in runs]
+    (heldout, *_) = significance.analyse(data).groups
+    r = heldout.result
+    assert r.seeds == [1, 5] and r.n_a == r.n_b == 2
+    acc = {run.id: significance.final_accuracy(run, "heldout") for run in data}
+    assert r.diffs == pytest.approx([acc[APLOT] - acc[BT], acc[copies[APLOT]] - acc[copies[BT]]])
+    assert f"A {r.mean_a:.3f} ± {r.sd_a:.3f} (n=2)" in out and f"Δ {r.diff * 100:+.1f}" in out
+    assert max(map(len, out.splitlines())) <= 100
