@@ -123,17 +123,18 @@ def create(sweep: sweep_spec.Sweep, root: Path) -> str:
     folder = sweep_dir(root, sweep_id)
     folder.mkdir(parents=True)
     (folder / SPEC).write_text(sweep.text, encoding="utf-8")
-    ids = []
-    for point in sweep.points:
+    mf.write_atomic(folder / STATE, tomli_w.dumps({
+        "id": sweep_id, "name": sweep.name, "source": str(sweep.source.resolve()), "created_at": mf.now_iso(),
+        "max_parallel": sweep.max_parallel, "scheduler": sweep.scheduler, "seeds": sweep.seeds,
+        "axes": list(sweep.axes), "zip": list(sweep.zipped), "runs": []}))
+    ids: list[str] = []
+    for point in sweep.points:  # each run joins the state as it is made: an interrupted create loses none
         paths = launcher.create(point.cfg, root)
         tags = [*point.cfg.tags, f"sweep:{sweep_id}", *(f"{k}={v}" for k, v in point.values.items())]
         mf.update(paths, status="queued", tags=tags,
                   sweep={"id": sweep_id, "index": point.index, "seed": point.seed, "axes": point.values})
         ids.append(paths.id)
-    mf.write_atomic(folder / STATE, tomli_w.dumps({
-        "id": sweep_id, "name": sweep.name, "source": str(sweep.source.resolve()), "created_at": mf.now_iso(),
-        "max_parallel": sweep.max_parallel, "scheduler": sweep.scheduler, "seeds": sweep.seeds,
-        "axes": list(sweep.axes), "zip": list(sweep.zipped), "runs": ids}))
+        update_state(root, sweep_id, runs=ids)
     return sweep_id
 
 

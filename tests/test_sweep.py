@@ -149,3 +149,17 @@ def test_sweep_stop_leaves_queued_runs_queued_and_stops_running_ones_with_checkp
                          for s in stopped), 180, "the stopped runs to resume")
     sweep.stop(runs_dir, sweep_id, grace=30)
     assert sorted(s.status for s in states(runs_dir, sweep_id)) == ["queued"] * 4 + ["stopped"] * 2
+
+
+def test_create_queues_every_run_seed_by_seed_and_starts_nothing(sweep_file, runs_dir):
+    from engine import sweep_spec
+
+    sweep_id = sweep.create(sweep_spec.load(sweep_file()), runs_dir)
+    got = states(runs_dir, sweep_id)
+    assert [(s.manifest["sweep"]["seed"], s.manifest["sweep"]["axes"]["loss.type"]) for s in got] == [
+        (seed, loss) for seed in (0, 1, 2) for loss in ("bt", "aplot")]  # whole seeds first
+    assert all(s.status == "queued" and not mf.launched(s.manifest) for s in got)
+    assert all({f"sweep:{sweep_id}", f"loss.type={s.manifest['sweep']['axes']['loss.type']}"} <= set(s.manifest["tags"])
+               for s in got)
+    assert not sweep.scheduler_alive(runs_dir, sweep_id) and sweep.sweep_status(runs_dir, sweep_id) == "stopped"
+    assert (sweep.sweep_dir(runs_dir, sweep_id) / sweep.SPEC).read_text() == open(sweep_file()).read()
