@@ -94,9 +94,7 @@ def _follow(root: Path, sweep_id: str) -> int:
 
 
 @sweep_app.command("ls")
-def ls(
-    ctx: typer.Context,
-runs_dir: RunsDir = None) -> None:
+def ls(ctx: typer.Context, runs_dir: RunsDir = None) -> None:
     """Every sweep with its status and progress."""
     from aplot_tui import sweep
 
@@ -111,9 +109,7 @@ runs_dir: RunsDir = None) -> None:
 
 
 @sweep_app.command("show")
-def show(
-    ctx: typer.Context,
-ref: SweepRef, runs_dir: RunsDir = None) -> None:
+def show(ctx: typer.Context, ref: SweepRef, runs_dir: RunsDir = None) -> None:
     """One sweep: its axes and every run with its axis values, seed, status and final accuracy."""
     from aplot_tui import sweep
 
@@ -136,24 +132,30 @@ ref: SweepRef, runs_dir: RunsDir = None) -> None:
 @sweep_app.command("stop")
 def stop(
     ctx: typer.Context,
-ref: SweepRef, grace: Annotated[float, typer.Option(help="seconds each run gets to checkpoint")] = 30.0,
-         runs_dir: RunsDir = None) -> None:
-    """Stop the scheduler; running runs stop with a checkpoint, queued runs stay queued."""
+    ref: SweepRef,
+    grace: Annotated[float, typer.Option(help="seconds each run gets to checkpoint")] = 30.0,
+    drain: Annotated[bool, typer.Option("--drain", help="let running runs finish; only start no more")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Stop the scheduler; running runs stop with a checkpoint (or, with --drain, finish), queued runs
+    stay queued."""
     from aplot_tui import sweep
 
     root = _root(ctx, runs_dir)
     sweep_id = sweep.find_sweep(root, ref)
-    stopped = sweep.stop(root, sweep_id, grace)
+    stopped = sweep.stop(root, sweep_id, grace, drain=drain)
     for run_id, status in stopped.items():
-        typer.echo(f"  {run_id}: {status}")
-    typer.echo(f"sweep {sweep_id}: stopped, {_line(sweep.progress(root, sweep_id))}")
+        typer.echo(f"  {run_id}: {status}" + (" (left to finish)" if drain else ""))
+    typer.echo(f"sweep {sweep_id}: {'draining' if drain else 'stopped'}, {_line(sweep.progress(root, sweep_id))}")
 
 
 @sweep_app.command("resume")
 def resume(
     ctx: typer.Context,
-ref: SweepRef, detach: Annotated[bool, typer.Option("--detach", help="start the scheduler and return")] = False,
-           runs_dir: RunsDir = None) -> None:
+    ref: SweepRef,
+    detach: Annotated[bool, typer.Option("--detach", help="start the scheduler and return")] = False,
+    runs_dir: RunsDir = None,
+) -> None:
     """Start the scheduler again: queued runs start, runs stopped by `sweep stop` resume from their checkpoint."""
     from aplot_tui import sweep
 

@@ -254,7 +254,7 @@ def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
                 break
             _start(rs)
         quit_event.wait(poll)
-    _say(f"{sweep_id}: stop requested; runs that are running are left to `sweep stop`")
+    _say(f"{sweep_id}: stop requested; no more runs start here (running ones are `sweep stop`'s to stop)")
     return 0
 
 
@@ -304,9 +304,10 @@ def start(root: Path, sweep_id: str) -> subprocess.Popen | None:
     return proc
 
 
-def stop(root: Path, sweep_id: str, grace: float = 30.0) -> dict[str, str]:
+def stop(root: Path, sweep_id: str, grace: float = 30.0, drain: bool = False) -> dict[str, str]:
     """Quit the scheduler, then stop every running run with a checkpoint (all at once); queued runs
-    stay queued. The runs stopped here are marked so `resume` continues them. Run id → status."""
+    stay queued. The runs stopped here are marked so `resume` continues them. Run id → status.
+    With `drain`, running runs are left to finish: only the queue stops."""
     state = update_state(root, sweep_id, stop_requested_at=mf.now_iso())
     pid = state.get("scheduler_pid")
     if pid and scheduler_alive(root, sweep_id):
@@ -315,6 +316,8 @@ def stop(root: Path, sweep_id: str, grace: float = 30.0) -> dict[str, str]:
         deadline = time.monotonic() + 30
         while scheduler_alive(root, sweep_id) and time.monotonic() < deadline:
             time.sleep(0.05)
+    if drain:
+        return {s.paths.id: s.status for s in run_states(root, state) if s.status in ACTIVE}
     if state.get("scheduler") == "slurm":
         live = [s for s in run_states(root, state) if s.status in (*ACTIVE, "queued")]
     else:
