@@ -68,3 +68,19 @@ def test_a_bad_sweep_creates_nothing_and_the_cli_says_one_line(tmp_path, runs_di
     line = one_line_error(aplot("sweep", path, runs_dir=runs_dir))
     assert "data.train: no such data file 'missing.jsonl'" in line and "run 1" in line
     assert list(runs_dir.iterdir()) == []
+
+
+def test_the_shipped_sweep_files_expand_as_their_comments_say():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    sizes = {"tiny-losses": 6, "study-a": 6, "study-b": 9}
+    for name, n in sizes.items():
+        sweep = sweep_spec.load(examples / f"{name}.toml")
+        assert len(sweep.points) == n and sweep.max_parallel == 2
+        assert [p.seed for p in sweep.points][: n // 3] == [0] * (n // 3)  # whole seeds first
+    a = sweep_spec.load(examples / "study-a.toml").points
+    assert {(p.cfg.loss.type, p.cfg.loss.aplot.normalize_costs) for p in a} == {("bt", "none"), ("aplot", "minmax")}
+    assert a[0].cfg.data.train.endswith("bench/.cache/data/a/train.jsonl")
+    assert Path(a[0].cfg.data.train).is_absolute() or not Path(a[0].cfg.data.train).exists()
+    assert (a[0].cfg.optim.lr, a[0].cfg.model.max_length, a[0].cfg.optim.batch_size) == (1e-4, 128, 16)
