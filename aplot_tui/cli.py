@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from aplot_tui.launcher import preflight
 from engine import config as config_mod
 from engine import manifest as mf
 from engine import metrics as M
@@ -72,39 +73,6 @@ def _load_config(config: Path | None, overrides: list[str], preset: str | None) 
     preflight(cfg)
     return cfg
 
-
-def preflight(cfg: config_mod.Config) -> None:
-    """Checks that cost nothing and would otherwise fail minutes later inside the subprocess."""
-    from engine import sources, trackers
-
-    problems = []
-    files = [("data.train", cfg.data.train)] + [(f"data.eval.{k}", v) for k, v in cfg.data.eval.items()]
-    if cfg.kind == "ppo":
-        files = [("ppo.prompts", cfg.ppo.prompts)]
-    for field, path in files:
-        if not path or path == "synthetic":
-            continue
-        if cfg.kind == "ppo":
-            if not os.path.isfile(path):  # never raises, unlike Path.is_file
-                what = "not a regular file" if os.path.exists(path) else "no such data file"
-                problems.append(f"{field}: {what} {path!r}")
-        elif (why := sources.check_source(path)) is not None:
-            problems.append(f"{field}: {why}")
-    if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
-        problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
-    problems += trackers.problems(cfg.log.trackers)
-    if cfg.kind == "eval":
-        if not os.path.isfile(os.path.join(cfg.model.name, "config.json")):
-            problems.append(f"model.name: {cfg.model.name!r} is not a model folder (no config.json)")
-        if cfg.eval.sections:
-            from engine.sections import read_sections
-
-            try:
-                read_sections(cfg.eval.sections)
-            except config_mod.ConfigError as e:
-                problems += e.problems
-    if problems:
-        raise config_mod.ConfigError(problems)
 
 
 EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, M.N_PAIRS, M.SECTIONS_MEAN, M.WIN_RATE, M.WIN_RATE_SE,
@@ -177,25 +145,13 @@ def _report_end(paths: mf.RunPaths, status: str) -> int:
 
 def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: bool,
                        links: dict | None = None) -> tuple[mf.RunPaths, str]:
-    from aplot_tui import supervisor
+    from aplot_tui import launcher
 
-    paths = supervisor.create_run(cfg, root, links=links)
+    paths, proc = launcher.launch(cfg, root, links=links)
     typer.echo(f"run {paths.id}  ({paths.dir})", err=True)
-    proc = supervisor.spawn(paths)
     if detach:
         return paths, "running"
     return paths, follow(paths, proc, quiet=quiet)
-
-
-def _reward_model_ref(cfg: config_mod.Config, root: Path) -> dict:
-    """For PPO: the [links] entry naming the RM run (validated by the trainer itself)."""
-    ref = cfg.ppo.reward_model_run
-    if ref and not Path(ref).exists():
-        try:
-            return {"reward_model_run": mf.find_run(root, ref).id}
-        except mf.RunError:
-            pass
-    return {"reward_model_run": ref}
 
 
 @app.command()
@@ -214,8 +170,7 @@ def run(
     if preset == "demo" and config is None:
         raise typer.Exit(_run_demo(root, overrides, quiet))
     cfg = _load_config(config, overrides, preset)
-    links = _reward_model_ref(cfg, root) if cfg.kind == "ppo" else None
-    paths, status = _launch_and_follow(cfg, root, detach, quiet, links)
+    paths, status = _launch_and_follow(cfg, root, detach, quiet)
     if detach:
         typer.echo(paths.id)
         return
@@ -224,15 +179,13 @@ def run(
 
 def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
     """The embedded default: an APLOT reward model on the synthetic task, then PPO against it."""
-    rm_over = [o for o in overrides if not o.startswith("ppo.")]
-    rm_cfg = config_mod.load(None, rm_over, preset="demo-rm")
-    rm_paths, status = _launch_and_follow(rm_cfg, root, False, quiet)
+    from aplot_tui import launcher
+
+    rm_paths, status = _launch_and_follow(launcher.demo_rm_config(overrides), root, False, quiet)
     code = _report_end(rm_paths, status)
     if code:
         return code
-    ppo_over = [o for o in overrides if o.startswith(("ppo.", "seed"))]
-    ppo_cfg = config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_paths.id}"'], preset="demo-ppo")
-    ppo_paths, status = _launch_and_follow(ppo_cfg, root, False, quiet, {"reward_model_run": rm_paths.id})
+    ppo_paths, status = _launch_and_follow(launcher.demo_ppo_config(overrides, rm_paths.id), root, False, quiet)
     return _report_end(ppo_paths, status)
 
 
@@ -370,6 +323,7 @@ def ls(
     status: Annotated[str, typer.Option(help="only runs with this status")] = "",
     kind: Annotated[str, typer.Option(help="only rm or ppo runs")] = "",
     tag: Annotated[str, typer.Option(help="only runs with this tag")] = "",
+    sweep: Annotated[str, typer.Option(help="only runs of this sweep (its id or a part of it)")] = "",
     sort: Annotated[str, typer.Option(help="created | name | status | kind | loss | step | metric")] = "created",
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="reverse the order")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts")] = False,
@@ -381,7 +335,7 @@ def ls(
 
     if sort not in store.SORT_KEYS:
         raise UserError(f"--sort: must be one of {' | '.join(store.SORT_KEYS)}, got {sort!r}")
-    rows = store.sort_rows(store.filter_rows(store.list_rows(_root(runs_dir)), filter_text, status, kind, tag),
+    rows = store.sort_rows(store.filter_rows(store.list_rows(_root(runs_dir)), filter_text, status, kind, tag, sweep),
                            sort, reverse)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=1))
@@ -461,19 +415,27 @@ def compare(
     fmt: Annotated[str, typer.Option("--format", help="table format: text | csv | md")] = "text",
     runs_dir: RunsDir = None,
 ) -> None:
-    """A metrics table (final and best values) and a config diff of the fields that differ."""
-    from aplot_tui import report
+    """Metrics (final and best) as rows, runs as columns; whether the differences are real (paired
+    bootstrap interval and exact McNemar p per eval set, or groups over seeds); the config diff."""
+    from aplot_tui import report, significance
 
     root = _root(runs_dir)
     runs = [mf.find_run(root, r) for r in run_ids]
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
-    rows = report.compare_table([p.dir for p in runs])
     if fmt not in ("text", "csv", "md"):
         raise UserError(f"--format: must be text | csv | md, got {fmt!r}")
-    typer.echo(report.format_table(rows, fmt))
-    diffs = report.diff_fields([mf.read(p).get("config", {}) for p in runs])
-    if fmt == "text":
+    data = [report.load_run(p) for p in runs]
+    if fmt != "text":
+        typer.echo(report.table_with_stats(data, fmt), nl=False)
+    else:
+        typer.echo(report.format_table(report.table_rows(data), "text"))
+        letters = {r.id: significance.letter(i) for i, r in enumerate(data)}
+        lines = significance.text_lines(significance.analyse(data), letters)
+        typer.echo("statistics" + ("" if lines else ": none (no shared eval set with per-pair predictions)"))
+        for line in lines:
+            typer.echo(line)
+        diffs = report.diff_fields([r.config for r in data])
         typer.echo("\nconfig diff" + ("" if diffs else ": identical"))
         for key, values in diffs:
             typer.echo(f"  {key}: " + "  |  ".join("—" if v is None else _fmt(v) for v in values))
@@ -532,6 +494,11 @@ def fields() -> None:
             continue
         default = config_mod.get(config_mod.Config(), path)
         typer.echo(f"{path} = {default!r}  # {fld.metadata['help']}")
+
+
+from aplot_tui.cli_sweep import sweep_app  # noqa: E402 - the sub-app reads this module's helpers lazily
+
+app.add_typer(sweep_app, name="sweep")
 
 
 def main() -> None:

@@ -184,14 +184,20 @@ def table_markdown(rows: list[dict]) -> str:
 
 
 def table_text(rows: list[dict]) -> str:
-    """Aligned plain text, columns with no value in any row left out (e.g. PPO metrics among RMs)."""
+    """Metrics as rows and runs as columns (A, B, … named in a legend above), as `dvc exp show` can:
+    30+ metrics stay readable in 100 columns. Rows with no value in any run are left out (PPO metrics
+    among RMs). CSV and Markdown stay wide, one row per run, for machines."""
     if not rows:
         return ""
-    cols = [c for c in rows[0] if any(r[c] not in (None, "") for r in rows)]
-    cells = [[c for c in cols]] + [[format_cell(r[c]) or "—" for c in cols] for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-                     for line in cells) + "\n"
+    letters = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(rows))]
+    legend = [f"{c}  {r['id']}" + (f"  ({r['name']})" if r.get("name") and r["name"] != r["id"] else "")
+              for c, r in zip(letters, rows, strict=True)]
+    keys = [k for k in rows[0] if k not in ("id", "name") and any(r[k] not in (None, "") for r in rows)]
+    cells = [["", *letters]] + [[k, *(format_cell(r[k]) or "—" for r in rows)] for k in keys]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    body = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True)))
+            .rstrip() for line in cells]
+    return "\n".join(legend) + "\n\n" + "\n".join(body) + "\n"
 
 
 def format_table(rows: list[dict], fmt: str = "text") -> str:
@@ -200,6 +206,23 @@ def format_table(rows: list[dict], fmt: str = "text") -> str:
     if fmt not in writers:
         raise ValueError(f"table format must be text | csv | md, got {fmt!r}")
     return writers[fmt](rows)
+
+
+def table_with_stats(runs: list[RunData], fmt: str, metrics: list[str] | None = None) -> str:
+    """The summary table with the significance of its differences: CSV gains per-run columns (the
+    difference to the first run, its interval, McNemar p); Markdown a second table with verdicts."""
+    from . import significance
+
+    rows = table_rows(runs, metrics)
+    analysis = significance.analyse(runs)
+    letters = {r.id: significance.letter(i) for i, r in enumerate(runs)}
+    if fmt == "csv":
+        extra = significance.csv_columns(analysis, runs)
+        keys = list(dict.fromkeys(k for cells in extra.values() for k in cells))
+        return table_csv([{**row, **{k: extra[row["id"]].get(k) for k in keys}} for row in rows])
+    legend = "".join(f"- {letters[r.id]}: `{r.id}`\n" for r in runs)
+    stats_md = significance.markdown(analysis, letters)
+    return table_markdown(rows) + ("\n" + legend + "\n" + stats_md if stats_md else "")
 
 
 # --------------------------------------------------------------------------- charts
@@ -284,8 +307,8 @@ def export_compare(run_dirs: list[Path], out: Path, metrics: list[str] | None = 
         raise ValueError(f"{out}: export to .svg, .png, .csv or .md")
     runs = [load_run(d) for d in run_dirs]
     if suffix in (".csv", ".md"):
-        rows = table_rows(runs, expand(metrics, runs) if metrics else None)
-        out.write_text(table_csv(rows) if suffix == ".csv" else table_markdown(rows), encoding="utf-8")
+        out.write_text(table_with_stats(runs, suffix[1:], expand(metrics, runs) if metrics else None),
+                       encoding="utf-8")
         return out
     svg = charts_svg(runs, expand(metrics, runs) if metrics else default_metrics(runs))
     if suffix == ".svg":

@@ -33,6 +33,7 @@ class RunRow:
     path: str = ""
     job: str = ""  # the Slurm job id of a scheduled run
     reason: str = ""  # why it is queued, or how its job ended without the trainer's word
+    sweep: str = ""  # the id of the sweep that made it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +90,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
         total_steps=int(manifest.get("resolved", {}).get("total_steps", 0) or 0),
         metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),
         created_at=manifest.get("created_at", ""), error=manifest.get("error", ""), path=str(paths.dir),
-        job=slurm.job_of(manifest), reason=reason,
+        job=slurm.job_of(manifest), reason=reason, sweep=str(manifest.get("sweep", {}).get("id", "")),
     )
 
 
@@ -99,8 +100,10 @@ def list_rows(root: Path) -> list[RunRow]:
     return [row(p, m) for p, m in runs]
 
 
-def filter_rows(rows: list[RunRow], text: str = "", status: str = "", kind: str = "", tag: str = "") -> list[RunRow]:
-    """Case-insensitive substring match over id, name, loss and tags, plus exact field filters."""
+def filter_rows(rows: list[RunRow], text: str = "", status: str = "", kind: str = "", tag: str = "",
+                sweep: str = "") -> list[RunRow]:
+    """Case-insensitive substring match over id, name, loss and tags, plus exact field filters
+    (`sweep` matches any part of the sweep id, so its name is enough)."""
     text = text.lower().strip()
     out = []
     for r in rows:
@@ -113,8 +116,28 @@ def filter_rows(rows: list[RunRow], text: str = "", status: str = "", kind: str 
             continue
         if tag and tag not in r.tags:
             continue
+        if sweep and (not r.sweep or sweep not in r.sweep):
+            continue
         out.append(r)
     return out
+
+
+def sweep_progress(rows: list[RunRow]) -> dict[str, dict[str, int]]:
+    """sweep id → runs per status (and `total`), from rows already listed: no extra reads."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r.sweep:
+            counts = out.setdefault(r.sweep, {"total": 0})
+            counts["total"] += 1
+            counts[r.status] = counts.get(r.status, 0) + 1
+    return out
+
+
+def format_progress(sweep_id: str, counts: dict[str, int]) -> str:
+    """`sweep study-a 2/6 done, 2 running, 2 queued` (the id's date and hash left out)."""
+    name = "-".join(sweep_id.split("-")[3:-1]) or sweep_id
+    rest = [f"{counts[k]} {k}" for k in ("running", "created", "queued", "stopped", "failed", "crashed") if counts.get(k)]
+    return f"sweep {name} {counts.get('completed', 0)}/{counts['total']} done" + "".join(f", {x}" for x in rest)
 
 
 SORT_KEYS = ("created", "name", "status", "kind", "loss", "step", "metric")

@@ -3,15 +3,11 @@
 Pure functions, no torch: seeds are summarised as mean ± sample sd; convergence is the first eval
 step at which a run's ID accuracy reaches BT's final ID accuracy (the mean over BT's seeds);
 "shorter wins" is a rule, so its per-bucket accuracy follows from the bucket counts alone.
-
-    .venv/bin/python bench/study_report.py [--cache bench/.cache/real_accuracy.json]
-
-rebuilds the table of every setting found in the cache without training anything.
+`bench/real_accuracy.py report SWEEP` feeds it a sweep's runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -26,7 +22,6 @@ from engine import bias_checks as D  # noqa: E402
 
 UNTRAINED = "untrained"
 SHORTER_WINS = "shorter wins"
-SETTING_KEYS = ("max_length", "lr", "max_steps", "max_eval_pairs")
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -99,7 +94,7 @@ def direction_report(results: list[dict], methods: list[str], description: str) 
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     bt = by_method.get("bt", [])
-    target = mean_sd([r["final"]["id"]["accuracy"] for r in bt])["mean"] if bt else None
+    target = mean_sd([r["final"].get("id", {}).get("accuracy") for r in bt])["mean"] if bt else None
     rows = []
     if UNTRAINED in by_method:
         rows.append(method_row(UNTRAINED, by_method[UNTRAINED], None))
@@ -192,31 +187,3 @@ def markdown(report: dict) -> str:
 def emit(result: dict) -> None:
     """The machine-readable last line."""
     print(json.dumps(result, sort_keys=True), flush=True)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Rebuild the study table from the cache, one per setting.")
-    ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "real_accuracy.json")
-    args = ap.parse_args()
-    from bench.real_accuracy import DIRECTIONS, METHODS
-
-    runs = [r for r in json.loads(args.cache.read_text())["runs"].values() if not r.get("heldout")]
-    untrained = [r for r in runs if r["method"] == UNTRAINED]  # own lr and steps: joins every study alike
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        if r["method"] != UNTRAINED:
-            groups.setdefault(tuple(r[k] for k in SETTING_KEYS), []).append(r)
-    reports = []
-    for setting, results in sorted(groups.items()):
-        settings = dict(zip(SETTING_KEYS, setting, strict=True))
-        results += [r for r in untrained if (r["max_length"], r["max_eval_pairs"]) == (
-            settings["max_length"], settings["max_eval_pairs"])]
-        methods = [m for m in METHODS if any(r["method"] == m for r in results)]
-        report = build_report(results, methods, METHODS, DIRECTIONS, settings)
-        print(markdown(report))
-        reports.append(report)
-    emit({"bench": "study_report", "reports": reports})
-
-
-if __name__ == "__main__":
-    main()

@@ -498,6 +498,9 @@ def _resolve_paths(cfg: Config, base: Path) -> None:
         candidate = base / p
         return str(candidate.resolve()) if os.path.exists(candidate) else p  # never raises, even for odd names
 
+    if cfg.model.name not in ("", "tiny") and not Path(cfg.model.name).is_absolute() and (
+            cfg.model.name.startswith(".") or os.path.isdir(base / cfg.model.name)):
+        cfg.model.name = fix(cfg.model.name)  # a local model folder, like the data; a hub id stays as it is
     cfg.data.train = fix(cfg.data.train)
     cfg.data.eval = {k: fix(v) for k, v in cfg.data.eval.items()}
     if cfg.eval.sections:

@@ -42,7 +42,7 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
     ctx.start(resolved, hashes)
     summary: dict = {"step": 0}
     for name, ds in eval_sets.items():
-        out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None)
+        out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0)
         if sections and any(p.subset is not None for p in eval_pairs[name]):
             try:
                 out.update(section_scores(out, sections))
@@ -55,7 +55,7 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
                   + (f", sections mean {out[M.SECTIONS_MEAN]:.4f}" if M.SECTIONS_MEAN in out else ""))
         for key in (M.ACCURACY, M.LOSS, M.SECTIONS_MEAN):
             if key in out:
-                summary[f"eval/{name}/{key}"] = out[key]
+                summary[M.metric_key(M.eval_split(name), key)] = out[key]
     return "completed", summary
 
 

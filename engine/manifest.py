@@ -213,6 +213,20 @@ def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[st
     return manifest
 
 
+def claim(paths: RunPaths, expect: str, *, fresh: bool = True, **changes: Any) -> bool:
+    """Compare-and-set under the manifest lock: apply `changes` only if the run's status is still
+    `expect` (and, with `fresh`, nothing was ever launched for it); whether it was. A sweep claims a
+    queued run this way before it starts it, so no run is started twice, whoever else looks at the queue."""
+    with _locked(paths):
+        manifest = read(paths)
+        if manifest.get("status") != expect or (fresh and launched(manifest)):
+            return False
+        manifest = _merge(manifest, changes)
+        manifest["updated_at"] = now_iso()
+        write_atomic(paths.manifest, tomli_w.dumps(_strip_none(manifest)))
+    return True
+
+
 def launched(manifest: dict) -> bool:
     """Whether a process was ever started for this run (a queued or new run has none)."""
     return bool(manifest.get("launched_at") or manifest.get("pid") or manifest.get("host"))
@@ -232,8 +246,8 @@ def status_and_reason(paths: RunPaths, manifest: dict | None = None) -> tuple[st
     """
     manifest = read(paths) if manifest is None else manifest
     status = manifest.get("status", "created")
-    if status in FINAL or (status == "created" and not launched(manifest)):
-        return status, ""
+    if status in FINAL or (status in ("created", "queued") and not launched(manifest)):
+        return status, ""  # nothing was started yet (a sweep's queued run): nothing to ask
     alive = liveness.alive(paths.dir, manifest)
     if manifest.get("slurm", {}).get("job_id"):
         from engine import slurm  # only runs that have a job pay for the scheduler

@@ -23,7 +23,7 @@ from engine import bias_checks as D
 from engine import config as config_mod
 from engine import manifest as mf
 from engine import metrics as M
-from engine import token_cache
+from engine import predictions, token_cache
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs
 from engine.losses import bt_loss, pair_stats, rm_loss
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
@@ -143,12 +143,15 @@ def eval_loader(acc, dataset: PairDataset, batch_size: int, pad_id: int):
 
 
 @torch.no_grad()
-def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder) -> tuple[dict, list[dict]]:
+def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder, *,
+             name: str | None = None, step: int | None = None) -> tuple[dict, list[dict]]:
     """(accuracy, BT loss, reward gap and diagnostics; the hardest pairs) over one eval set, every
     pair counted once.
 
     The same on any number of ranks: the gathered rewards are put back in set order before anything
     is computed from them, including the margin, which is solved on fixed chunks of that order.
+    Given the set's `name` and the `step`, the main process also keeps every pair's rewards
+    (`engine.predictions`), so runs can later be compared pair by pair.
     """
     acc, cfg = ctx.accelerator, ctx.cfg
     aplot = cfg.kind == "rm" and cfg.loss.type == "aplot"  # an eval run scores; it has no margin to show
@@ -172,6 +175,8 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     sort = order.argsort()
     cols = [c[sort.to(c.device)] for c in cols]
     r_c, r_r, lens = cols[0].cpu(), cols[1].cpu(), cols[2].cpu().numpy()
+    if name is not None and step is not None and ctx.is_main:
+        predictions.write(ctx.paths.dir, name, step, r_c.numpy(), r_r.numpy(), order[sort].numpy())
     stats = pair_stats(r_c, r_r)
     gap = r_c - r_r
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],
@@ -209,7 +214,7 @@ def eval_margins(cfg, r_c, r_r, h_c, h_r, pairs: list, encoder) -> torch.Tensor:
 def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step) -> dict[str, dict]:
     results = {}
     for name, ds in eval_sets.items():
-        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder)
+        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step)
         ctx.log(step, M.eval_split(name), results[name])
         if ctx.is_main and hard:
             D.append_hard_pairs(ctx.paths.hard_pairs, step, name, hard)

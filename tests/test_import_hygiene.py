@@ -26,7 +26,8 @@ def test_every_aplot_tui_module_imports_without_the_training_stack():
 
 def test_store_supervisor_and_light_engine_modules_never_import_textual():
     mods = _loaded_after("import aplot_tui.store, aplot_tui.supervisor, engine.config, engine.manifest, "
-                         "engine.metrics")
+                         "engine.metrics, aplot_tui.sweep, aplot_tui.launcher, aplot_tui.significance, "
+                         "engine.sweep_spec, engine.stats, engine.predictions")
     assert not {m for m in mods if m.split(".")[0] in HEAVY + ("textual",)}
 
 

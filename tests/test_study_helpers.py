@@ -1,4 +1,5 @@
-"""The real-data study's pure helpers (bench/real_accuracy.py, bench/study_report.py), not its trainings."""
+"""The real-data study's helpers (bench/real_accuracy.py, bench/study_report.py), not its trainings:
+the data splits, one run's results, the table, and the report over a sweep's runs."""
 
 from __future__ import annotations
 
@@ -59,45 +60,6 @@ def test_study_splits_of_the_real_data(tmp_path):
 # ---------------------------------------------------------------------------- runs and overrides
 
 
-def test_run_key_changes_with_every_setting():
-    base = dict(method="bt", seed=0, direction="a", max_length=256, lr=2e-5)
-    keys = {RA.run_key(**base)}
-    for change in ({"method": "aplot"}, {"seed": 1}, {"direction": "b"}, {"max_length": 128}, {"lr": 1e-5},
-                   {"max_steps": 3}, {"max_eval_pairs": 64}, {"heldout": 0.1}):
-        keys.add(RA.run_key(**{**base, **change}))
-    assert len(keys) == 9
-
-
-def test_eval_every_gives_a_few_evals_per_epoch():
-    assert RA.eval_every(1797, 16, 4) == 28  # 112 steps: evals at 28, 56, 84 and the end
-    assert RA.eval_every(585, 16, 4) == 9  # 36 steps
-    assert RA.eval_every(1797, 16, 4, max_steps=3) == 1
-    assert RA.eval_every(1797, 16, 0) == 112
-
-
-@pytest.mark.parametrize("method", [*RA.METHODS, RA.UNTRAINED])
-def test_every_method_is_a_valid_config(method):
-    job = RA.make_job("a", method, 3, max_length=128, lr=3e-5)
-    files = {"train": Path("/d/train.jsonl"), "id": Path("/d/id.jsonl"), "ood": Path("/d/o.jsonl")}
-    cfg = config_mod.load(None, RA.overrides(job, files, "/m/minilm", every=7, threads=1))
-    assert (cfg.model.name, cfg.model.max_length, cfg.seed) == ("/m/minilm", 128, 3)
-    assert cfg.data.eval == {"id": "/d/id.jsonl", "ood": "/d/o.jsonl"} and cfg.data.eval_fraction == 0
-    assert (cfg.optim.batch_size, cfg.optim.epochs, cfg.checkpoint.every, cfg.launch.cpu) == (16, 1, 0, True)
-    if method == RA.UNTRAINED:
-        assert (cfg.loss.type, cfg.optim.lr, cfg.optim.max_steps, cfg.eval.every) == ("bt", 1e-12, 1, 0)
-    else:
-        assert (cfg.optim.lr, cfg.optim.max_steps, cfg.eval.every) == (3e-5, 0, 7)
-    if method == "aplot-signed-minmax":
-        assert (cfg.loss.aplot.reward_cost, cfg.loss.aplot.normalize_costs) == ("signed", "minmax")
-    if method == "bt-center":
-        assert cfg.loss.center_rewards == 0.01
-
-
-def test_small_grid_is_the_briefs_ten_and_full_holds_every_variant():
-    assert len(RA.GRIDS["small"]) == 10 and set(RA.GRIDS["small"]) <= set(RA.METHODS)
-    assert RA.GRIDS["full"] == list(RA.METHODS) and len(RA.METHODS) == 17
-
-
 def rec(step, split, **data):
     return M.Record(0.0, step, split, data)
 
@@ -129,18 +91,6 @@ def result(method, seed, id_acc, ood_acc=0.5, curve=None, margin=None, direction
     return {"method": method, "seed": seed, "direction": direction, "steps": 112,
             "final": {"id": ev, "ood": {**ev, "accuracy": ood_acc}},
             "curve": {"id": curve or [[112, id_acc]]}, "margin": margin}
-
-
-def test_top_aplot_and_the_extra_seed_plan():
-    phase1 = [result("bt", 0, 0.62), result("aplot", 0, 0.60), result("aplot-rank", 0, 0.64),
-              result("aplot-minmax", 0, 0.63), result("aplot-rank", 0, 0.50, direction="b")]
-    assert RA.top_aplot(phase1, "a") == ["aplot-rank", "aplot-minmax"]
-    jobs = RA.plan_phase2(phase1, ["bt", "aplot", "aplot-rank", "aplot-minmax"], ["a"], [1, 2],
-                          max_length=128, lr=2e-5)
-    assert sorted((j.method, j.seed) for j in jobs) == sorted(
-        (m, s) for s in (1, 2) for m in (RA.UNTRAINED, "bt", "aplot-rank", "aplot-minmax"))
-    untrained = [j for j in jobs if j.method == RA.UNTRAINED]
-    assert all((j.lr, j.max_steps) == (RA.UNTRAINED_LR, 1) for j in untrained)
 
 
 # ---------------------------------------------------------------------------- report statistics
@@ -220,3 +170,30 @@ def test_never_reaching_bt_reads_never():
     runs = [result("bt", 0, 0.60), result("aplot", 0, 0.55, curve=[[28, 0.5], [112, 0.55]])]
     row = SR.direction_report(runs, ["bt", "aplot"], "t")["rows"][-1]
     assert row["steps_to_bt"]["reached"] == 0 and SR.fmt_steps(row["steps_to_bt"]) == "never"
+
+
+def test_the_report_of_a_sweep_is_the_study_table_with_its_statistics(tmp_path):
+    """Two fixture runs (BT, APLOT) made one sweep's seed-0 pair: rows per method, stats per set."""
+    import shutil
+
+    import tomli_w
+
+    from aplot_tui import sweep
+    from engine import manifest as mf
+
+    fixtures = Path(__file__).parent / "fixtures" / "runs"
+    bt, ap = "20260301-091500-rm-bt-base-a1f3", "20260301-101500-rm-aplot-hh-b2c4"
+    sweep_id = "20260301-090000-sweep-study-0a0b"
+    for run_id, loss in ((bt, "bt"), (ap, "aplot")):
+        shutil.copytree(fixtures / run_id, tmp_path / run_id)
+        mf.update(mf.RunPaths(tmp_path / run_id), config={"seed": 0},
+                  sweep={"id": sweep_id, "seed": 0, "axes": {"loss.type": loss, "loss.aplot.normalize_costs": "none"}})
+    folder = sweep.sweep_dir(tmp_path, sweep_id)
+    folder.mkdir(parents=True)
+    (folder / sweep.STATE).write_text(tomli_w.dumps({"id": sweep_id, "name": "study", "runs": [bt, ap]}))
+    result, lines = RA.sweep_report(tmp_path, "study")
+    rows = {r["method"]: r for r in result["directions"]["study"]["rows"]}
+    assert set(rows) == {"bt", "aplot", "shorter wins"} and rows["bt"]["seeds"] == [0]
+    assert result["settings"]["completed"] == "2/2"
+    assert any(line.startswith("  eval/heldout: bt ") and "discordant" in line for line in lines)
+    assert RA.method_label({"loss.type": "aplot", "loss.aplot.normalize_costs": "minmax"}) == "aplot-minmax"

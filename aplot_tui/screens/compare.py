@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
-from aplot_tui import report
+from aplot_tui import report, significance
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.series import Series
@@ -29,7 +29,9 @@ class CompareScreen(Screen):
     HELP = """The marked runs side by side. **charts**: one chart per key metric with every
 run's curve in its colour (legend on top). **summary**: the final and best value of each key
 metric (best is the maximum, or the minimum for losses and KL). **config diff**: only the
-config fields on which the runs differ. `e` writes table.csv, table.md, charts.svg and
+config fields on which the runs differ. The line under the legend says whether the first
+difference is real: two runs, pair by pair (paired bootstrap interval, exact McNemar p); two groups
+of seeds, the difference paired by seed (t interval). `e` writes table.csv, table.md, charts.svg and
 charts.png to a new `compare-<time>` folder. `m` steps the curves' smoothing (an EMA; raw
 points stay, faint)."""
 
@@ -44,8 +46,9 @@ points stay, faint)."""
     ]
 
     class Loaded(Message):
-        def __init__(self, runs: list[report.RunData]) -> None:
+        def __init__(self, runs: list[report.RunData], analysis: significance.Analysis) -> None:
             self.runs = runs
+            self.analysis = analysis
             super().__init__()
 
     def __init__(self, runs: list[mf.RunPaths]) -> None:
@@ -59,6 +62,7 @@ points stay, faint)."""
         with TabbedContent(initial="charts"):
             with TabPane("charts", id="charts"):
                 yield Static("loading…", id="legend")
+                yield Static("", id="verdict")
                 with VerticalScroll():
                     yield Grid(id="chart-grid")
             with TabPane("summary", id="summary"):
@@ -73,8 +77,12 @@ points stay, faint)."""
 
     @work(exclusive=True)
     async def load(self) -> None:
-        runs = await asyncio.to_thread(lambda: [report.load_run(p) for p in self.run_paths])
-        self.post_message(self.Loaded(runs))
+        def read() -> tuple[list[report.RunData], significance.Analysis]:
+            runs = [report.load_run(p) for p in self.run_paths]
+            return runs, significance.analyse(runs)  # the bootstrap off the event loop too
+
+        runs, analysis = await asyncio.to_thread(read)
+        self.post_message(self.Loaded(runs, analysis))
 
     async def on_compare_screen_loaded(self, message: Loaded) -> None:
         self.runs = message.runs
@@ -84,6 +92,9 @@ points stay, faint)."""
             legend.append("━━ ", style=RICH_COLORS[PALETTE[i % len(PALETTE)]])
             legend.append(f"{run.label}  ", style="bold")
         self.query_one("#legend", Static).update(legend)
+        letters = {run.id: run.label for run in self.runs}
+        self.query_one("#verdict", Static).update(Text(significance.verdict_line(message.analysis, letters),
+                                                       style="bold"))
         charts = []
         for key in self.metrics:
             chart = MetricChart(key, legend=False)
@@ -130,9 +141,8 @@ points stay, faint)."""
     def export(self) -> None:
         out = self.app.export_dir / f"compare-{datetime.fromtimestamp(self.app.clock()):%Y%m%d-%H%M%S}"
         out.mkdir(parents=True, exist_ok=True)
-        rows = report.table_rows(self.runs)
-        (out / "table.csv").write_text(report.table_csv(rows), encoding="utf-8")
-        (out / "table.md").write_text(report.table_markdown(rows), encoding="utf-8")
+        (out / "table.csv").write_text(report.table_with_stats(self.runs, "csv"), encoding="utf-8")
+        (out / "table.md").write_text(report.table_with_stats(self.runs, "md"), encoding="utf-8")
         svg = report.charts_svg(self.runs, self.metrics)
         (out / "charts.svg").write_text(svg, encoding="utf-8")
         written = "table.csv, table.md, charts.svg"

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Footer, Header, Label, Select, Static
 
-from aplot_tui import store, supervisor
+from aplot_tui import launcher, store, supervisor
 from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
 from engine import config as config_mod
 from engine import manifest as mf
@@ -143,9 +143,8 @@ takes one `name = path` row per eval set."""
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch(self, cfg: config_mod.Config) -> None:
-        links = {"reward_model_run": cfg.ppo.reward_model_run} if cfg.kind == "ppo" else None
         try:
-            paths = supervisor.start(cfg, self.app.runs_dir, links=links)
+            paths = launcher.start(cfg, self.app.runs_dir)
         except (mf.RunError, config_mod.ConfigError, OSError) as e:
             self.app.call_from_thread(self.notify, f"launch failed: {e}", severity="error")
             self.app.call_from_thread(setattr, self.query_one("#launch", Button), "disabled", False)

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from aplot_tui import store
-from aplot_tui.widgets.run_table import RunTable
+from aplot_tui.widgets.run_table import RunTable, parse_query
 
 
 class RunsScreen(Screen):
@@ -26,8 +26,9 @@ class RunsScreen(Screen):
     TITLE = "Runs"
     HELP = """Every run in the store, newest first, refreshed every second. Runs started
 elsewhere (`aplot run`, a scheduler) appear on their own. Filter with `/`: free text matches
-id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh` narrow further. Mark runs with
-`space`, then `m` compares them. Click a header (or press `o`) to sort."""
+id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh`, `sweep:NAME` narrow further;
+`w` shows only the selected run's sweep (again: every run), with the sweep's progress below. Mark
+runs with `space`, then `m` compares them. Click a header (or press `o`) to sort."""
 
     BINDINGS = [
         Binding("enter", "open", "Open"),
@@ -39,6 +40,7 @@ id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh` narrow further. 
         Binding("r", "resume", "Resume"),
         Binding("slash", "filter", "Filter"),
         Binding("o", "sort", "Sort"),
+        Binding("w", "sweep", "Sweep", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -101,6 +103,11 @@ id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh` narrow further. 
             parts.append(f"{running} running")
         if table.marked:
             parts.append(f"{len(table.marked)} marked (m: compare)")
+        wanted = parse_query(table.filter_text)["sweep"]
+        for sweep_id, counts in store.sweep_progress(list(rows)).items():
+            # the filtered sweep, else every sweep with work left
+            if (wanted and wanted in sweep_id) or (not wanted and counts.get("completed", 0) < counts["total"]):
+                parts.append(store.format_progress(sweep_id, counts))
         self.query_one("#status-line", Static).update(" · ".join(parts))
         empty = self.query_one("#empty", Static)
         empty.display = not rows
@@ -154,6 +161,20 @@ id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh` narrow further. 
 
     def action_sort(self) -> None:
         self.table.cycle_sort()
+
+    def action_sweep(self) -> None:
+        """Filter to the selected run's sweep, or back to every run."""
+        box = self.query_one("#filter", Input)
+        if parse_query(box.value)["sweep"]:
+            self.action_clear_filter()
+            return
+        run_id = self._current()
+        row = next((r for r in self.table.runs if r.id == run_id), None)
+        if row is None or not row.sweep:
+            self.notify("this run is not part of a sweep", severity="warning")
+            return
+        box.value = f"sweep:{row.sweep}"
+        box.display = True
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -43,12 +43,12 @@ EVAL_KEY = {kind: keys[-1] for kind, keys in M.KEY_METRICS.items()}
 
 
 def parse_query(query: str) -> dict[str, str]:
-    """`status:running kind:rm tag:hh free text` into store.filter_rows keywords."""
-    out = {"text": "", "status": "", "kind": "", "tag": ""}
+    """`status:running kind:rm tag:hh sweep:ID free text` into store.filter_rows keywords."""
+    out = {"text": "", "status": "", "kind": "", "tag": "", "sweep": ""}
     words = []
     for token in query.split():
         key, sep, value = token.partition(":")
-        if sep and key in ("status", "kind", "tag") and value:
+        if sep and key in ("status", "kind", "tag", "sweep") and value:
             out[key] = value
         else:
             words.append(token)

@@ -48,7 +48,11 @@ def test_tables_as_csv_markdown_and_text(two_runs):
     md = report.format_table(rows, "md").splitlines()
     assert md[0].startswith("| id | name |") and md[3].split(" | ")[1] == "beta"
     text = report.format_table(rows, "text").splitlines()
-    assert text[0].split()[:3] == ["id", "name", "kind"] and text[2].split()[1] == "beta"
+    # text: a legend, then metrics as rows and runs as columns (A, B)
+    assert text[0].split()[0] == "A" and text[1].split()[2] == "(beta)"
+    assert text[3].split() == ["A", "B"]
+    body = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in text[4:]}
+    assert body["loss best"] == ["0.5", "0.6"] and body["eval/heldout/accuracy final"] == ["0.75", "—"]
     with pytest.raises(ValueError):
         report.format_table(rows, "xlsx")
 

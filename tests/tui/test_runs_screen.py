@@ -56,7 +56,7 @@ def test_filter_by_text_and_field_then_open(make_app):
 
 def test_parse_query_splits_field_filters_from_text():
     assert parse_query("hh status:running kind:rm tag:x y") == {"text": "hh y", "status": "running",
-                                                               "kind": "rm", "tag": "x"}
+                                                               "kind": "rm", "tag": "x", "sweep": ""}
     assert parse_query("loss:bt")["text"] == "loss:bt"  # not a field filter: plain text
 
 

@@ -1,4 +1,4 @@
-"""Snapshots of the compare screen: the overlaid charts, and the config diff tab."""
+"""Snapshots of the compare screen: the overlaid charts, the verdict line, and the config diff tab."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from aplot_tui.widgets.charts import MetricChart
 from .helpers import APLOT, BT, EMD, SIZE, wait_for
 
 
-def _compared(tab: str):
+def _compared(tab: str, runs=(EMD, APLOT, BT)):
     async def run_before(pilot):
         await pilot.pause()
-        pilot.app.compare([EMD, APLOT, BT])
+        pilot.app.compare(list(runs))
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
         screen = pilot.app.screen
         await wait_for(pilot, lambda: bool(screen.runs) and screen.query(MetricChart))
@@ -27,3 +27,8 @@ def test_compare_charts(make_app, snap_compare):
 
 def test_compare_config_diff(make_app, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=_compared("3"))
+
+
+def test_compare_verdict_line(make_app, snap_compare):
+    """BT against APLOT, pair by pair on their 400 held-out pairs: the verdict under the legend."""
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=_compared("1", (BT, APLOT)))

@@ -1,0 +1,97 @@
+"""Per-pair rewards of every eval, kept so two runs can be compared pair by pair after the fact.
+
+Each eval of each set writes one file, `runs/<id>/predictions/<set>/step-<N>.npy`: a structured
+array of `(r_pos float32, r_neg float32, index int32)`, 12 bytes a pair plus a 128-byte header, in the
+set's fixed order (`index` is the pair's position in the eval set, so two runs on the same set line
+up row by row; it is stored anyway so a reader can check that they do). The metrics stream keeps
+only aggregates; these files are what `aplot compare` bootstraps over.
+
+    write(run_dir, set_name, step, r_pos, r_neg)     # main process only, after the gather
+    read(run_dir, set_name, step=None)               # the newest step unless one is named
+    steps(run_dir, set_name), sets(run_dir)
+
+numpy only: the UI reads these files, and the engine's eval (RM training and `eval` runs) writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DIR = "predictions"
+DTYPE = np.dtype([("r_pos", "<f4"), ("r_neg", "<f4"), ("index", "<i4")])
+_STEP = re.compile(r"step-(\d+)\.npy")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One eval of one set: the step it was taken at and the rewards in set order."""
+
+    set_name: str
+    step: int
+    r_pos: np.ndarray  # [n] float32
+    r_neg: np.ndarray  # [n] float32
+    index: np.ndarray  # [n] int32
+
+    @property
+    def correct(self) -> np.ndarray:
+        """[n] bool: the chosen answer got the higher reward (a tie counts as wrong, as the accuracy does)."""
+        return self.r_pos > self.r_neg
+
+
+def set_dir(run_dir: Path, set_name: str) -> Path:
+    if not set_name or "/" in set_name or set_name.startswith("."):
+        raise ValueError(f"{set_name!r}: not an eval set name")
+    return Path(run_dir) / DIR / set_name
+
+
+def write(run_dir: Path, set_name: str, step: int, r_pos, r_neg, index=None) -> Path:
+    """Write one eval's rewards atomically (temp file + rename: a reader never sees half a file)."""
+    r_pos, r_neg = np.asarray(r_pos, dtype=np.float32).ravel(), np.asarray(r_neg, dtype=np.float32).ravel()
+    if r_pos.shape != r_neg.shape:
+        raise ValueError(f"predictions: {r_pos.shape} chosen rewards against {r_neg.shape} rejected")
+    rows = np.empty(len(r_pos), dtype=DTYPE)
+    rows["r_pos"], rows["r_neg"] = r_pos, r_neg
+    rows["index"] = np.arange(len(r_pos)) if index is None else np.asarray(index)
+    folder = set_dir(run_dir, set_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{int(step)}.npy"
+    fd, tmp = tempfile.mkstemp(prefix=".pred.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, rows, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sets(run_dir: Path) -> list[str]:
+    """Eval sets with at least one predictions file."""
+    root = Path(run_dir) / DIR
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and steps(run_dir, d.name)) if root.is_dir() else []
+
+
+def steps(run_dir: Path, set_name: str) -> list[int]:
+    folder = set_dir(run_dir, set_name)
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP.fullmatch(p.name)))
+
+
+def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions | None:
+    """One eval's rewards (the newest unless `step` is given); None when the run has none for that set."""
+    have = steps(run_dir, set_name)
+    if not have or (step is not None and step not in have):
+        return None
+    step = have[-1] if step is None else step
+    rows = np.load(set_dir(run_dir, set_name) / f"step-{step}.npy", allow_pickle=False)
+    if rows.dtype != DTYPE:
+        raise ValueError(f"{set_dir(run_dir, set_name)}/step-{step}.npy: not a predictions file ({rows.dtype})")
+    return Predictions(set_name, step, rows["r_pos"], rows["r_neg"], rows["index"])
