@@ -180,3 +180,16 @@ def test_fail_before_launch_in_one_line_and_leave_no_run_folder(tiny_config, tmp
         assert "unsupported file type" in line
     assert time.perf_counter() - t0 < 30
     assert not [p for p in runs_dir.iterdir() if not p.name.startswith(".")]
+
+
+def test_columns_and_eval_runs_are_checked_with_the_config():
+    from engine import config as C
+
+    with pytest.raises(C.ConfigError) as err:
+        C.from_dict({"data": {"columns": {"answer": "x", "chosen": ""}}})
+    assert err.value.problems == [
+        "data.columns.answer: not one of aplot's columns (prompt, chosen, rejected, margin, subset) (config)",
+        "data.columns.chosen: expected your column's name, got '' (config)"]
+    with pytest.raises(C.ConfigError, match="data.eval: an eval run needs at least one eval set"):
+        C.from_dict({"kind": "eval", "data": {"train": ""}})
+    C.from_dict({"kind": "eval", "data": {"train": "", "eval": {"heldout": "h.jsonl"}}})  # no split: name is free
