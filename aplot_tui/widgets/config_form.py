@@ -206,6 +206,16 @@ class Section(Collapsible):
             if self.built:
                 yield self.form._grid(self.paths)
 
+    def _watch_collapsed(self, collapsed: bool) -> None:
+        """As Collapsible's, without scrolling to itself: a section that opens because validation
+        found a problem in it must not pull the view away from the field being typed in."""
+        self._update_collapsed(collapsed)
+        self.post_message(self.Collapsed(self) if collapsed else self.Expanded(self))
+
+    def _on_collapsible_title_toggle(self, event) -> None:
+        super()._on_collapsible_title_toggle(event)
+        self.call_after_refresh(self.scroll_visible)  # opened by the user: show it
+
     def build(self) -> None:
         if not self.built:
             self.built = True
