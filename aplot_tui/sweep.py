@@ -212,7 +212,7 @@ def spawn_scheduler(root: Path, sweep_id: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, *filter(None, os.environ.get("PYTHONPATH", "").split(
         os.pathsep))]))
     with open(folder / LOG, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,  # noqa: S603 - our own module, an argument list
                                 start_new_session=True, close_fds=True, cwd=os.getcwd())
 
 

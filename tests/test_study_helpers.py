@@ -12,7 +12,6 @@ import pytest
 from bench import real_accuracy as RA
 from bench import study_report as SR
 from engine import bias_checks as D
-from engine import config as config_mod
 from engine import metrics as M
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
