@@ -452,7 +452,8 @@ def export(
     runs_dir: RunsDir = None,
 ) -> None:
     """Copy a run's model out of the store as an HF folder (safetensors, the tokenizer with aplot's pair
-    template, aplot_inputs.json), with the run's manifest and metrics beside it."""
+    template, aplot_inputs.json), with the run's manifest and metrics beside it. A LoRA run's folder
+    holds the merged model, and its adapter alone (peft's adapter files) in adapter/."""
     paths = mf.find_run(_root(runs_dir), run_id)
     src = paths.checkpoints / which
     if not src.is_dir():
@@ -465,7 +466,12 @@ def export(
     if dest.exists() and any(dest.iterdir()):
         raise UserError(f"{dest}: exists and is not empty")
     # the folder itself is the model: from_pretrained(dest) loads it, the run's record sits beside
-    shutil.copytree(src, dest, dirs_exist_ok=True)
+    if (src / "adapter_config.json").is_file():  # a LoRA checkpoint: merged here, the adapter in adapter/
+        from engine.models import export_adapter_folder  # torch, only for this command
+
+        export_adapter_folder(src, dest)
+    else:
+        shutil.copytree(src, dest, dirs_exist_ok=True)
     for f in (paths.manifest, paths.metrics):
         if f.exists():
             shutil.copy2(f, dest / f.name)

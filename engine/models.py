@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     LlamaConfig,
@@ -234,10 +235,19 @@ def n_params(model: nn.Module, trainable_only: bool = False) -> int:
 INPUTS_FILE = "aplot_inputs.json"
 
 
+ADAPTER_FILE = "adapter_config.json"
+
+
 def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, tokenizer=None,
-                      inputs: dict | None = None) -> Path:
+                      inputs: dict | None = None, adapter_base: str = "") -> Path:
     """A self-contained safetensors export: plain HF weights (LoRA merged into a copy, so
     training can go on with the adapter) plus the tokenizer, loadable without peft or pickle.
+
+    With `adapter_base` (the base model's path or hub id, for a LoRA model whose base can be
+    rebuilt from it) the folder holds the adapter alone instead: peft's adapter_config.json
+    (naming the base) and adapter_model.safetensors (the LoRA weights and the trainable head),
+    the base's config.json and the tokenizer. `load_reward_model` merges it back on load;
+    `transformers`' own `from_pretrained` also reads such a folder as base + adapter.
 
     The tokenizer carries how aplot builds a pair's input: its post-processor is set to aplot's
     template (`prefix prompt middle response suffix`, one token type throughout, as aplot feeds the
@@ -245,11 +255,17 @@ def save_reward_model(model: RewardModel | nn.Module, out_dir: Path | str, token
     prompt from the left as aplot does, and `inputs` (max_length, the prompt floor) is written to
     aplot_inputs.json beside it, so plain transformers and `aplot eval` score the export as aplot did."""
     hf_model = model.hf_model if isinstance(model, RewardModel) else model
-    if hasattr(hf_model, "merge_and_unload"):  # a peft model
-        hf_model = copy.deepcopy(hf_model).merge_and_unload()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    hf_model.save_pretrained(str(out_dir), safe_serialization=True)
+    if adapter_base and hasattr(hf_model, "merge_and_unload"):  # a peft model: its adapter alone
+        for peft_config in hf_model.peft_config.values():
+            peft_config.base_model_name_or_path = adapter_base
+        hf_model.save_pretrained(str(out_dir), safe_serialization=True)
+        hf_model.get_base_model().config.save_pretrained(str(out_dir))
+    else:
+        if hasattr(hf_model, "merge_and_unload"):  # a peft model
+            hf_model = copy.deepcopy(hf_model).merge_and_unload()
+        hf_model.save_pretrained(str(out_dir), safe_serialization=True)
     if tokenizer is not None:
         save_tokenizer(tokenizer, out_dir, inputs)
     return out_dir
@@ -300,16 +316,50 @@ def load_reward_model(path: Path | str, device: torch.device | str | None = None
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no reward-model export (config.json) in {path}")
-    hf_model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
-    )
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    if (path / ADAPTER_FILE).exists():
+        hf_model = load_merged_adapter(path, len(tokenizer))
+    else:
+        hf_model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
     tokenizer.padding_side = "right"
     hf_model.config.use_cache = False
     model = RewardModel(hf_model, is_decoder_classifier(hf_model)).eval()
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def load_merged_adapter(path: Path, vocab_size: int) -> nn.Module:
+    """The plain HF model of an adapter folder: its base (named in adapter_config.json, one
+    output, resized to the saved tokenizer) with the adapter and head loaded and merged in."""
+    from peft import PeftConfig, PeftModel
+
+    base = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    kwargs = {"local_files_only": True} if Path(base).is_dir() else {}
+    hf_model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=1, use_safetensors=True, trust_remote_code=False, **kwargs)
+    if vocab_size > hf_model.get_input_embeddings().num_embeddings:
+        hf_model.resize_token_embeddings(vocab_size)
+    saved = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    hf_model.config.pad_token_id = saved.pad_token_id
+    return PeftModel.from_pretrained(hf_model, str(path), is_trainable=False).merge_and_unload()
+
+
+def export_adapter_folder(src: Path | str, dest: Path | str) -> None:
+    """`aplot export` of an adapter checkpoint: the merged model in `dest` (loadable with plain
+    transformers, no peft) and the adapter as it was saved in `dest/adapter`."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    model, tokenizer = load_reward_model(src)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.hf_model.save_pretrained(str(dest), safe_serialization=True)
+    shutil.copytree(src, dest / "adapter", dirs_exist_ok=True)
+    for f in src.iterdir():  # the tokenizer and input rule, as the checkpoint carries them
+        if f.is_file() and f.name not in {ADAPTER_FILE, "adapter_model.safetensors", "config.json", "README.md"}:
+            shutil.copy2(f, dest / f.name)
 
 
 # --- the sentence encoder for embedding = "encoder" ---------------------------------------

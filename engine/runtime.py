@@ -79,6 +79,7 @@ class RunContext:
         self.cfg = config_mod.from_dict(self.manifest["config"], str(self.paths.manifest))
         self.resume = resume
         self._writer: MetricsWriter | None = None
+        self._lean_hook = None  # the pre-save hook that leaves a LoRA base out of step checkpoints
         self.accelerator = self._make_accelerator()
         self._heartbeat = liveness.Heartbeat(self.paths.dir).start() if self.is_main else None
 
@@ -240,6 +241,8 @@ class RunContext:
             shutil.rmtree(out)
         self.accelerator.wait_for_everyone()
         try:
+            if self._lean_hook is None and self._frozen_base_rebuilt():
+                self._lean_hook = self.accelerator.register_save_state_pre_hook(_drop_frozen_weights)
             self.accelerator.save_state(str(out), safe_serialization=True)
             self.accelerator.wait_for_everyone()
             if self.is_main:
@@ -269,7 +272,8 @@ class RunContext:
         ckpt = self._resume_checkpoint()
         if ckpt is None:
             return None
-        self.accelerator.load_state(str(ckpt))
+        # a LoRA checkpoint holds the trainable weights; the frozen base is the one just rebuilt
+        self.accelerator.load_state(str(ckpt), **({"strict": False} if self._frozen_base_rebuilt() else {}))
         state = json.loads((ckpt / TRAINER_STATE).read_text())
         if self.is_main:
             self._supersede_metrics_after(state["step"])
@@ -322,11 +326,28 @@ class RunContext:
                     k.removeprefix("hf_model."): v for k, v in state_dict.items()})
                 save_tokenizer(tokenizer, tmp, inputs)
             else:  # a RewardModel, or any wrapper exposing its HF model (the PPO policy's value head stays out)
-                save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer, inputs)
+                save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer, inputs,
+                                  adapter_base=self._adapter_base())
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
         self.accelerator.wait_for_everyone()
         return out
+
+    def _frozen_base_rebuilt(self) -> bool:
+        """Whether step checkpoints may leave out frozen weights: an RM's LoRA base, which every
+        launch rebuilds identically from model.name (or the seed, for `tiny`), on an unsharded run."""
+        from accelerate.utils import DistributedType
+
+        return (self.cfg.kind == "rm" and self.cfg.model.lora.r > 0
+                and self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED))
+
+    def _adapter_base(self) -> str:
+        """Where an RM's LoRA base can be rebuilt from (its checkpoints then hold the adapter alone),
+        or "" for a merged copy: full fine-tuning, the random `tiny` base, a dequantised GGUF."""
+        m = self.cfg.model
+        if self.cfg.kind != "rm" or m.lora.r == 0 or m.name == "tiny" or m.gguf_file:
+            return ""
+        return str(Path(m.name).resolve()) if Path(m.name).is_dir() else m.name
 
     # ------------------------------------------------------------------ end
 
@@ -348,6 +369,14 @@ class RunContext:
         code = {"completed": 0, "stopped": 130}.get(status, 1)
         mf.update(self.paths, status=status, exit_code=code, error=error, finished_at=mf.now_iso(),
                   summary=_finite(summary or {}))
+
+
+def _drop_frozen_weights(models: list, weights: list[dict], output_dir: str) -> None:
+    """Accelerate's pre-save hook: each model's saved state without its frozen parameters."""
+    for model, state in zip(models, weights, strict=False):
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                state.pop(name, None)
 
 
 def _aplot_version() -> str:

@@ -1,7 +1,8 @@
 """`aplot eval`: any reward model on preference sets, as a run of kind `eval` beside the trained runs.
 
-One demo RM run (module scope) is scored again through `aplot eval` on its own held-out split, after
-`aplot export`, with subsets and sections, and on two ranks: the numbers must be the run's own.
+One demo RM run (module scope) is scored again through `aplot eval`, in three launches: on its own
+held-out split; exported, on that split as a file and with subsets and sections (one launch for both);
+and on two ranks. The numbers must be the run's own.
 """
 
 import json
@@ -100,31 +101,6 @@ def test_eval_of_a_run_reproduces_its_final_heldout_accuracy(demo_run):
     assert table.returncode == 0 and f"eval/{M.HELDOUT}/accuracy" in table.stdout
 
 
-def test_the_export_loads_in_plain_transformers_and_scores_as_aplot_does(demo_run, tmp_path):
-    runs, paths, manifest = demo_run
-    out = tmp_path / "out"
-    assert aplot("export", paths.id, "--which", "final", "--out", out, runs_dir=runs).returncode == 0
-    assert (out / "config.json").is_file() and (out / "manifest.toml").is_file()
-    pairs = heldout_pairs(manifest)
-    m = manifest["config"]["model"]
-    rc, _ = hand_scored(paths.checkpoints / "final", pairs[:8], m["max_length"], m["prompt_share"])
-    # the README's three lines, verbatim, in a fresh process that knows nothing of aplot
-    assert README_LINES in (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    script = ("import json, sys\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-              "out = sys.argv[1]\nfor prompt, response in json.loads(sys.argv[2]):\n"
-              + "".join(f"    {line}\n" for line in README_LINES.splitlines()) + "    print(repr(score))\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(out), json.dumps([[p.prompt, p.chosen] for p in pairs[:8]])],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    scores = [float(x) for x in proc.stdout.split()]
-    assert len(scores) == 8 and all(abs(a - b) < 1e-6 for a, b in zip(scores, rc, strict=True)), (scores, rc)
-    # aplot eval on the exported folder: the run's own numbers
-    own = eval_records(paths)[M.HELDOUT]
-    ev = launch_eval(runs, out, "--data", f"{M.HELDOUT}={write_pairs(tmp_path / 'heldout.jsonl', pairs)}")
-    got = eval_records(ev)[M.HELDOUT]
-    assert got[M.ACCURACY] == own[M.ACCURACY] and math.isclose(got[M.LOSS], own[M.LOSS], abs_tol=1e-6)
-
-
 SECTIONS = 'Easy = ["a", "b"]\nHard = { c = 1.0 }\n'
 
 
@@ -141,16 +117,46 @@ def subset_set(demo_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def subset_eval(demo_run, subset_set) -> mf.RunPaths:
-    runs, paths, _ = demo_run
-    _, _, data, sections = subset_set
-    return launch_eval(runs, paths.id, "--which", "final", "--data", f"mixed={data}", "--sections", sections)
+def exported(demo_run, subset_set, tmp_path_factory) -> tuple[Path, mf.RunPaths]:
+    """The run's final model exported, and one `aplot eval` of the folder: the held-out split as a file,
+    and the same pairs with a subset column and a sections file."""
+    runs, paths, manifest = demo_run
+    pairs, _, data, sections = subset_set
+    d = tmp_path_factory.mktemp("export")
+    out = d / "out"
+    assert aplot("export", paths.id, "--which", "final", "--out", out, runs_dir=runs).returncode == 0
+    heldout = write_pairs(d / "heldout.jsonl", pairs)
+    return out, launch_eval(runs, out, "--data", f"{M.HELDOUT}={heldout}", "--data", f"mixed={data}",
+                            "--sections", sections)
 
 
-def test_per_subset_and_per_section_accuracy_match_a_hand_count(demo_run, subset_set, subset_eval):
+def test_the_export_loads_in_plain_transformers_and_scores_as_aplot_does(demo_run, exported, tmp_path):
+    runs, paths, manifest = demo_run
+    out, ev = exported
+    assert (out / "config.json").is_file() and (out / "manifest.toml").is_file()
+    pairs = heldout_pairs(manifest)
+    m = manifest["config"]["model"]
+    rc, _ = hand_scored(paths.checkpoints / "final", pairs[:8], m["max_length"], m["prompt_share"])
+    # the README's three lines, verbatim, in a fresh process that knows nothing of aplot
+    assert README_LINES in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    script = ("import json, sys\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+              "out = sys.argv[1]\nfor prompt, response in json.loads(sys.argv[2]):\n"
+              + "".join(f"    {line}\n" for line in README_LINES.splitlines()) + "    print(repr(score))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(out), json.dumps([[p.prompt, p.chosen] for p in pairs[:8]])],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    scores = [float(x) for x in proc.stdout.split()]
+    assert len(scores) == 8 and all(abs(a - b) < 1e-6 for a, b in zip(scores, rc, strict=True)), (scores, rc)
+    # aplot eval on the exported folder: the run's own numbers
+    own = eval_records(paths)[M.HELDOUT]
+    got = eval_records(ev)[M.HELDOUT]
+    assert got[M.ACCURACY] == own[M.ACCURACY] and math.isclose(got[M.LOSS], own[M.LOSS], abs_tol=1e-6)
+
+
+def test_per_subset_and_per_section_accuracy_match_a_hand_count(demo_run, subset_set, exported):
     runs, paths, manifest = demo_run
     pairs, subsets, data, sections = subset_set
-    ev = subset_eval
+    _, ev = exported
     got = eval_records(ev)["mixed"]
     m = manifest["config"]["model"]
     rc, rr = hand_scored(paths.checkpoints / "final", pairs, m["max_length"], m["prompt_share"])
@@ -166,11 +172,11 @@ def test_per_subset_and_per_section_accuracy_match_a_hand_count(demo_run, subset
     assert mf.read(ev)["summary"][f"eval/mixed/{M.SECTIONS_MEAN}"] == got[M.SECTIONS_MEAN]
 
 
-def test_two_cpu_ranks_give_the_numbers_of_one(demo_run, subset_set, subset_eval):
+def test_two_cpu_ranks_give_the_numbers_of_one(demo_run, subset_set, exported):
     runs, paths, _ = demo_run
     _, _, data, sections = subset_set
     args = (paths.id, "--which", "final", "--data", f"mixed={data}", "--sections", sections)
-    one = eval_records(subset_eval)["mixed"]
+    one = eval_records(exported[1])["mixed"]  # the same final weights, exported, on one rank
     ev2 = launch_eval(runs, *args, "launch.num_processes=2", "launch.cpu=true")
     assert mf.read(ev2)["provenance"]["world_size"] == 2
     two = eval_records(ev2)["mixed"]

@@ -232,6 +232,43 @@ def test_lora_export_is_merged_and_training_keeps_its_adapter(tmp_path, tok):
     assert any("lora_A" in name for name, _ in model.named_parameters())  # the training copy is intact
 
 
+def folder_size(folder) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_lora_checkpoint_holds_the_adapter_and_export_merges_it(tmp_path, tok):
+    """A LoRA model whose base is a folder saves the adapter alone; loading merges it back, and
+    the export's merged model and its adapter/ on the base (through peft) score the same."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from engine.models import export_adapter_folder
+
+    base_dir = save_reward_model(build_reward_model(replace(tiny_cfg(), tiny=replace(SMALL, hidden_size=64)), tok),
+                                 tmp_path / "base", tokenizer=tok)
+    model = build_reward_model(ModelSection(name=str(base_dir), max_length=64, lora=LoraConfig(r=2, alpha=8)),
+                               tok).eval()
+    with torch.no_grad():  # move the adapter and head off their init so the merge matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "score" in name:
+                p.add_(0.1)
+    b = batch(tok, ["Human: hi", "Human: how do I bake bread? Assistant: knead"])
+    ckpt = save_reward_model(model, tmp_path / "best", tokenizer=tok, adapter_base=str(base_dir))
+    assert (ckpt / "adapter_config.json").exists() and not (ckpt / "model.safetensors").exists()
+    assert folder_size(ckpt) < folder_size(base_dir) / 4
+    with torch.no_grad():
+        want = model(**b)[0]
+        torch.testing.assert_close(load_reward_model(ckpt)[0](**b)[0], want, atol=1e-5, rtol=0)
+
+    export_adapter_folder(ckpt, tmp_path / "out")
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    adapted = PeftModel.from_pretrained(base, tmp_path / "out" / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**b).logits[:, 0], want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(adapted(**b).logits[:, 0], merged(**b).logits[:, 0], atol=1e-6, rtol=0)
+
+
 def test_load_reward_model_names_a_missing_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_reward_model(tmp_path)
