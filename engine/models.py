@@ -342,7 +342,7 @@ def load_merged_adapter(path: Path, vocab_size: int) -> nn.Module:
         base, num_labels=1, use_safetensors=True, trust_remote_code=False, **kwargs)
     if vocab_size > hf_model.get_input_embeddings().num_embeddings:
         hf_model.resize_token_embeddings(vocab_size)
-    saved = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    saved = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     hf_model.config.pad_token_id = saved.pad_token_id
     return PeftModel.from_pretrained(hf_model, str(path), is_trainable=False).merge_and_unload()
 

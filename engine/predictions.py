@@ -20,6 +20,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -44,10 +45,17 @@ class Predictions:
         return self.r_pos > self.r_neg
 
 
+def _folder_name(set_name: str) -> str:
+    """An eval set's name as one safe path component: a set may be called anything the config allows
+    (even `../x`), and its folder must still be a plain child of `predictions/`."""
+    if not set_name:
+        raise ValueError("an eval set needs a name")
+    name = quote(set_name, safe="")
+    return "%2E" + name[1:] if name.startswith(".") else name
+
+
 def set_dir(run_dir: Path, set_name: str) -> Path:
-    if not set_name or "/" in set_name or set_name.startswith("."):
-        raise ValueError(f"{set_name!r}: not an eval set name")
-    return Path(run_dir) / DIR / set_name
+    return Path(run_dir) / DIR / _folder_name(set_name)
 
 
 def write(run_dir: Path, set_name: str, step: int, r_pos, r_neg, index=None) -> Path:
@@ -75,7 +83,8 @@ def write(run_dir: Path, set_name: str, step: int, r_pos, r_neg, index=None) -> 
 def sets(run_dir: Path) -> list[str]:
     """Eval sets with at least one predictions file."""
     root = Path(run_dir) / DIR
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and steps(run_dir, d.name)) if root.is_dir() else []
+    names = [unquote(d.name) for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    return sorted(n for n in names if steps(run_dir, n))
 
 
 def steps(run_dir: Path, set_name: str) -> list[int]:

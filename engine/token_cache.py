@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,31 +80,44 @@ def load(root: Path, k: str) -> list[dict] | None:
     return out
 
 
-def store(root: Path, k: str, items: Sequence[dict]) -> None:
-    """Write an entry atomically; an entry another run finished first is kept as it is."""
+def store(root: Path, k: str, items: Sequence[dict]) -> bool:
+    """Write an entry atomically; an entry another run finished first is kept as it is.
+
+    The cache only saves time, so a write that fails (a full disk, a file-size limit, a read-only
+    store) costs the run nothing but this one line: it goes on with the ids it has. True if stored."""
     final = Path(root) / k
     if final.exists():
-        return
+        return True
     tmp = Path(root) / f".{k}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
-    tmp.mkdir(parents=True)
     try:
-        def flat(side: str) -> tuple[np.ndarray, np.ndarray]:
-            lens = np.fromiter((len(it[side]) for it in items), dtype=np.int64, count=len(items))
-            off = np.zeros(len(items) + 1, dtype=np.int64)
-            np.cumsum(lens, out=off[1:])
-            ids = np.concatenate([np.asarray(it[side], dtype=np.int32) for it in items]) if items else np.zeros(0, np.int32)
-            return ids, off
-
-        c_ids, c_off = flat("chosen_ids")
-        r_ids, r_off = flat("rejected_ids")
-        flags = {name: np.asarray([it[name] for it in items], dtype=np.int32) for name in FLAGS}
-        with open(tmp / ITEMS, "wb") as fh:
-            np.savez(fh, chosen_ids=c_ids, chosen_off=c_off, rejected_ids=r_ids, rejected_off=r_off, **flags)
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp.mkdir(parents=True)
+        _write(tmp, items)
         try:
             os.rename(tmp, final)  # a folder onto a missing name: atomic; onto an existing one it fails
         except OSError:
             pass  # another run stored the same entry first
+        return True
+    except OSError as e:
+        print(f"[aplot] token cache not written ({e.strerror or e}): the next run tokenises again",
+              file=sys.stderr, flush=True)
+        return False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write(tmp: Path, items: Sequence[dict]) -> None:
+    """The entry's one file: flat int32 ids and int64 offsets per side, plus the per-pair flags."""
+    def flat(side: str) -> tuple[np.ndarray, np.ndarray]:
+        lens = np.fromiter((len(it[side]) for it in items), dtype=np.int64, count=len(items))
+        off = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(lens, out=off[1:])
+        ids = np.concatenate([np.asarray(it[side], dtype=np.int32) for it in items]) if items else np.zeros(0, np.int32)
+        return ids, off
+
+    c_ids, c_off = flat("chosen_ids")
+    r_ids, r_off = flat("rejected_ids")
+    flags = {name: np.asarray([it[name] for it in items], dtype=np.int32) for name in FLAGS}
+    with open(tmp / ITEMS, "wb") as fh:
+        np.savez(fh, chosen_ids=c_ids, chosen_off=c_off, rejected_ids=r_ids, rejected_off=r_off, **flags)
+        fh.flush()
+        os.fsync(fh.fileno())

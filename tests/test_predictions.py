@@ -29,7 +29,17 @@ def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ValueError):
         P.write(tmp_path, "heldout", 1, [1.0, 2.0], [1.0])
     with pytest.raises(ValueError):
-        P.write(tmp_path, "../x", 1, [1.0], [0.0])
+        P.write(tmp_path, "", 1, [1.0], [0.0])
+
+
+def test_any_set_name_stays_one_folder_inside_predictions(tmp_path):
+    """A set may be called `../x` or `..` in the config; its folder is still a plain child of predictions/."""
+    for name in ("../x", "..", ".hidden", "a/b", "ood"):
+        path = P.write(tmp_path, name, 3, [1.0, 0.0], [0.0, 1.0])
+        assert path.parent.parent == tmp_path / "predictions", (name, path)
+        assert P.read(tmp_path, name).correct.tolist() == [True, False]
+    assert P.sets(tmp_path) == sorted(["../x", "..", ".hidden", "a/b", "ood"])
+    assert {p.parent for p in tmp_path.rglob("*.npy")} == {d for d in (tmp_path / "predictions").iterdir()}
     (tmp_path / "predictions" / "odd").mkdir(parents=True)
     np.save(tmp_path / "predictions" / "odd" / "step-1.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not a predictions file"):

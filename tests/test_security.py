@@ -199,6 +199,9 @@ def from_pretrained_calls():
                      for t in n.targets if isinstance(t, ast.Name)}
             for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
                 if isinstance(call.func, ast.Attribute) and call.func.attr == "from_pretrained":
+                    # peft's loaders read adapter_config.json and safetensors only: no code path to trust
+                    if dotted(call.func.value) in ("PeftConfig", "PeftModel"):
+                        continue
                     yield path, call, dicts
 
 

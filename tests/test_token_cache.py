@@ -42,6 +42,18 @@ def test_a_second_dataset_reads_the_cache_and_gets_the_same_items(tmp_path, tok)
     assert len([p for p in tmp_path.iterdir()]) == 4
 
 
+
+def test_a_cache_that_cannot_be_written_costs_the_run_nothing(tmp_path, tok, capsys):
+    """A full disk or a read-only store must not fail a run over an optimisation."""
+    pairs = synthetic_pairs(50, 0, 0.1).pairs
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would go")
+    ds = PairDataset(pairs, tok, 32, 0.25, blocked)
+    assert not ds.cached and same_items(ds, PairDataset(pairs, tok, 32, 0.25))
+    assert "token cache not written" in capsys.readouterr().err
+    assert blocked.read_text().startswith("a file")  # nothing half-written in its place
+    assert not PairDataset(pairs, tok, 32, 0.25, blocked).cached  # and nothing to read back
+
 RACE = """
 import sys, pickle
 from engine.data import PairDataset, synthetic_pairs
