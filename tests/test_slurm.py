@@ -249,12 +249,10 @@ def test_stop_kill_and_resume_through_the_scheduler_match_an_uninterrupted_run(c
 
 
 def test_a_time_limit_stops_with_a_checkpoint_and_auto_resume_finishes_the_run(cluster, tmp_path, runs_dir):
-    """`time = 1` minute, SIGINT 40 s before it: each job trains until the signal, checkpoints and ends
+    """`time = 1` minute, SIGINT 30 s before it: each job trains until the signal, checkpoints and ends
     `stopped`, and the job resubmits the run (auto_resume = 2) until it completes — by itself, through
-    three jobs — with the losses of an uninterrupted run. slurmctld looks for due signals on its
-    periodic pass (every 30 s here): a warning window narrower than that pass can fall between two
-    passes and the job meets its limit unsignalled (seen once at 30 s), so the window is 40 s."""
-    limited = ["launch.slurm.time=\"1\"", "launch.slurm.signal_before_end=40", "launch.slurm.auto_resume=2"]
+    three jobs — with the losses of an uninterrupted run."""
+    limited = ["launch.slurm.time=\"1\"", "launch.slurm.signal_before_end=30", "launch.slurm.auto_resume=2"]
     assert aplot("run", slurm_config(tmp_path), *LONG, "checkpoint.every=0", *limited, "--detach",
                  runs_dir=runs_dir).returncode == 0
     paths = only_run(runs_dir)
