@@ -18,7 +18,6 @@ from typing import Annotated
 
 import typer
 
-from aplot_tui.launcher import preflight
 from engine import config as config_mod
 from engine import manifest as mf
 from engine import metrics as M
@@ -69,9 +68,7 @@ def _load_config(config: Path | None, overrides: list[str], preset: str | None) 
     if config is not None and "=" in str(config):  # `aplot run --preset x a.b=1`: shift overrides
         overrides = [str(config), *overrides]
         config = None
-    cfg = config_mod.load(config, overrides, preset=preset if config is None else None)
-    preflight(cfg)
-    return cfg
+    return config_mod.load(config, overrides, preset=preset if config is None else None)
 
 
 
@@ -240,8 +237,7 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
     out = config_mod.from_dict(cfg, "aplot eval")
     if out.model.max_length == config_mod.ModelSection().max_length and "max_length" not in cfg["model"]:
         out.model.max_length = _folder_max_length(folder, out.model.max_length)
-    preflight(out)
-    return out, links
+    return out, links  # the launcher's preflight checks it before any folder exists
 
 
 def _folder_max_length(folder: Path, default: int) -> int:

@@ -26,7 +26,7 @@ import tomli_w
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from aplot_tui.cli import preflight
+from aplot_tui.launcher import preflight
 from engine import config as C
 from engine import manifest as mf
 from engine.data import DataError, load_pairs
