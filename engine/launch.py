@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine import HOLD_STOPS_ENV, STOP_AT_START_ENV, STOP_SIGNALS
 from engine import config as config_mod
 from engine.config import Config, ConfigError
 
@@ -163,8 +164,12 @@ def env(cfg: Config) -> dict[str, str]:
 
 
 def _ranks_stop_themselves(_signum, _frame) -> None:
-    """SIGINT reaches the whole process group at once: the ranks checkpoint and exit, and this
-    launcher goes on waiting for them, so it ends with their exit status instead of a traceback."""
+    """A stop reaches the whole process group (or the whole Slurm step) at once: the ranks checkpoint
+    and exit, and this launcher goes on waiting for them, so it ends with their exit status instead of
+    a traceback — and, under srun, stays alive while they save (a task that exits first has its step's
+    remaining processes killed). A rank not started yet has not heard the signal: it finds the stop in
+    its environment (`engine.STOP_AT_START_ENV`) and stops after its first step."""
+    os.environ[STOP_AT_START_ENV] = "1"
 
 
 def slurm_task_flags(args: list[str], env: dict[str, str]) -> list[str]:
@@ -180,8 +185,9 @@ def slurm_task_flags(args: list[str], env: dict[str, str]) -> list[str]:
 
 def main() -> None:
     # A handler (not SIG_IGN) here means the default disposition for every process exec'd below.
-    signal.signal(signal.SIGINT, _ranks_stop_themselves)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ranks_stop_themselves)
+    os.environ[HOLD_STOPS_ENV] = "1"  # each rank holds a stop until its handlers are in place (engine/__init__)
     from accelerate.commands.launch import main as accelerate_launch
 
     args = sys.argv[1:]

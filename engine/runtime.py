@@ -34,9 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine import STOP_AT_START_ENV, STOP_SIGNALS, liveness
 from engine import config as config_mod
 from engine import launch as launch_mod
-from engine import liveness
 from engine import manifest as mf
 from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
 from engine.metrics import MetricsWriter, parse_line
@@ -69,10 +69,16 @@ def _git_commit() -> str | None:
 
 class RunContext:
     def __init__(self, run_dir: Path, resume: bool = False):
-        self._stop_flag = False
-        # Stop handlers first: whatever the launching process ignored, a stop from here on is heard.
+        self._stop_flag = self._signalled = False
+        # Stop handlers first: whatever the launching process ignored, a stop from here on is heard;
+        # one held since the rank's first line (engine/__init__) is delivered to them now.
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
+        if os.environ.pop(STOP_AT_START_ENV, None) == "1":  # the launcher was stopped before this rank existed
+            self._stop_flag = True
+            print("[aplot] stopped while starting: stopping after the first step (a checkpoint is saved first)",
+                  flush=True)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self.paths = mf.RunPaths(Path(run_dir))
         self._alive = liveness.hold(self.paths.dir)  # held until this process exits, however it exits
         self.manifest = mf.read(self.paths)
@@ -120,9 +126,9 @@ class RunContext:
     def _on_signal(self, signum, _frame) -> None:
         # A second SIGINT means "now". SIGTERM never escalates: the multi-process launcher forwards
         # SIGTERM to its ranks right after the group's SIGINT, and that must not tear the checkpoint.
-        if self._stop_flag and signum == signal.SIGINT:
+        if self._signalled and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self._stop_flag = True
+        self._signalled = self._stop_flag = True
         print(f"[aplot] received {signal.Signals(signum).name}: stopping at the next step boundary "
               "(a checkpoint is saved first)", flush=True)
 

@@ -4,6 +4,7 @@ ACCELERATE_USE_CPU, the way `[launch] cpu = true` starts them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from _cli import aplot, one_line_error
+from _procs import group_members, wait_for
 from conftest import TINY_RM
 
 from aplot_tui import supervisor
@@ -266,6 +268,52 @@ def test_a_run_launched_with_sigint_ignored_stops_cleanly_with_a_checkpoint(tmp_
     step = manifest["summary"]["step"]
     assert mf.checkpoint_steps(paths) == [step] and (paths.checkpoints / f"step-{step}" / "done").exists()
     assert mf.effective_status(paths) == "stopped" and not liveness.lock_held(paths.dir)
+
+
+def rank_pids(pgid: int) -> list[int]:
+    """The training ranks (`python -m engine.reward …`) of a run's process group, not its launcher."""
+    out = []
+    for pid in group_members(pgid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"engine.reward"]:
+                out.append(pid)
+    return out
+
+
+def assert_stopped_after_its_first_step(paths: mf.RunPaths) -> None:
+    manifest = mf.read(paths)
+    assert manifest["status"] == "stopped" and manifest["exit_code"] == 130, paths.log.read_text()[-3000:]
+    assert manifest["summary"]["step"] == 1 and mf.checkpoint_steps(paths) == [1]
+    assert "Traceback" not in paths.log.read_text() and not liveness.lock_held(paths.dir)
+
+
+def test_a_stop_while_the_rank_still_imports_torch_ends_stopped_after_its_first_step(tmp_path, runs_dir):
+    """An `aplot stop` pressed at launch, a Slurm warning signal in a job's first second: the rank holds
+    the signal from its first line (SigBlk) until its handlers are in place, then stops with a
+    checkpoint after one step — not a KeyboardInterrupt in the middle of `import torch`."""
+    paths = supervisor.create_run(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
+                                                                  "eval.every=0"]), runs_dir)
+    proc = supervisor.spawn(paths)
+    bit = 1 << (signal.SIGINT - 1)
+    wait_for(lambda: any(sig_mask(pid, "SigBlk") & bit for pid in rank_pids(proc.pid)), 60, "a rank holding SIGINT")
+    os.killpg(proc.pid, signal.SIGINT)  # what `aplot stop` sends: the launcher and every rank at once
+    assert proc.wait(timeout=120) == 130
+    assert_stopped_after_its_first_step(paths)
+
+
+def test_a_stop_before_any_rank_exists_reaches_the_ranks_when_they_start(tmp_path, runs_dir):
+    """Only the launcher was there to hear it (accelerate was still importing): the ranks it starts
+    afterwards find the stop in their environment."""
+    paths = supervisor.create_run(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
+                                                                  "eval.every=0"]), runs_dir)
+    proc = supervisor.spawn(paths)
+    term = 1 << (signal.SIGTERM - 1)  # Python catches SIGINT from its start; SIGTERM only once main() ran
+    wait_for(lambda: sig_mask(proc.pid, "SigCgt") & term, 60, "the launcher's stop handlers")
+    assert not rank_pids(proc.pid)  # accelerate takes seconds to import; its ranks come after
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert_stopped_after_its_first_step(paths)
+    assert "[aplot] stopped while starting" in paths.log.read_text()
 
 
 def test_resume_refuses_overrides_outside_launch(runs_dir, tmp_path):
