@@ -107,11 +107,23 @@ class AplotSection:
 
 
 @dataclass
+class LengthSection:
+    penalty: float = f(0.0, "λ: adds λ·ρ², ρ the batch's correlation of rewards with response length in tokens; "
+                       "0 = off", ge=0)
+    balance: bool = f(False, "weight pairs so chosen-longer and chosen-shorter pairs carry equal weight in each "
+                      "batch (ties keep weight 1)")
+    scope: str = f("global", "compute ρ and the balance counts over the batch of all ranks, or per rank",
+                   choices=("global", "local"))
+
+
+@dataclass
 class LossSection:
     type: str = f("aplot", "reward-model loss", choices=("bt", "bt_margin", "label_smoothing", "aplot"))
     center_rewards: float = f(0.0, "c: adds c·mean((r⁺+r⁻)²) to keep rewards centred", ge=0)
     label_smoothing: float = f(0.1, "ε of the label_smoothing loss", ge=0, lt=0.5)
     aplot: AplotSection = sub(AplotSection, "the optimal-transport adaptive margin")
+    length: LengthSection = sub(LengthSection, "length debiasing, for every loss type: so rewards learn less of "
+                                "response length")
 
 
 @dataclass

@@ -41,6 +41,12 @@ MARGIN_MAX = "margin/max"
 MARGIN_GAP_CORR = "margin/gap_corr"
 OT_COST = "ot/cost"
 OT_ITERATIONS = "ot/iterations"
+# loss.length: the global batch's reward–length correlation ρ, the penalty λρ², and under
+# balance the weight of chosen-longer pairs and their share of the batch
+LENGTH_CORR = "length/reward_corr"
+LENGTH_PENALTY = "length/penalty"
+LENGTH_LONGER_WEIGHT = "length/longer_weight"
+LENGTH_LONGER_SHARE = "length/longer_share"
 GRAD_NORM = "grad_norm"
 LEARNING_RATE = "learning_rate"
 SAMPLES_PER_S = "samples_per_s"
@@ -95,7 +101,7 @@ PPO_TRAIN_KEYS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, 
                   POLICY_LOSS, VALUE_LOSS, VALUE_CLIPFRAC, RESPONSE_LENGTH)
 
 # metrics where lower is better (beside every loss); the rest are judged higher-is-better
-LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, "diag/ece")
+LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, LENGTH_PENALTY, "diag/ece")
 
 
 def eval_split(name: str) -> str:
