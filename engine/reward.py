@@ -25,7 +25,7 @@ from engine import manifest as mf
 from engine import metrics as M
 from engine import predictions, token_cache
 from engine.data import DataError, PairDataset, collate_pairs, load_pairs, split_eval, synthetic_pairs
-from engine.losses import bt_loss, pair_stats, rm_loss
+from engine.losses import bt_loss, length_terms, pair_stats, rm_loss
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.ot_margin import aplot_margin, global_margin
 from engine.runtime import RunContext, TrainingError, run_main
@@ -119,6 +119,15 @@ def compute_margin(ctx: RunContext, step: int, r_c, r_r, h_c, h_r, texts, encode
     if cfg.aplot.ot_scope == "global" and ctx.accelerator.num_processes > 1:
         return global_margin(ctx.accelerator, r_c.detach().float(), r_r.detach().float(), e_c, e_r, cfg.aplot)
     return aplot_margin(r_c.detach().float(), r_r.detach().float(), e_c, e_r, cfg.aplot)
+
+
+def length_debias(ctx: RunContext, r_c, r_r, lengths):
+    """`loss.length` for this micro-batch: (penalty surrogate, pair weights, stats), each None/{}
+    when off. Global scope sums over all ranks with one all-reduce, as the margin gathers."""
+    cfg, acc = ctx.cfg.loss.length, ctx.accelerator
+    if cfg.scope == "global" and acc.num_processes > 1:
+        return length_terms(cfg, r_c, r_r, lengths, lambda x: acc.reduce(x, reduction="sum"), acc.num_processes)
+    return length_terms(cfg, r_c, r_r, lengths)
 
 
 # ---------------------------------------------------------------------------- eval
@@ -310,8 +319,10 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                 r_c, r_r = rewards[:n].float(), rewards[n:].float()                  # [n], [n]
                 pair_texts = ([train_pairs[i].chosen for i in idx], [train_pairs[i].rejected for i in idx])
                 margin, stats = compute_margin(ctx, step, r_c, r_r, hidden[:n], hidden[n:], pair_texts, encoder)
+                penalty, weights, length_stats = length_debias(ctx, r_c, r_r, batch["lengths"])  # [], [n]
+                stats = {**stats, **length_stats}
                 loss, _ = rm_loss(cfg.loss, r_c, r_r, dataset_margin=batch["margin"].to(acc.device),
-                                  aplot_margin=margin)
+                                  aplot_margin=margin, pair_weights=weights, length_penalty=penalty)
                 if ctx.nonfinite(loss, step, optimizer):
                     skipped = True
                     break
