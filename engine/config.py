@@ -133,6 +133,11 @@ class PPOSection:
     eval_prompts: int = f(256, "held-out prompts for the win-rate", gt=0)
     sft_steps: int = f(0, "supervised steps on reference completions before PPO (the demo's reference)", ge=0)
     rollout_batch: int = f(32, "prompts per rollout, per process", gt=0)
+    advantage: str = f("gae", 'the baseline: "gae" (PPO: a value head and GAE), "grpo" (the group\'s mean and '
+                       'std, KL as a loss term) or "rloo" (the mean of the prompt\'s other samples, KL in the '
+                       'reward); the group methods train no value head', choices=("gae", "grpo", "rloo"))
+    samples_per_prompt: int = f(1, "responses sampled for each prompt of a rollout (k; the group of grpo and "
+                                "rloo, at least 2 there)", gt=0)
     minibatch_size: int = f(16, "rollout samples per PPO minibatch", gt=0)
     max_new_tokens: int = f(16, "tokens generated per response", gt=0)
     temperature: float = f(1.0, "sampling temperature of rollouts", gt=0)
@@ -385,6 +390,9 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
             problems.append(f"data.columns.{ours}: expected your column's name, got {theirs!r} ({where})")
     if cfg.kind == "eval" and not cfg.data.eval and not (cfg.data.train and cfg.data.eval_fraction > 0):
         problems.append(f"data.eval: an eval run needs at least one eval set ({where})")
+    if cfg.ppo.advantage != "gae" and cfg.ppo.samples_per_prompt < 2:
+        problems.append(f"ppo.samples_per_prompt: {cfg.ppo.advantage} needs at least 2 samples per prompt (the "
+                        f"other samples of a prompt are its baseline), got {cfg.ppo.samples_per_prompt} ({where})")
     if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":

@@ -223,7 +223,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             lm = P.load_causal_lm(ref_dir)  # every rank starts from the very same saved weights
     lm.to(dev)
     ref = P.frozen_copy(lm)
-    policy = P.PolicyWithValue(lm).to(dev)
+    group = p.advantage != "gae"  # grpo / rloo: the prompt's other samples are the baseline, no critic
+    policy = (lm if group else P.PolicyWithValue(lm)).to(dev)
 
     # 3. win-rate opponent: the reference, or another PPO run's final policy (sampled once)
     with acc.split_between_processes(eval_prompts) as eval_local:  # uneven shares; a rank may get none
@@ -261,14 +262,16 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     if ctx.is_main:
         mf.update(ctx.paths, links=links)
     say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
-        f"prompts, {total} steps of {resolved['global_rollout']} rollouts, judge {p.judge}, opponent {p.opponent}")
+        f"prompts, {total} steps of {resolved['global_rollout']} prompts × {p.samples_per_prompt} samples ({p.advantage}), "
+        f"judge {p.judge}, opponent {p.opponent}")
     unwrapped = acc.unwrap_model(policy)
+    policy_lm = unwrapped if group else unwrapped.hf_model  # the causal LM that samples and is exported
 
     def evaluate(step: int) -> dict:
-        result = win_rate_eval(ctx, unwrapped.hf_model, tok, eval_local, opponent_texts, judge, rm, rm_tok, step)
+        result = win_rate_eval(ctx, policy_lm, tok, eval_local, opponent_texts, judge, rm, rm_tok, step)
         if step > 0 and result[M.WIN_RATE] > best["win_rate"]:
             best.update(win_rate=result[M.WIN_RATE], step=step)
-            ctx.export_model(unwrapped.hf_model, tok, "best")
+            ctx.export_model(policy_lm, tok, "best")
         return result
 
     if start_step == 1:
@@ -276,16 +279,19 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 7. the loop
     step, last = start_step - 1, {}
+    k, n_samples = p.samples_per_prompt, p.rollout_batch * p.samples_per_prompt
     for step in range(start_step, total + 1):
         t0 = time.perf_counter()
-        prompts = step_prompts(train_prompts, step, resolved, cfg.seed, rank, p.rollout_batch)
+        # each prompt k times, its samples side by side: [G·k], the layout the group advantages read
+        prompts = [q for q in step_prompts(train_prompts, step, resolved, cfg.seed, rank, p.rollout_batch)
+                   for _ in range(k)]
 
         # 7a. rollout: generate, then log-probs/values of the policy and reference log-probs
         with torch.no_grad(), acc.autocast():
             policy.eval()
             queries = P.encode_prompts(tok, prompts, resolved["max_prompt_tokens"])
             q_ids, q_mask = P.left_pad(queries, tok.pad_token_id, dev)  # [B, P]
-            responses = P.generate(unwrapped.hf_model, q_ids, q_mask, max_new_tokens=p.max_new_tokens,
+            responses = P.generate(policy_lm, q_ids, q_mask, max_new_tokens=p.max_new_tokens,
                                    temperature=p.temperature, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # [B, T]
             r_mask = P.response_mask(responses, tok.eos_token_id)  # [B, T]
             logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
@@ -296,20 +302,32 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             scores = scores - p.missing_eos_penalty * (~has_eos).float()
             policy.train()
 
-        # 7b. per-token KL penalty, score at the last token, GAE
+        # 7b. advantages. gae: per-token KL penalty, score at the last token, GAE over the value head.
+        # grpo: the score against its group's mean and std (the KL is a loss term in 7c). rloo: the
+        # KL-penalised sequence reward against the mean of the prompt's other samples. The group
+        # methods give every token of a response its sequence's advantage.
         kl = L.per_token_kl(logp, ref_logp) * r_mask  # [B, T]
-        rewards, non_score = L.kl_penalised_rewards(scores, kl, r_mask, kl_ctl.value)  # [B, T]
-        if p.whiten_rewards:
-            rewards = L.masked_whiten(rewards, r_mask, shift_mean=False)
-        advantages, returns = L.gae(rewards, values, r_mask, p.gamma, p.lam)  # [B, T]
+        group_stats = {}
+        if not group:
+            rewards, non_score = L.kl_penalised_rewards(scores, kl, r_mask, kl_ctl.value)  # [B, T]
+            if p.whiten_rewards:
+                rewards = L.masked_whiten(rewards, r_mask, shift_mean=False)
+            advantages, returns = L.gae(rewards, values, r_mask, p.gamma, p.lam)  # [B, T]
+        else:
+            non_score = -kl_ctl.value * kl if p.advantage == "rloo" else torch.zeros_like(kl)  # [B, T]
+            seq_reward = scores + non_score.sum(1)  # [B]
+            adv = L.grpo_advantages(seq_reward, k) if p.advantage == "grpo" else L.rloo_advantages(seq_reward, k)
+            advantages, returns = adv[:, None] * r_mask, None  # [B, T]
+            spread = seq_reward.view(-1, k).std(1)  # [G]
+            group_stats = {M.REWARD_STD: spread.mean(), M.FRAC_REWARD_ZERO_STD: (spread < 1e-6).float().mean()}
         adv_mean, adv_std = L.masked_mean(advantages, r_mask), L.masked_var(advantages, r_mask).sqrt()
-        if p.whiten_advantages:
+        if p.whiten_advantages and not group:
             advantages = L.masked_whiten(advantages, r_mask)
 
         # 7c. clipped policy and value updates over ppo_epochs × minibatches
         stats, n_skipped = defaultdict(list), 0
         for _epoch in range(p.ppo_epochs):
-            perm = torch.randperm(p.rollout_batch, device=dev)
+            perm = torch.randperm(n_samples, device=dev)
             for mb in perm.split(p.minibatch_size):
                 for micro in mb.tensor_split(min(cfg.optim.grad_accum, len(mb))):
                     with acc.accumulate(policy), acc.autocast():
@@ -318,9 +336,16 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                         m = r_mask[micro]
                         pg_loss, pg_clipfrac, approxkl = L.policy_loss(new_logp, logp[micro], advantages[micro], m,
                                                                        p.clip_range)
-                        vf_loss, vf_clipfrac = L.value_loss(new_values.float(), values[micro], returns[micro], m,
-                                                            p.clip_range_value)
-                        loss = pg_loss + p.vf_coef * vf_loss
+                        terms = {M.POLICY_LOSS: pg_loss, M.CLIPFRAC: pg_clipfrac, M.APPROXKL: approxkl}
+                        if not group:
+                            terms[M.VALUE_LOSS], terms[M.VALUE_CLIPFRAC] = L.value_loss(
+                                new_values.float(), values[micro], returns[micro], m, p.clip_range_value)
+                            loss = pg_loss + p.vf_coef * terms[M.VALUE_LOSS]
+                        elif p.advantage == "grpo":  # β · mean k3 KL to the reference, differentiated
+                            terms[M.KL_LOSS] = L.masked_mean(L.k3_kl(new_logp, ref_logp[micro]), m)
+                            loss = pg_loss + kl_ctl.value * terms[M.KL_LOSS]
+                        else:
+                            loss = pg_loss
                         if ctx.nonfinite(loss, step, optimizer):  # fails the run unless optim.skip_nonfinite
                             n_skipped += 1
                             continue
@@ -331,16 +356,15 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                         if acc.sync_gradients:
                             scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
-                    for k, v in ((M.POLICY_LOSS, pg_loss), (M.VALUE_LOSS, vf_loss), (M.CLIPFRAC, pg_clipfrac),
-                                 (M.VALUE_CLIPFRAC, vf_clipfrac), (M.APPROXKL, approxkl)):
-                        stats[k].append(v.detach())
+                    for name, v in terms.items():
+                        stats[name].append(v.detach())
 
         # 7d. KL control and metrics (TRL's names; gathered over ranks, written by rank 0)
         mean_kl = kl.sum(1).mean()
         local = {M.KL: mean_kl, M.ENTROPY: (entropy * r_mask).sum(1).mean(), M.NON_SCORE_REWARD: non_score.sum(1).mean(),
                  M.RLHF_REWARD: (scores + non_score.sum(1)).mean(), M.SCORES: scores.mean(),
                  M.RESPONSE_LENGTH: r_mask.sum(1).float().mean(), M.ADVANTAGE_MEAN: adv_mean, M.ADVANTAGE_STD: adv_std,
-                 **{k: torch.stack(v).mean() for k, v in stats.items()}}
+                 **group_stats, **{name: torch.stack(v).mean() for name, v in stats.items()}}
         if p.prompts == "synthetic":
             gold = [synthetic.gold_reward(q, t) for q, t in zip(prompts, texts, strict=True)]
             local[M.GOLD_SCORE] = torch.tensor(float(np.mean(gold)), device=dev)
@@ -348,10 +372,10 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         values_all = acc.reduce(torch.stack([local[k].float().to(dev) for k in names]), reduction="mean")
         data = dict(zip(names, values_all.tolist(), strict=True))
         data.update({M.KL_COEF: kl_ctl.value, M.LEARNING_RATE: scheduler.get_last_lr()[0],
-                     M.SAMPLES_PER_S: resolved["global_rollout"] / (time.perf_counter() - t0)})
+                     M.SAMPLES_PER_S: resolved["samples_per_step"] / (time.perf_counter() - t0)})
         if n_skipped:  # minibatches dropped for a non-finite loss (every rank drops the same ones)
             data[M.SKIPPED_NONFINITE] = n_skipped
-        kl_ctl.update(data[M.KL], resolved["global_rollout"])
+        kl_ctl.update(data[M.KL], resolved["samples_per_step"])
         if step % cfg.log.every == 0 or step == total:
             ctx.log(step, M.TRAIN, data)
         last = data
@@ -368,7 +392,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     # 8. the end: final win-rate, resumable state, exported policy
     win = evaluate(step)
     ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
-    ctx.export_model(unwrapped.hf_model, tok, "final")
+    ctx.export_model(policy_lm, tok, "final")
     return "completed", summarize(step, last, win, best, completed=True)
 
 
@@ -383,14 +407,16 @@ def resolve_ppo(cfg, n_train: int, n_eval: int, world: int) -> dict:
         raise TrainingError(f"model.max_length ({cfg.model.max_length}) leaves no room for a prompt beside "
                             f"ppo.max_new_tokens ({p.max_new_tokens})")
     total = cfg.optim.max_steps or cfg.optim.epochs * per_epoch
-    minibatches = math.ceil(p.rollout_batch / p.minibatch_size)
+    samples = global_rollout * p.samples_per_prompt  # responses per step over every rank
+    minibatches = math.ceil(p.rollout_batch * p.samples_per_prompt / p.minibatch_size)
     updates = total * p.ppo_epochs * minibatches
-    return {"world_size": world, "global_rollout": global_rollout, "rollouts_per_epoch": per_epoch,
+    return {"world_size": world, "global_rollout": global_rollout, "samples_per_step": samples,
+            "rollouts_per_epoch": per_epoch,
             "n_train_prompts": n_train, "n_eval_prompts": n_eval, "total_steps": total,
             "minibatches_per_epoch": minibatches, "updates_per_step": p.ppo_epochs * minibatches,
             "total_updates": updates, "warmup_updates": math.ceil(cfg.optim.warmup_ratio * updates),
             "max_prompt_tokens": cfg.model.max_length - p.max_new_tokens,
-            "tokens_per_step": global_rollout * p.max_new_tokens}
+            "tokens_per_step": samples * p.max_new_tokens}
 
 
 def summarize(step: int, last: dict, win: dict, best: dict, completed: bool = False) -> dict:

@@ -93,6 +93,49 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
+# --- critic-free advantages: k samples of each prompt are a group, and the group is the baseline ---------
+# The rollout holds G prompts × k samples, a prompt's k samples consecutive: scores [G·k] view as [G, k].
+
+
+def _groups(scores: torch.Tensor, k: int) -> torch.Tensor:
+    if scores.dim() != 1 or k < 2 or scores.shape[0] % k:
+        raise ValueError(f"group advantages need scores of shape [G·k] with k ≥ 2; got {tuple(scores.shape)}, k={k}")
+    return scores.view(-1, k)  # [G, k]
+
+
+def grpo_advantages(scores: torch.Tensor, k: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024, §4.1.2): A_i = (s_i − mean(group)) / (std(group) + eps), one number per
+    sample, the same for each of its tokens. std is the sample standard deviation (k − 1), as TRL's
+    GRPO trainer computes it; a group whose samples all score the same teaches nothing: A = 0.
+    scores [G·k] → advantages [G·k]"""
+    g = _groups(scores, k)
+    return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).reshape(-1)
+
+
+def rloo_advantages(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024, eq. 6): A_i = s_i − mean of the other k − 1 samples of its prompt,
+    an unbiased baseline (it does not depend on s_i). Not normalised. scores [G·k] → [G·k]"""
+    g = _groups(scores, k)
+    baseline = (g.sum(1, keepdim=True) - g) / (k - 1)  # [G, k] leave-one-out mean
+    return (g - baseline).reshape(-1)
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(π‖π_ref) per sampled token: e^(log π_ref − log π) − (log π_ref − log π) − 1.
+    Unbiased, never negative, and differentiable in log π: GRPO's KL *loss term* (β times its masked
+    mean is added to the policy loss), where PPO and RLOO put the KL into the reward instead.  [B, T]"""
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1.0
+
+
+def best_of_n_kl(n: int) -> float:
+    """The KL of best-of-n sampling from its base policy (Stiennon et al. 2020; Gao et al. 2022):
+    log n − (n − 1)/n nats — the x axis on which best-of-n is compared with RL."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n ≥ 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
 def policy_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                 clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.

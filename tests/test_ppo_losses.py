@@ -121,3 +121,58 @@ def test_win_rate_with_ties_and_standard_error():
     assert L.win_rate([0.5, 0.5])[:2] == (0.5, 0.0)
     assert math.isnan(L.win_rate([1.0])[1])
     assert L.win_rate([])[2] == 0
+
+
+# ---------------------------------------------------------------------------- critic-free advantages
+
+
+def test_grpo_advantages_by_hand_including_a_group_that_ties():
+    # prompt 1: scores 1, 2, 3 → mean 2, sample std 1; prompt 2: all 5 → nothing to learn, A = 0
+    adv = L.grpo_advantages(torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0]), k=3)
+    expected = [-1 / (1 + 1e-4), 0.0, 1 / (1 + 1e-4), 0.0, 0.0, 0.0]
+    assert torch.allclose(adv, torch.tensor(expected), atol=1e-7)
+    # k = 4: 4, 4, 4, 8 → mean 5, deviations −1, −1, −1, 3, sample variance 12 / 3 = 4, std 2
+    adv = L.grpo_advantages(torch.tensor([4.0, 4.0, 4.0, 8.0]), k=4)
+    assert torch.allclose(adv, torch.tensor([-1.0, -1.0, -1.0, 3.0]) / (2 + 1e-4), atol=1e-7)
+    assert torch.all(torch.isfinite(L.grpo_advantages(torch.zeros(4), k=2)))
+
+
+def test_rloo_advantages_by_hand_leave_one_out():
+    # 1, 2, 3: the others' means are 2.5, 2, 1.5 → −1.5, 0, +1.5; a tied group gives 0; k = 2 is s_i − s_j
+    adv = L.rloo_advantages(torch.tensor([1.0, 2.0, 3.0, 7.0, 7.0, 7.0]), k=3)
+    assert adv.tolist() == [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]
+    assert L.rloo_advantages(torch.tensor([0.25, 1.0]), k=2).tolist() == [-0.75, 0.75]
+    # the leave-one-out baseline is the group mean's deviation scaled by k / (k − 1)
+    s = torch.tensor([0.3, -1.2, 2.0, 0.7])
+    assert torch.allclose(L.rloo_advantages(s, 4), (s - s.mean()) * 4 / 3)
+
+
+@pytest.mark.parametrize("fn", [L.grpo_advantages, L.rloo_advantages])
+def test_group_advantages_refuse_a_group_of_one_or_a_ragged_rollout(fn):
+    with pytest.raises(ValueError, match="k ≥ 2"):
+        fn(torch.tensor([1.0, 2.0]), 1)
+    with pytest.raises(ValueError, match="k ≥ 2"):
+        fn(torch.tensor([1.0, 2.0, 3.0]), 2)
+
+
+def test_k3_kl_is_the_exact_kl_in_expectation_never_negative_and_pulls_toward_the_reference():
+    pi, ref = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
+    k3 = L.k3_kl(pi.log(), ref.log())
+    assert torch.all(k3 >= 0)
+    exact_kl = (pi * (pi / ref).log()).sum()  # KL(π‖π_ref) = 0.5 ln 2.5 + 0.3 ln 0.6 + 0.2 ln(2/3)
+    assert torch.isclose((pi * k3).sum(), exact_kl, atol=1e-7)
+    assert abs(exact_kl.item() - (0.5 * math.log(2.5) + 0.3 * math.log(0.6) + 0.2 * math.log(2 / 3))) < 1e-6
+    # one token: π = 0.5, π_ref = 0.25 → e^(ln 0.5) − ln 0.5 − 1 = 0.5 + ln 2 − 1
+    assert abs(L.k3_kl(torch.tensor(math.log(0.5)), torch.tensor(math.log(0.25))).item() - (math.log(2) - 0.5)) < 1e-6
+    assert L.k3_kl(torch.tensor(-1.3), torch.tensor(-1.3)).item() == 0.0
+    logp = torch.tensor([math.log(0.5)], requires_grad=True)
+    L.k3_kl(logp, torch.tensor([math.log(0.25)])).sum().backward()
+    assert logp.grad.item() > 0  # descending the term lowers log π toward log π_ref
+
+
+def test_best_of_n_kl_formula():
+    assert L.best_of_n_kl(1) == 0.0
+    assert abs(L.best_of_n_kl(2) - (math.log(2) - 0.5)) < 1e-12
+    assert abs(L.best_of_n_kl(64) - (6 * math.log(2) - 63 / 64)) < 1e-12
+    with pytest.raises(ValueError):
+        L.best_of_n_kl(0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import aplot, one_line_error
 from _procs import group_members, wait_exited
 from safetensors.torch import load_file
 
@@ -106,6 +107,66 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
     final = load_file(paths.checkpoints / "final" / "model.safetensors")
     assert ref.keys() == final.keys()
     assert any(not torch.equal(ref[k], final[k]) for k in ref)  # PPO changed the parameters
+
+
+def test_grpo_trains_no_value_head_survives_sigkill_and_resumes(tmp_path, tokenizer):
+    """GRPO: k = 2 samples of 4 prompts a step, the KL a loss term; killed after its step-3
+    checkpoint, resumed, completed with every step — and no critic anywhere."""
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    cfg = ppo_config(rm_id, max_steps=8)
+    cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch = "grpo", 2, 4
+    paths = supervisor.create_run(cfg, tmp_path)
+    proc = supervisor.spawn(paths)
+    deadline = time.monotonic() + 90
+    while not (paths.checkpoints / "step-3" / "done").exists():
+        assert proc.poll() is None, paths.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 90 s"
+        time.sleep(0.02)
+    members = group_members(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    wait_exited(members)
+    proc.wait()
+    newest = mf.checkpoint_steps(paths)[-1]
+    assert newest < 8 and mf.effective_status(paths) == "crashed"
+    assert supervisor.reap(paths, supervisor.resume(paths)) == "completed", paths.log.read_text()[-3000:]
+    assert f"continuing at step {newest + 1}" in paths.log.read_text()
+
+    resolved = mf.read(paths)["resolved"]
+    assert (resolved["global_rollout"], resolved["samples_per_step"], resolved["tokens_per_step"]) == (4, 8, 64)
+    train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+    assert {r.step for r in train} == set(range(1, 9))
+    for r in train:
+        assert M.VALUE_LOSS not in r.data and M.VALUE_CLIPFRAC not in r.data
+        assert r.data[M.NON_SCORE_REWARD] == 0.0  # the KL is not in the reward
+        assert r.data[M.KL_LOSS] >= 0.0 and 0.0 <= r.data[M.FRAC_REWARD_ZERO_STD] <= 1.0
+    assert train[0].data[M.KL] == 0.0 and train[-1].data[M.KL_LOSS] > 0.0  # sampled from π_ref, then moved off it
+    state = load_file(paths.checkpoints / f"step-{mf.checkpoint_steps(paths)[-1]}" / "model.safetensors")
+    assert state and not any("v_head" in key for key in state)
+    ref = load_file(paths.checkpoints / "reference" / "model.safetensors")
+    final = load_file(paths.checkpoints / "final" / "model.safetensors")
+    assert ref.keys() == final.keys() and any(not torch.equal(ref[k], final[k]) for k in ref)
+
+
+def test_rloo_on_two_ranks_puts_the_kl_in_the_reward(tmp_path, tokenizer):
+    rm_id = make_rm_run(tmp_path, tokenizer)
+    cfg = ppo_config(rm_id, max_steps=2)
+    cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "rloo", 2, 3, 2
+    cfg.launch.num_processes = 2
+    paths = supervisor.create_run(cfg, tmp_path)
+    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    assert mf.read(paths)["resolved"]["samples_per_step"] == 3 * 2 * 2
+    train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+    assert [r.step for r in train] == [1, 2]
+    assert all(M.KL_LOSS not in r.data and M.VALUE_LOSS not in r.data for r in train)
+    # step 1 samples from the reference itself (KL exactly 0); step 2's policy has moved: −β·KL ≠ 0
+    assert train[0].data[M.KL] == 0.0 and train[1].data[M.NON_SCORE_REWARD] != 0.0
+
+
+def test_a_group_method_with_one_sample_per_prompt_fails_before_launch(runs_dir):
+    line = one_line_error(aplot("run", "--preset", "demo-grpo", "ppo.samples_per_prompt=1", "ppo.reward_model_run=x",
+                                runs_dir=runs_dir))
+    assert line.startswith("aplot: ppo.samples_per_prompt: grpo needs at least 2 samples per prompt")
+    assert not any(runs_dir.iterdir())
 
 
 @pytest.mark.parametrize("world,eval_prompts", [(2, 7), (3, 2)])
