@@ -157,6 +157,8 @@ class PPOSection:
     judge: str = f("rm", 'win-rate judge: "rm" (the run\'s RM), "gold" (synthetic task), or an RM run id')
     opponent: str = f("reference", 'win-rate opponent: "reference" or another PPO run id')
     samples_logged: int = f(4, "sample completions written at each eval", ge=0)
+    bon_samples: int = f(0, "best-of-n curve of the reference at the start: samples per held-out prompt, n = 1, 2, "
+                            "4 … this (a power of two); picked by the run's RM, scored by the judge; 0 = off", ge=0)
 
 
 @dataclass
@@ -393,6 +395,9 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
     if cfg.ppo.advantage != "gae" and cfg.ppo.samples_per_prompt < 2:
         problems.append(f"ppo.samples_per_prompt: {cfg.ppo.advantage} needs at least 2 samples per prompt (the "
                         f"other samples of a prompt are its baseline), got {cfg.ppo.samples_per_prompt} ({where})")
+    if cfg.ppo.bon_samples and cfg.ppo.bon_samples & (cfg.ppo.bon_samples - 1):
+        problems.append(f"ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two (2, 4 … 64), "
+                        f"got {cfg.ppo.bon_samples} ({where})")
     if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":

@@ -97,6 +97,7 @@ KL_LOSS = "loss/kl_avg"  # grpo: the mean k3 KL term that β multiplies in the l
 REWARD_STD = "reward_std"  # the mean over prompts of the std of their k samples' rewards
 FRAC_REWARD_ZERO_STD = "frac_reward_zero_std"  # prompts whose k samples all scored the same (no signal)
 WIN_RATE = "win_rate"
+BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold; engine.best_of_n)
 WIN_RATE_SE = "win_rate_se"
 WIN_RATE_N = "win_rate_n"
 SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}

@@ -30,6 +30,7 @@ import torch
 from accelerate.utils import gather_object
 from transformers import get_scheduler
 
+from engine import best_of_n as bon
 from engine import manifest as mf
 from engine import metrics as M
 from engine import policy as P
@@ -130,6 +131,12 @@ class Judge:
             folder, self.run_id = find_model_run(ctx.paths.dir.parent, spec, "rm", "ppo.judge")
             self.rm, self.tok = load_reward_model(folder, self.device)
 
+    def scores(self, prompts: list[str], texts: list[str]) -> list[float]:
+        """The judge's own score of each response (gold, or the judging RM's reward)."""
+        if self.gold:
+            return [synthetic.gold_reward(p, t) for p, t in zip(prompts, texts, strict=True)]
+        return P.score(self.rm, self.tok, prompts, texts, rm_max_length(self.tok), self.device).tolist()
+
     def __call__(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         if self.gold:
             return [synthetic.gold_judge(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
@@ -175,6 +182,22 @@ def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step
                 for p, t in zip(prompts[:k], texts[:k], strict=True)]
         ctx.log(step, M.SAMPLES_SPLIT, {M.SAMPLES: [{"prompt": p, "response": t, "score": s, "gold": g}
                                               for p, t, s, g in zip(prompts[:k], texts[:k], scores, gold, strict=True)]})
+    return result
+
+
+def best_of_n_eval(ctx, ref, tok, prompts, judge, rm, rm_tok) -> dict:
+    """The reference's best-of-n curve: ppo.bon_samples responses per held-out prompt (this rank's
+    share), each scored by the run's RM (the proxy that picks) and by the judge; gathered, logged."""
+    cfg, n = ctx.cfg, ctx.cfg.ppo.bon_samples
+    repeated = [q for q in prompts for _ in range(n)]  # each prompt's n samples side by side
+    texts = sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + 15485863)
+    proxy = P.score(rm, rm_tok, repeated, texts, rm_max_length(rm_tok), ctx.accelerator.device).tolist()
+    judged = judge.scores(repeated, texts)
+    rows = gather_object([(proxy[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
+    result = bon.curve(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
+    ctx.log(0, M.BON_SPLIT, result)
+    ctx.accelerator.print("[aplot] best-of-n of the reference (n: proxy / judge): " + ", ".join(
+        f"{int(k)}: {p:.3f} / {g:.3f}" for k, p, g in zip(result["n"], result["proxy"], result["gold"], strict=True)))
     return result
 
 
@@ -276,6 +299,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     if start_step == 1:
         win = evaluate(0)  # the start of the curve: the policy is the reference here (≈ 0.5)
+        if p.bon_samples:
+            best_of_n_eval(ctx, ref, tok, eval_local, judge, rm, rm_tok)
 
     # 7. the loop
     step, last = start_step - 1, {}

@@ -128,14 +128,6 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def best_of_n_kl(n: int) -> float:
-    """The KL of best-of-n sampling from its base policy (Stiennon et al. 2020; Gao et al. 2022):
-    log n − (n − 1)/n nats — the x axis on which best-of-n is compared with RL."""
-    if n < 1:
-        raise ValueError(f"best-of-n needs n ≥ 1, got {n}")
-    return math.log(n) - (n - 1) / n
-
-
 def policy_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                 clip: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise.

@@ -168,11 +168,3 @@ def test_k3_kl_is_the_exact_kl_in_expectation_never_negative_and_pulls_toward_th
     logp = torch.tensor([math.log(0.5)], requires_grad=True)
     L.k3_kl(logp, torch.tensor([math.log(0.25)])).sum().backward()
     assert logp.grad.item() > 0  # descending the term lowers log π toward log π_ref
-
-
-def test_best_of_n_kl_formula():
-    assert L.best_of_n_kl(1) == 0.0
-    assert abs(L.best_of_n_kl(2) - (math.log(2) - 0.5)) < 1e-12
-    assert abs(L.best_of_n_kl(64) - (6 * math.log(2) - 63 / 64)) < 1e-12
-    with pytest.raises(ValueError):
-        L.best_of_n_kl(0)

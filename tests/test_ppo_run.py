@@ -4,6 +4,7 @@ plus the policy helpers whose mistakes would silently skew PPO (padding, masks, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -147,21 +148,30 @@ def test_rloo_on_two_ranks_puts_the_kl_in_the_reward(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer)
     cfg = ppo_config(rm_id, max_steps=2)
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "rloo", 2, 3, 2
+    cfg.ppo.bon_samples, cfg.ppo.eval_prompts, cfg.ppo.judge = 4, 5, "gold"  # 5 prompts: 3 on one rank, 2 on the other
     cfg.launch.num_processes = 2
     paths = supervisor.create_run(cfg, tmp_path)
     assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
     assert mf.read(paths)["resolved"]["samples_per_step"] == 3 * 2 * 2
-    train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+    records = M.read_all(paths.metrics)
+    (bon,) = [r for r in records if r.split == M.BON_SPLIT]  # the reference's best-of-n curve, gathered once
+    assert bon.step == 0 and bon.data["n"] == [1.0, 2.0, 4.0]
+    assert bon.data["kl"] == [0.0, math.log(2) - 0.5, math.log(4) - 0.75]
+    assert bon.data["proxy"] == sorted(bon.data["proxy"])  # picking the RM's best of more never lowers its score
+    assert all(0.0 <= g <= 1.0 for g in bon.data["gold"])  # gold: on-topic words / (words + 2)
+    train = [r for r in records if r.split == M.TRAIN]
     assert [r.step for r in train] == [1, 2]
     assert all(M.KL_LOSS not in r.data and M.VALUE_LOSS not in r.data for r in train)
     # step 1 samples from the reference itself (KL exactly 0); step 2's policy has moved: −β·KL ≠ 0
     assert train[0].data[M.KL] == 0.0 and train[1].data[M.NON_SCORE_REWARD] != 0.0
 
 
-def test_a_group_method_with_one_sample_per_prompt_fails_before_launch(runs_dir):
-    line = one_line_error(aplot("run", "--preset", "demo-grpo", "ppo.samples_per_prompt=1", "ppo.reward_model_run=x",
-                                runs_dir=runs_dir))
-    assert line.startswith("aplot: ppo.samples_per_prompt: grpo needs at least 2 samples per prompt")
+@pytest.mark.parametrize("override,expected", [
+    ("ppo.samples_per_prompt=1", "aplot: ppo.samples_per_prompt: grpo needs at least 2 samples per prompt"),
+    ("ppo.bon_samples=12", "aplot: ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two")])
+def test_bad_rl_settings_fail_before_launch_in_one_line(runs_dir, override, expected):
+    line = one_line_error(aplot("run", "--preset", "demo-grpo", override, "ppo.reward_model_run=x", runs_dir=runs_dir))
+    assert line.startswith(expected)
     assert not any(runs_dir.iterdir())
 
 

@@ -44,7 +44,7 @@ class Panel:
     id: str
     title: str
     keys: tuple[tuple[str, str], ...] = ()  # (metric key or eval/*/name pattern, label)
-    kind: str = "line"  # line | hist (margin vs gap scatter) | win (error bars) | samples
+    kind: str = "line"  # line | hist (margin vs gap scatter) | win (error bars) | samples | overopt (score vs KL)
     xlabel: str = "step"
 
 
@@ -64,8 +64,9 @@ BT_PANELS = (
 LR_PANEL = Panel("lr", "learning rate", ((M.LEARNING_RATE, "lr"),))
 PPO_PANELS = (
     Panel("reward", "reward", ((M.SCORES, "rm score"), (M.GOLD_SCORE, "gold"), (M.RLHF_REWARD, "rlhf"))),
-    Panel("kl", "KL to reference", ((M.KL, "kl"),)),
-    Panel("entropy", "entropy", ((M.ENTROPY, "entropy"),)),
+    Panel("kl", "KL to reference · entropy (nats a response)", ((M.KL, "kl"), (M.ENTROPY, "entropy"))),
+    Panel("overopt", "gold against KL: rl · best-of-n", ((M.KL, "kl"), (M.GOLD_SCORE, "gold")), kind="overopt",
+          xlabel="KL (nats)"),
     Panel("clip", "clip fractions", ((M.CLIPFRAC, "policy"), (M.VALUE_CLIPFRAC, "value"))),
     Panel("win", "win rate ± se", kind="win"),
     Panel("samples", "samples", kind="samples"),
@@ -90,6 +91,7 @@ class Batch:
     hist: tuple[str, int, list[float], list[float]] | None = None  # split, step, gaps, margins
     win: list[tuple[int, float, float]] = field(default_factory=list)  # step, rate, se
     samples: tuple[int, list[dict]] | None = None
+    bon: dict | None = None  # the reference's best-of-n curve (engine.best_of_n), when the run made one
 
 
 def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:
@@ -107,6 +109,9 @@ def columnize(records: list[M.Record], names: frozenset[str] | None = None) -> B
     for split, recs in by_split.items():
         if split == M.SAMPLES_SPLIT:
             batch.samples = (recs[-1].step, list(recs[-1].data.get(M.SAMPLES) or []))
+            continue
+        if split == M.BON_SPLIT:
+            batch.bon = recs[-1].data
             continue
         if split == M.TRAIN:
             batch.times = [(r.time, r.step) for r in recs]
@@ -189,6 +194,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self._rate: deque[tuple[float, int]] = deque(maxlen=30)
         self._hist: tuple[str, int, list[float], list[float]] | None = None
         self._win: list[tuple[int, float, float]] = []
+        self._bon: dict | None = None
         self._drawn: dict[str, tuple] = {}
         self._next_draw: dict[str, float] = {}  # panel id -> earliest time it may redraw
         self._loading_draw = 0.0  # earliest progress redraw while the file is still being read
@@ -264,6 +270,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         if batch.hist is not None:
             self._hist = batch.hist
         self._win += batch.win
+        self._bon = batch.bon or self._bon
         if batch.samples is not None:
             for view in self.query(SamplesView):
                 view.step, view.samples = batch.samples[0], tuple(batch.samples[1])
@@ -316,6 +323,8 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 return ()
             steps, rates, ses = zip(*self._win, strict=True)
             return (Line("win rate", xs=steps, ys=rates, yerr=ses, color=PALETTE[3], kind="error"),)
+        if panel.kind == "overopt":
+            return self._overopt_lines()
         lines = []
         for key, label in panel.keys:
             if key.startswith("eval/*/"):
@@ -327,6 +336,21 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             elif key in self.series:
                 lines.append((label, self.series[key]))
         return tuple(Line(label, series=s, color=PALETTE[i % len(PALETTE)]) for i, (label, s) in enumerate(lines))
+
+    def _overopt_lines(self) -> tuple[Line, ...]:
+        """Gao et al.'s picture: the judge's score against KL from the reference, for the RL run (a
+        point a logged step) and for best-of-n sampling from the reference (n = 1, 2, 4, …)."""
+        lines = []
+        kl, gold = self.series.get(M.metric_key(M.TRAIN, M.KL)), self.series.get(M.metric_key(M.TRAIN, M.GOLD_SCORE))
+        if kl is not None and gold is not None:
+            by_step = dict(zip(kl.xs, kl.ys, strict=True))
+            points = [(by_step[s], g) for s, g in zip(gold.xs, gold.ys, strict=True) if s in by_step]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                lines.append(Line("rl", xs=xs, ys=ys, color=PALETTE[0], kind="scatter"))
+        if self._bon and self._bon.get("kl"):
+            lines.append(Line("best-of-n", xs=tuple(self._bon["kl"]), ys=tuple(self._bon["gold"]), color=PALETTE[1]))
+        return tuple(lines)
 
     def _stale(self) -> list[tuple[Panel, tuple, tuple[Line, ...]]]:
         out = []

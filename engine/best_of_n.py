@@ -1,0 +1,60 @@
+"""Best-of-n: sample n responses, keep the one the reward model likes best — RL's simplest rival.
+
+Its curve is the reference point for over-optimisation (Gao et al. 2022): as n grows the proxy (the
+RM that picks) keeps rising, while the gold score (the judge that knows) rises, then may fall. The
+x axis is the KL of best-of-n from its base policy, log n − (n − 1)/n nats, the same unit as an RL
+run's sequence KL (`objective/kl`), so both go on one chart.
+
+From n_max samples of each prompt, the best-of-n score for every n ≤ n_max is estimated without
+bias over all n-subsets at once (not from the first n samples only): with the samples sorted by
+proxy, the i-th lowest (0-based) is the best of a uniformly drawn n-subset with probability
+C(i, n − 1) / C(n_max, n). numpy only: the UI reads the curve, the trainer computes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def kl_of_best_of(n: int) -> float:
+    """KL(best-of-n ‖ base) = log n − (n − 1)/n nats (Stiennon et al. 2020, appendix G.3)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n ≥ 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def pick_weights(n_max: int, n: int) -> np.ndarray:
+    """P(the i-th lowest of n_max samples is the best of a random n-subset), i = 0 … n_max − 1. [n_max]"""
+    if not 1 <= n <= n_max:
+        raise ValueError(f"best-of-{n} needs 1 ≤ n ≤ {n_max} samples")
+    return np.array([math.comb(i, n - 1) for i in range(n_max)], dtype=np.float64) / math.comb(n_max, n)
+
+
+def expected_best_of(proxy: np.ndarray, judge: np.ndarray, n: int) -> tuple[float, float]:
+    """(mean proxy, mean judge score) of the sample the proxy picks among n, averaged over prompts.
+
+    proxy, judge [prompts, n_max]: every sample's RM score and judge score. Ties in the proxy are
+    broken by sample order (stable sort), as a picker that takes the first maximum would."""
+    proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
+    order = np.argsort(proxy, axis=1, kind="stable")  # [P, n_max] lowest proxy first
+    w = pick_weights(proxy.shape[1], n)  # [n_max]
+    sorted_proxy = np.take_along_axis(proxy, order, 1)
+    sorted_judge = np.take_along_axis(judge, order, 1)
+    return float((sorted_proxy @ w).mean()), float((sorted_judge @ w).mean())
+
+
+def curve(proxy: np.ndarray, judge: np.ndarray) -> dict[str, list[float]]:
+    """The best-of-n curve for n = 1, 2, 4, … n_max (a power of two): n, its KL, proxy and judge means."""
+    n_max = np.asarray(proxy).shape[1]
+    if not is_power_of_two(n_max):
+        raise ValueError(f"the best-of-n curve needs a power-of-two number of samples, got {n_max}")
+    ns = [2 ** j for j in range(int(math.log2(n_max)) + 1)]
+    points = [expected_best_of(proxy, judge, n) for n in ns]
+    return {"n": [float(n) for n in ns], "kl": [kl_of_best_of(n) for n in ns],
+            "proxy": [p for p, _ in points], "gold": [g for _, g in points]}
