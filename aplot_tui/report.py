@@ -27,7 +27,8 @@ from .widgets.series import downsample, nice_ticks
 
 DEFAULT_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
-    "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE)],
+    "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE),
+            M.GOLD_VS_KL_RL, M.GOLD_VS_KL_BON],
     "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN],
 }
 TABLE_METRICS = {
@@ -80,6 +81,13 @@ def load_run(run_dir: Path | mf.RunPaths) -> RunData:
                 xs, ys = run.series.setdefault(metric_key(rec.split, name), ([], []))
                 xs.append(rec.step)
                 ys.append(float(value))
+        if rec.split == M.BON_SPLIT and rec.data.get("kl"):
+            run.series[M.GOLD_VS_KL_BON] = (list(rec.data["kl"]), list(rec.data["gold"]))
+    kl = dict(zip(*run.series.get(metric_key(M.TRAIN, M.KL), ([], [])), strict=True))
+    gold = [(kl[s], g) for s, g in zip(*run.series.get(metric_key(M.TRAIN, M.GOLD_SCORE), ([], [])), strict=True)
+            if s in kl]
+    if gold:  # Gao et al.'s picture: the judge's score against the KL spent, beside best-of-n's
+        run.series[M.GOLD_VS_KL_RL] = ([x for x, _ in gold], [y for _, y in gold])
     return run
 
 
@@ -118,7 +126,8 @@ def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[di
         row = {"id": run.id, "name": run.label, "kind": run.kind,
                "loss": M.loss_label(run.kind, cfg),
                "status": mf.effective_status(run.paths, run.manifest),
-               "steps": max((xs[-1] for xs, _ in run.series.values() if xs), default=0)}
+               "steps": max((xs[-1] for key, (xs, _) in run.series.items() if xs and not key.startswith(M.VS_KL)),
+                            default=0)}
         for key in metrics:
             final, best = final_best(run, key)
             row[f"{key} final"] = final

@@ -49,12 +49,28 @@ def expected_best_of(proxy: np.ndarray, judge: np.ndarray, n: int) -> tuple[floa
     return float((sorted_proxy @ w).mean()), float((sorted_judge @ w).mean())
 
 
+def win_rate_of_best_of(proxy: np.ndarray, judge: np.ndarray, n: int) -> float:
+    """How often the judge prefers the proxy's pick among n to one plain sample of the same prompt (a
+    tie counts half): the win-rate against the reference that RL runs report, for best-of-n. Each
+    sample's chance to beat a plain sample is counted against the prompt's other samples; n = 1 gives
+    exactly 0.5."""
+    proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
+    n_max = proxy.shape[1]
+    order = np.argsort(proxy, axis=1, kind="stable")
+    g = np.take_along_axis(judge, order, 1)[:, :, None]  # [P, n_max, 1]
+    others = np.take_along_axis(judge, order, 1)[:, None, :]  # [P, 1, n_max]
+    beats = ((g > others) + 0.5 * (g == others)).sum(2) - 0.5  # [P, n_max]; minus the tie with itself
+    return float((beats / (n_max - 1) @ pick_weights(n_max, n)).mean())
+
+
 def curve(proxy: np.ndarray, judge: np.ndarray) -> dict[str, list[float]]:
-    """The best-of-n curve for n = 1, 2, 4, … n_max (a power of two): n, its KL, proxy and judge means."""
+    """The best-of-n curve for n = 1, 2, 4, … n_max (a power of two): n, its KL, the proxy and judge
+    means of the pick, and the judge's win-rate of the pick against a plain sample."""
     n_max = np.asarray(proxy).shape[1]
-    if not is_power_of_two(n_max):
-        raise ValueError(f"the best-of-n curve needs a power-of-two number of samples, got {n_max}")
+    if not is_power_of_two(n_max) or n_max < 2:
+        raise ValueError(f"the best-of-n curve needs a power-of-two number of samples (≥ 2), got {n_max}")
     ns = [2 ** j for j in range(int(math.log2(n_max)) + 1)]
     points = [expected_best_of(proxy, judge, n) for n in ns]
     return {"n": [float(n) for n in ns], "kl": [kl_of_best_of(n) for n in ns],
-            "proxy": [p for p, _ in points], "gold": [g for _, g in points]}
+            "proxy": [p for p, _ in points], "gold": [g for _, g in points],
+            "win": [win_rate_of_best_of(proxy, judge, n) for n in ns]}

@@ -98,6 +98,10 @@ REWARD_STD = "reward_std"  # the mean over prompts of the std of their k samples
 FRAC_REWARD_ZERO_STD = "frac_reward_zero_std"  # prompts whose k samples all scored the same (no signal)
 WIN_RATE = "win_rate"
 BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold; engine.best_of_n)
+# the over-optimisation view: series whose x is the KL to the reference (nats a response), not a step
+VS_KL = "vs_kl/"
+GOLD_VS_KL_RL = VS_KL + "gold of the RL run"
+GOLD_VS_KL_BON = VS_KL + "gold of best-of-n"
 WIN_RATE_SE = "win_rate_se"
 WIN_RATE_N = "win_rate_n"
 SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}
@@ -157,9 +161,17 @@ def keyed(split: str, data: dict[str, Any], names: tuple[str, ...]) -> dict[str,
     return {metric_key(split, n): data[n] for n in names if n in data}
 
 
+RL_LABELS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}  # ppo.advantage → the method's usual name
+
+
 def loss_label(kind: str, config: dict) -> str:
-    """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …) or `ppo`."""
-    return config.get("loss", {}).get("type", "") if kind == "rm" else kind
+    """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …) or the RL method
+    (`ppo`, `grpo`, `rloo`)."""
+    if kind == "rm":
+        return config.get("loss", {}).get("type", "")
+    if kind == "ppo":
+        return RL_LABELS.get(config.get("ppo", {}).get("advantage", "gae"), kind)
+    return kind
 
 
 class Record(msgspec.Struct):

@@ -196,8 +196,9 @@ def best_of_n_eval(ctx, ref, tok, prompts, judge, rm, rm_tok) -> dict:
     rows = gather_object([(proxy[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
     result = bon.curve(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
     ctx.log(0, M.BON_SPLIT, result)
-    ctx.accelerator.print("[aplot] best-of-n of the reference (n: proxy / judge): " + ", ".join(
-        f"{int(k)}: {p:.3f} / {g:.3f}" for k, p, g in zip(result["n"], result["proxy"], result["gold"], strict=True)))
+    ctx.accelerator.print("[aplot] best-of-n of the reference (n: proxy / judge / judge's win-rate): " + ", ".join(
+        f"{int(k)}: {p:.3f} / {g:.3f} / {w:.3f}"
+        for k, p, g, w in zip(result["n"], result["proxy"], result["gold"], result["win"], strict=True)))
     return result
 
 

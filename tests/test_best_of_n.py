@@ -48,3 +48,17 @@ def test_the_curve_needs_a_power_of_two_and_rises_in_the_proxy():
     assert all(a < b for a, b in zip(out["proxy"], out["proxy"][1:], strict=False))  # best of more is better
     with pytest.raises(ValueError, match="power-of-two"):
         B.curve(proxy[:, :12], proxy[:, :12])
+
+
+def test_win_rate_of_best_of_n_by_hand():
+    proxy, gold = np.array([[0.1, 0.4, 0.3, 0.2]]), np.array([[1.0, 2.0, 3.0, 4.0]])
+    # each sample against the other three: gold 1 beats none, 2 beats one, 3 two, 4 three → 0, 1/3, 2/3, 1
+    assert B.win_rate_of_best_of(proxy, gold, 1) == pytest.approx(0.5)
+    # best of 2 by proxy: sorted golds 1, 4, 3, 2 (beat 0, 1, 2/3, 1/3) with weights 0, 1/6, 2/6, 3/6
+    assert B.win_rate_of_best_of(proxy, gold, 2) == pytest.approx((1 + 4 / 3 + 1) / 6)
+    assert B.win_rate_of_best_of(proxy, gold, 4) == pytest.approx(1 / 3)  # the proxy's pick, gold 2
+    ties = np.ones((2, 4))
+    assert B.win_rate_of_best_of(ties, ties, 2) == pytest.approx(0.5)  # all tied: every game a half
+    rng = np.random.default_rng(2)
+    proxy = rng.normal(size=(40, 8))
+    assert B.curve(proxy, proxy)["win"][-1] == pytest.approx(1.0)  # the judge agrees: the best beats all

@@ -159,6 +159,7 @@ def test_rloo_on_two_ranks_puts_the_kl_in_the_reward(tmp_path, tokenizer):
     assert bon.data["kl"] == [0.0, math.log(2) - 0.5, math.log(4) - 0.75]
     assert bon.data["proxy"] == sorted(bon.data["proxy"])  # picking the RM's best of more never lowers its score
     assert all(0.0 <= g <= 1.0 for g in bon.data["gold"])  # gold: on-topic words / (words + 2)
+    assert bon.data["win"][0] == pytest.approx(0.5)  # best of one against a plain sample: a coin flip, exactly
     train = [r for r in records if r.split == M.TRAIN]
     assert [r.step for r in train] == [1, 2]
     assert all(M.KL_LOSS not in r.data and M.VALUE_LOSS not in r.data for r in train)
