@@ -83,11 +83,10 @@ def load_run(run_dir: Path | mf.RunPaths) -> RunData:
                 ys.append(float(value))
         if rec.split == M.BON_SPLIT and rec.data.get("kl"):
             run.series[M.GOLD_VS_KL_BON] = (list(rec.data["kl"]), list(rec.data["gold"]))
-    kl = dict(zip(*run.series.get(metric_key(M.TRAIN, M.KL), ([], [])), strict=True))
-    gold = [(kl[s], g) for s, g in zip(*run.series.get(metric_key(M.TRAIN, M.GOLD_SCORE), ([], [])), strict=True)
-            if s in kl]
+    kl, gold = M.against(*run.series.get(metric_key(M.TRAIN, M.KL), ([], [])),
+                         *run.series.get(metric_key(M.TRAIN, M.GOLD_SCORE), ([], [])))
     if gold:  # Gao et al.'s picture: the judge's score against the KL spent, beside best-of-n's
-        run.series[M.GOLD_VS_KL_RL] = ([x for x, _ in gold], [y for _, y in gold])
+        run.series[M.GOLD_VS_KL_RL] = (kl, gold)
     return run
 
 

@@ -36,16 +36,19 @@ def pick_weights(n_max: int, n: int) -> np.ndarray:
     return np.array([math.comb(i, n - 1) for i in range(n_max)], dtype=np.float64) / math.comb(n_max, n)
 
 
+def _by_proxy(proxy: np.ndarray, judge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both score tables [prompts, n_max] with each prompt's samples sorted by proxy, lowest first.
+    Ties in the proxy keep sample order (stable sort), as a picker that takes the first maximum would."""
+    proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
+    order = np.argsort(proxy, axis=1, kind="stable")
+    return np.take_along_axis(proxy, order, 1), np.take_along_axis(judge, order, 1)
+
+
 def expected_best_of(proxy: np.ndarray, judge: np.ndarray, n: int) -> tuple[float, float]:
     """(mean proxy, mean judge score) of the sample the proxy picks among n, averaged over prompts.
-
-    proxy, judge [prompts, n_max]: every sample's RM score and judge score. Ties in the proxy are
-    broken by sample order (stable sort), as a picker that takes the first maximum would."""
-    proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
-    order = np.argsort(proxy, axis=1, kind="stable")  # [P, n_max] lowest proxy first
-    w = pick_weights(proxy.shape[1], n)  # [n_max]
-    sorted_proxy = np.take_along_axis(proxy, order, 1)
-    sorted_judge = np.take_along_axis(judge, order, 1)
+    proxy, judge [prompts, n_max]: every sample's RM score and judge score."""
+    sorted_proxy, sorted_judge = _by_proxy(proxy, judge)
+    w = pick_weights(sorted_proxy.shape[1], n)  # [n_max]
     return float((sorted_proxy @ w).mean()), float((sorted_judge @ w).mean())
 
 
@@ -54,12 +57,10 @@ def win_rate_of_best_of(proxy: np.ndarray, judge: np.ndarray, n: int) -> float:
     tie counts half): the win-rate against the reference that RL runs report, for best-of-n. Each
     sample's chance to beat a plain sample is counted against the prompt's other samples; n = 1 gives
     exactly 0.5."""
-    proxy, judge = np.asarray(proxy, dtype=np.float64), np.asarray(judge, dtype=np.float64)
-    n_max = proxy.shape[1]
-    order = np.argsort(proxy, axis=1, kind="stable")
-    g = np.take_along_axis(judge, order, 1)[:, :, None]  # [P, n_max, 1]
-    others = np.take_along_axis(judge, order, 1)[:, None, :]  # [P, 1, n_max]
-    beats = ((g > others) + 0.5 * (g == others)).sum(2) - 0.5  # [P, n_max]; minus the tie with itself
+    _, g = _by_proxy(proxy, judge)  # [P, n_max]
+    n_max = g.shape[1]
+    beats = ((g[:, :, None] > g[:, None, :]) + 0.5 * (g[:, :, None] == g[:, None, :])).sum(2) - 0.5  # [P, n_max]
+    # (each sample against every one of its prompt's samples, minus the tie with itself)
     return float((beats / (n_max - 1) @ pick_weights(n_max, n)).mean())
 
 

@@ -97,13 +97,13 @@ KL_LOSS = "loss/kl_avg"  # grpo: the mean k3 KL term that β multiplies in the l
 REWARD_STD = "reward_std"  # the mean over prompts of the std of their k samples' rewards
 FRAC_REWARD_ZERO_STD = "frac_reward_zero_std"  # prompts whose k samples all scored the same (no signal)
 WIN_RATE = "win_rate"
-BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold; engine.best_of_n)
+WIN_RATE_SE = "win_rate_se"
+WIN_RATE_N = "win_rate_n"
+BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold, win; engine.best_of_n)
 # the over-optimisation view: series whose x is the KL to the reference (nats a response), not a step
 VS_KL = "vs_kl/"
 GOLD_VS_KL_RL = VS_KL + "gold of the RL run"
 GOLD_VS_KL_BON = VS_KL + "gold of best-of-n"
-WIN_RATE_SE = "win_rate_se"
-WIN_RATE_N = "win_rate_n"
 SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}
 
 PPO_TRAIN_KEYS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
@@ -154,6 +154,14 @@ KEY_METRICS = {
 # each key metric's short column label
 KEY_LABELS = {LOSS: "loss", ACCURACY: "acc", metric_key(eval_split(HELDOUT), ACCURACY): "acc",
               SCORES: "score", KL: "kl", metric_key(eval_split(WIN), WIN_RATE): "win"}
+
+
+def against(x_steps, x_values, y_steps, y_values) -> tuple[list[float], list[float]]:
+    """y against x at the steps both logged: (x values, y values), in y's step order. The
+    over-optimisation view plots the gold score against the KL this way."""
+    x_at = dict(zip(x_steps, x_values, strict=True))
+    pairs = [(x_at[s], y) for s, y in zip(y_steps, y_values, strict=True) if s in x_at]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
 def keyed(split: str, data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

@@ -343,11 +343,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         lines = []
         kl, gold = self.series.get(M.metric_key(M.TRAIN, M.KL)), self.series.get(M.metric_key(M.TRAIN, M.GOLD_SCORE))
         if kl is not None and gold is not None:
-            by_step = dict(zip(kl.xs, kl.ys, strict=True))
-            points = [(by_step[s], g) for s, g in zip(gold.xs, gold.ys, strict=True) if s in by_step]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                lines.append(Line("rl", xs=xs, ys=ys, color=PALETTE[0], kind="scatter"))
+            xs, ys = M.against(kl.xs, kl.ys, gold.xs, gold.ys)
+            if ys:
+                lines.append(Line("rl", xs=tuple(xs), ys=tuple(ys), color=PALETTE[0], kind="scatter"))
         if self._bon and self._bon.get("kl"):
             lines.append(Line("best-of-n", xs=tuple(self._bon["kl"]), ys=tuple(self._bon["gold"]), color=PALETTE[1]))
         return tuple(lines)
