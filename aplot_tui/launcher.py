@@ -17,8 +17,10 @@ from engine import config as config_mod
 from engine import manifest as mf
 
 
-def preflight(cfg: config_mod.Config) -> None:
-    """Checks that cost nothing and would otherwise fail minutes later inside the subprocess."""
+def preflight(cfg: config_mod.Config, root: Path | None = None) -> None:
+    """Checks that cost nothing and would otherwise fail minutes later inside the subprocess. With
+    the run store `root`, a PPO run's reward model, judge and opponent must be completed runs of the
+    right kind with an exported model."""
     from engine import sources, trackers
 
     problems = []
@@ -47,8 +49,25 @@ def preflight(cfg: config_mod.Config) -> None:
                 read_sections(cfg.eval.sections)
             except config_mod.ConfigError as e:
                 problems += e.problems
+    if cfg.kind == "ppo" and root is not None:
+        problems += model_run_problems(cfg.ppo, Path(root))
     if problems:
         raise config_mod.ConfigError(problems)
+
+
+def model_run_problems(p: config_mod.PPOSection, root: Path) -> list[str]:
+    named = [("ppo.reward_model_run", p.reward_model_run, "rm")]
+    if p.judge not in ("rm", "gold"):
+        named.append(("ppo.judge", p.judge, "rm"))
+    if p.opponent != "reference":
+        named.append(("ppo.opponent", p.opponent, "ppo"))
+    problems = []
+    for field, ref, kind in named:
+        try:
+            mf.find_model_run(root, ref, kind, field)
+        except mf.RunError as e:
+            problems.append(str(e))
+    return problems
 
 
 def links_for(cfg: config_mod.Config, root: Path) -> dict | None:
@@ -67,7 +86,7 @@ def links_for(cfg: config_mod.Config, root: Path) -> dict | None:
 
 def create(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
     """Preflight, then the run folder (status `created`); nothing is started."""
-    preflight(cfg)
+    preflight(cfg, root)
     return supervisor.create_run(cfg, root, links=links if links is not None else links_for(cfg, root))
 
 

@@ -114,7 +114,7 @@ def create(sweep: sweep_spec.Sweep, root: Path) -> str:
     """Every run of the sweep, queued and tagged; nothing is started. All checks run first."""
     for point in sweep.points:  # a missing data file fails before any folder exists, not halfway
         try:
-            launcher.preflight(point.cfg)
+            launcher.preflight(point.cfg, root)
             supervisor.plan(point.cfg)
         except sweep_spec.config_mod.ConfigError as e:
             raise sweep_spec.config_mod.ConfigError([f"{sweep.source}: run {point.index} "

@@ -400,6 +400,8 @@ def validate(cfg: Config, where: str = "config", problems: list[str] | None = No
                         f"got {cfg.ppo.bon_samples} ({where})")
     if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
+    if cfg.kind == "ppo" and cfg.ppo.judge == "gold" and cfg.ppo.prompts != "synthetic":
+        problems.append(f'ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule ({where})')
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
         problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true ({where})")
     slurm = cfg.launch.slurm

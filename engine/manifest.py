@@ -291,6 +291,26 @@ def find_run(root: Path, ref: str) -> RunPaths:
     return matches[0]
 
 
+def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
+    """(exported model folder, run id or path) of a completed run of `kind` ("rm", "ppo") in the store,
+    or of a model folder given by path; `field` (the config field that named it) leads the error."""
+    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
+        return Path(ref), str(Path(ref).resolve())
+    try:
+        paths = find_run(root, ref)
+        manifest = read(paths)
+    except RunError as e:
+        raise RunError(f"{field}: {e}") from None
+    status, what = effective_status(paths, manifest), manifest.get("kind")
+    if what != kind or status != "completed":
+        raise RunError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
+                       f", not a completed {kind.upper()} run")
+    folder = paths.dir / manifest.get("summary", {}).get("final_model", "checkpoints/final")
+    if not (folder / "config.json").exists():
+        raise RunError(f"{field}: run {paths.id} has no exported model at {folder}")
+    return folder, paths.id
+
+
 def checkpoint_steps(paths: RunPaths) -> list[int]:
     """Steps of complete step checkpoints, ascending (an incomplete save has no `done` marker)."""
     out = []

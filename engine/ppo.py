@@ -99,32 +99,18 @@ def step_prompts(train: list[str], step: int, resolved: dict, seed: int, rank: i
 
 
 def find_model_run(store: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
-    """(exported model folder, run id or path) for a completed run of `kind` in the run store (the
-    run folder's parent), or for a model folder given by path."""
-    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
-        return Path(ref), str(Path(ref).resolve())
+    """The launcher checked these before the run began; a run they name may have gone since."""
     try:
-        paths = mf.find_run(store, ref)
-        manifest = mf.read(paths)
+        return mf.find_model_run(store, ref, kind, field)
     except mf.RunError as e:
-        raise TrainingError(f"{field}: {e}") from None
-    status, what = mf.effective_status(paths, manifest), manifest.get("kind")
-    if what != kind or status != "completed":
-        raise TrainingError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
-                            f", not a completed {kind.upper()} run")
-    folder = paths.dir / manifest.get("summary", {}).get("final_model", "checkpoints/final")
-    if not (folder / "config.json").exists():
-        raise TrainingError(f"{field}: run {paths.id} has no exported model at {folder}")
-    return folder, paths.id
+        raise TrainingError(str(e)) from None
 
 
 class Judge:
     """Outcome of response a against b for each prompt: 1 a wins, 0.5 tie, 0 b wins."""
 
     def __init__(self, ctx: RunContext, rm, rm_tok):
-        spec, p = ctx.cfg.ppo.judge, ctx.cfg.ppo
-        if spec == "gold" and p.prompts != "synthetic":
-            raise TrainingError("ppo.judge: \"gold\" needs ppo.prompts = \"synthetic\" (the only task with a gold rule)")
+        spec = ctx.cfg.ppo.judge  # "gold" with prompts other than synthetic fails config validation
         self.gold, self.rm, self.tok, self.device = spec == "gold", rm, rm_tok, ctx.accelerator.device
         self.run_id = None  # another RM run judging, recorded in the manifest's links
         if spec not in ("rm", "gold"):

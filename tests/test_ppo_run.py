@@ -176,6 +176,34 @@ def test_bad_rl_settings_fail_before_launch_in_one_line(runs_dir, override, expe
     assert not any(runs_dir.iterdir())
 
 
+@pytest.mark.parametrize("field,make,expected", [
+    ("ppo.judge", "unfinished", "ppo.judge: run {id} is 'crashed', not a completed RM run"),
+    ("ppo.reward_model_run", "ppo", "ppo.reward_model_run: run {id} is a ppo run, not a completed RM run"),
+    ("ppo.opponent", "missing", "ppo.opponent: nope-42: no such run in {root}"),
+    ("ppo.judge", "gold-on-a-file", 'ppo.judge: "gold" needs ppo.prompts = "synthetic"')],
+    ids=["unfinished-judge", "ppo-run-as-rm", "missing-opponent", "gold-judge-on-a-file"])
+def test_the_runs_a_ppo_run_names_are_checked_before_launch(runs_dir, tokenizer, field, make, expected):
+    """The reward model, the judge and the opponent: a run that is not a finished one of the right kind
+    fails `aplot run` in one line before any run folder or process exists."""
+    rm_id = make_rm_run(runs_dir, tokenizer)
+    overrides = [f"ppo.reward_model_run={rm_id}"]
+    if make == "unfinished":
+        named = make_rm_run(runs_dir, tokenizer, status="running")  # its pid is gone: crashed
+    elif make == "ppo":
+        named = rm_id
+        mf.update(mf.run_paths(runs_dir, rm_id), kind="ppo")
+    elif make == "missing":
+        named = "nope-42"
+    else:
+        prompts = runs_dir.parent / "prompts.jsonl"
+        prompts.write_text('{"prompt": "hi?"}\n')
+        named, overrides = "gold", [*overrides, f"ppo.prompts={prompts}"]
+    before = set(runs_dir.iterdir())
+    line = one_line_error(aplot("run", "--preset", "demo-grpo", *overrides, f"{field}={named}", runs_dir=runs_dir))
+    assert line.startswith("aplot: " + expected.format(id=named, root=runs_dir))
+    assert set(runs_dir.iterdir()) == before  # no folder, so no process
+
+
 @pytest.mark.parametrize("world,eval_prompts", [(2, 7), (3, 2)])
 def test_ppo_on_several_ranks_counts_every_eval_prompt_once(tmp_path, tokenizer, world, eval_prompts):
     """Uneven shares of the held-out prompts (7 on 2 ranks; 2 on 3 ranks, so one rank judges none) and a
