@@ -84,6 +84,8 @@ class DataSection:
     max_eval_pairs: int = f(0, "use at most this many pairs of each eval set; 0 = all", ge=0)
     synthetic_pairs: int = f(2000, "pairs generated when train = \"synthetic\"", gt=0)
     label_noise: float = f(0.1, "share of synthetic pairs whose label the gold rule flips", ge=0, lt=0.5)
+    length_bias: float = f(0.0, "share of synthetic pairs labelled \"longer wins\" instead of by the gold rule: a "
+                                "rater's length bias that a reward model can learn and gold never pays", ge=0, le=1)
 
 
 @dataclass

@@ -276,11 +276,12 @@ def _read_regular_file(path: str) -> bytes:
             raise DataError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def synthetic_pairs(n: int, seed: int, noise: float) -> LoadResult:
-    """The demo task's pairs; the hash covers the generated rows, so it identifies (n, seed, noise, code)."""
+def synthetic_pairs(n: int, seed: int, noise: float, length_bias: float = 0.0) -> LoadResult:
+    """The demo task's pairs; the hash covers the generated rows, so it identifies (n, seed, noise,
+    length bias, code)."""
     from engine.synthetic import make_pairs  # lazy: the demo task is optional for file-based runs
 
-    rows = make_pairs(n, seed, label_noise=noise)
+    rows = make_pairs(n, seed, label_noise=noise, length_bias=length_bias)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     result = _collect([(f"synthetic: row {i}", r) for i, r in enumerate(rows, 1)], "synthetic", digest)
     result.format = "synthetic"

@@ -47,7 +47,7 @@ def load_data(cfg: config_mod.Config):
     skipped: dict[str, int] = {}
     try:
         if d.train:
-            train = synthetic_pairs(d.synthetic_pairs, cfg.seed, d.label_noise) if d.train == "synthetic" \
+            train = synthetic_pairs(d.synthetic_pairs, cfg.seed, d.label_noise, d.length_bias) if d.train == "synthetic" \
                 else load_pairs(d.train, d.columns)
             train_pairs, heldout = split_eval(train.pairs, d.eval_fraction, cfg.seed)
             evals = {M.HELDOUT: heldout} if heldout else {}

@@ -83,10 +83,16 @@ def make_prompts(n: int, seed: int) -> list[str]:
     return [_prompt(rng) for _ in range(n)]
 
 
-def make_pairs(n: int, seed: int, label_noise: float) -> list[dict]:
+def make_pairs(n: int, seed: int, label_noise: float, length_bias: float = 0.0) -> list[dict]:
     """n rows {prompt, chosen, rejected}, chosen = the gold-preferred response, then a `label_noise`
     share of rows swapped. Both responses of a pair draw their own quality (on-topic rate) and
-    length, so pairs range from easy to nearly tied; exact gold ties are redrawn."""
+    length, so pairs range from easy to nearly tied; exact gold ties are redrawn.
+
+    `length_bias`: the share of rows a length-biased rater labels instead, choosing the longer
+    response whatever it says (pairs of equal length keep the gold label). Gold pays for on-topic
+    words and never for length itself (an off-topic word always lowers it), so a reward model that
+    learns this rater's habit can be gamed by a policy that just says more: the temptation
+    `bench/length_temptation.py` measures. 0 draws nothing extra, so the rows are those of before."""
     rng = random.Random(f"pairs-{seed}")  # noqa: S311 - the demo task is seeded on purpose
     rows = []
     while len(rows) < n:
@@ -99,6 +105,10 @@ def make_pairs(n: int, seed: int, label_noise: float) -> list[dict]:
         chosen, rejected = (a, b) if ga > gb else (b, a)
         if rng.random() < label_noise:
             chosen, rejected = rejected, chosen
+        if length_bias and rng.random() < length_bias:
+            n_chosen, n_rejected = len(chosen.split()), len(rejected.split())
+            if n_rejected > n_chosen:
+                chosen, rejected = rejected, chosen
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows
 

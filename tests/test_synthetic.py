@@ -53,6 +53,24 @@ def test_pairs_are_ordered_by_gold_with_the_asked_noise():
     assert 0.17 < flipped < 0.23  # binomial sd ≈ 0.009
 
 
+def test_a_length_biased_rater_labels_its_share_longer_wins_and_nothing_else():
+    def longer_chosen(rows):
+        unequal = [r for r in rows if len(r["chosen"].split()) != len(r["rejected"].split())]
+        return sum(len(r["chosen"].split()) > len(r["rejected"].split()) for r in unequal) / len(unequal)
+
+    assert S.make_pairs(300, 0, 0.1, length_bias=0.0) == S.make_pairs(300, 0, 0.1)  # 0: the rows of before
+    always = S.make_pairs(500, 0, 0.0, length_bias=1.0)
+    assert longer_chosen(always) == 1.0
+    gold = S.make_pairs(2000, 0, 0.0)
+    half = S.make_pairs(2000, 0, 0.0, length_bias=0.5)
+    # gold alone prefers the longer answer at some rate q; half the rows relabelled give q + (1 − q)/2
+    q = longer_chosen(gold)
+    assert abs(longer_chosen(half) - (q + (1 - q) / 2)) < 0.04  # binomial sd ≈ 0.011
+    # what the rater changed it changed toward length only: every row against gold has chosen longer
+    against_gold = [r for r in half if S.gold_reward(r["prompt"], r["chosen"]) < S.gold_reward(r["prompt"], r["rejected"])]
+    assert against_gold and all(len(r["chosen"].split()) > len(r["rejected"].split()) for r in against_gold)
+
+
 def test_reference_is_mediocre_and_leaves_room():
     prompts = S.make_prompts(400, 0)
     refs = S.reference_completions(prompts, 0)
