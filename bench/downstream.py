@@ -84,6 +84,22 @@ def one(store: Path, loss: str, seed: int) -> dict:
             "bon_curve": {k: bon[k] for k in ("n", "kl", "proxy", "gold", "win")}}
 
 
+def report(rows: list[dict], key: str, names: list[str], fields: tuple, compared: tuple, base: str = "bt") -> None:
+    """Mean ± sd over seeds of each `fields` for each `names` (rows' `key`), then each of the names
+    after `base` against it, paired by seed, for the `compared` fields."""
+    print(f"| {key} | " + " | ".join(fields) + " |")
+    print("|---" * (len(fields) + 1) + "|")
+    for name in names:
+        cells = [stats.mean_sd([r[f] for r in rows if r[key] == name]) for f in fields]
+        print(f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in cells) + " |")
+    print(f"\nagainst {base}, paired by seed: mean difference [t 95 %]")
+    for name in names[names.index(base) + 1:]:
+        for f in compared:
+            g = stats.grouped({r["seed"]: r[f] for r in rows if r[key] == base},
+                              {r["seed"]: r[f] for r in rows if r[key] == name})
+            print(f"  {name} − {base}, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict(base, name)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -98,17 +114,7 @@ def main() -> None:
     wall = time.time() - t0
     fields = ("rm_accuracy", "bon_win", "bon_gold", "rl_win", "rl_kl", "rl_win_matched", "rl_kl_matched")
     print(f"{len(args.seeds)} seeds, wall {wall / 60:.1f} min; mean ± sd over seeds")
-    print("| RM loss | " + " | ".join(fields) + " |")
-    print("|---" * (len(fields) + 1) + "|")
-    for loss in LOSSES:
-        cells = [stats.mean_sd([r[f] for r in rows if r["loss"] == loss]) for f in fields]
-        print(f"| {loss} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in cells) + " |")
-    print("\nagainst bt, paired by seed: mean difference [t 95 %]")
-    for loss in list(LOSSES)[1:]:
-        for f in ("rm_accuracy", "bon_win", "rl_win", "rl_win_matched"):
-            g = stats.grouped({r["seed"]: r[f] for r in rows if r["loss"] == "bt"},
-                              {r["seed"]: r[f] for r in rows if r["loss"] == loss})
-            print(f"  {loss} − bt, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict('bt', loss)}")
+    report(rows, "loss", list(LOSSES), fields, ("rm_accuracy", "bon_win", "rl_win", "rl_win_matched"))
     print(json.dumps({"wall_s": round(wall, 1), "rows": rows}))
 
 

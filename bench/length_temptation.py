@@ -27,10 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from downstream import ROOT, aplot, find
+from downstream import ROOT, aplot, find, report
 
 from engine import metrics as M
-from engine import stats
 
 RMS = {
     "bt, unbiased pairs": ["data.length_bias=0"],
@@ -75,17 +74,7 @@ def main() -> None:
     wall = time.time() - t0
     fields = ("length_first", "length_last", "gold_win", "gold_win_best", "kl")
     print(f"{len(args.seeds)} seeds, length bias {args.bias}, wall {wall / 60:.1f} min; mean ± sd over seeds")
-    print("| reward model | " + " | ".join(fields) + " |")
-    print("|---" * (len(fields) + 1) + "|")
-    for rm in RMS:
-        cells = [stats.mean_sd([r[f] for r in rows if r["rm"] == rm]) for f in fields]
-        print(f"| {rm} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in cells) + " |")
-    print("\nagainst bt on the biased pairs, paired by seed: mean difference [t 95 %]")
-    for rm in list(RMS)[2:]:
-        for f in ("length_last", "gold_win", "gold_win_best"):
-            g = stats.grouped({r["seed"]: r[f] for r in rows if r["rm"] == "bt"},
-                              {r["seed"]: r[f] for r in rows if r["rm"] == rm})
-            print(f"  {rm} − bt, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict('bt', rm)}")
+    report(rows, "rm", list(RMS), fields, ("length_last", "gold_win", "gold_win_best"))
     print(json.dumps({"wall_s": round(wall, 1), "bias": args.bias, "rows": rows}))
 
 
