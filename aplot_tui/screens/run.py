@@ -14,6 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain, repeat
+from operator import attrgetter
 
 from textual import work
 from textual.app import ComposeResult
@@ -100,9 +102,10 @@ def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:
 
 
 def columnize(records: list[M.Record], names: frozenset[str] | None = None) -> Batch:
-    """Column by column rather than record by record: one comprehension per (split, metric),
-    and only for the `names` the screen shows (all when None), keeps a 100,000-line open short."""
-    batch = Batch(count=len(records), last_step=max((r.step for r in records), default=0))
+    """Column by column rather than record by record, and only for the `names` the screen shows
+    (all when None): the per-record work runs in C (map, set, chain), so a 100,000-line open is
+    bounded by the parse, not by this."""
+    batch = Batch(count=len(records), last_step=max(map(_step, records), default=0))
     by_split: dict[str, list[M.Record]] = {}
     for rec in records:
         by_split.setdefault(rec.split, []).append(rec)
@@ -114,23 +117,24 @@ def columnize(records: list[M.Record], names: frozenset[str] | None = None) -> B
             batch.bon = recs[-1].data
             continue
         if split == M.TRAIN:
-            batch.times = [(r.time, r.step) for r in recs]
-        keys = dict.fromkeys(name for r in recs[:1] for name in r.data)  # the usual case: one key set
-        if any(r.data.keys() != recs[0].data.keys() for r in recs):
-            keys = dict.fromkeys(name for r in recs for name in r.data)
-        steps = [r.step for r in recs]
+            batch.times = list(map(_time_step, recs))
+        datas = list(map(_data, recs))
+        keys = datas[0].keys()  # the usual case: one key set; else every key, in first-seen order
+        if not all(map(keys.__eq__, map(dict.keys, datas))):
+            keys = dict.fromkeys(chain.from_iterable(datas))
+        steps = list(map(_step, recs))
         for name in keys if names is None else (k for k in keys if k in names):
-            values = [r.data.get(name) for r in recs]
-            numeric = [type(v) is float or type(v) is int for v in values]  # not bool, None or text
-            if all(numeric):
+            values = list(map(dict.get, datas, repeat(name)))
+            if set(map(type, values)) <= _NUMBER:  # the usual case: a number in every record
                 batch.columns[M.metric_key(split, name)] = (steps, values)
-            elif any(numeric):
+                continue
+            numeric = [type(v) in _NUMBER for v in values]  # not bool, None or text
+            if any(numeric):
                 batch.columns[M.metric_key(split, name)] = (
                     [s for s, ok in zip(steps, numeric, strict=True) if ok],
                     [v for v, ok in zip(values, numeric, strict=True) if ok])
-    for rec in records:
-        if not M.is_eval(rec.split):
-            continue
+    evals = {split for split in by_split if M.is_eval(split)}
+    for rec in (r for r in records if r.split in evals) if evals else ():
         gaps, margins = rec.data.get(M.GAP_HIST), rec.data.get(M.MARGIN_HIST)
         if gaps and margins and (batch.hist is None or rec.split == M.eval_split(M.HELDOUT)
                                  or batch.hist[0] != M.eval_split(M.HELDOUT)):
@@ -138,6 +142,11 @@ def columnize(records: list[M.Record], names: frozenset[str] | None = None) -> B
         if M.WIN_RATE in rec.data:
             batch.win.append((rec.step, rec.data[M.WIN_RATE], rec.data.get(M.WIN_RATE_SE) or 0.0))
     return batch
+
+
+_NUMBER = frozenset((float, int))
+_step, _data = attrgetter("step"), attrgetter("data")
+_time_step = attrgetter("time", "step")
 
 
 class RunScreen(Screen):
@@ -197,7 +206,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self._bon: dict | None = None
         self._drawn: dict[str, tuple] = {}
         self._next_draw: dict[str, float] = {}  # panel id -> earliest time it may redraw
-        self._loading_draw = 0.0  # earliest progress redraw while the file is still being read
+        # earliest progress redraw while the file is still being read: a file read within the first
+        # LOADING_DRAW_S draws once, when it is all in (a draw of every panel costs ~0.1 s each)
+        self._loading_draw = time.monotonic() + LOADING_DRAW_S
         self._started_at: float | None = None
         self._t_first: float | None = None  # time of the first and last train record
         self._t_last: float | None = None

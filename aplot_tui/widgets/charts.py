@@ -3,7 +3,8 @@
 The chart owns only drawing. It receives its lines as a reactive (the screen assigns a new
 tuple when data arrives) and downsamples each `Series` to its own width at render time, so a
 100,000-point run draws as fast as a 1,000-point one and resizing needs no new data. With
-`smoothing` above 0 a series is drawn twice: its raw points faint, its EMA in its colour.
+`smoothing` above 0 a series is drawn twice: its raw points as faint dots, its EMA as a line in
+its colour.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class MetricChart(PlotextPlot, can_focus=True):
                 continue
             label = line.label if self.legend and len(self.lines) > 1 else None
             if self.smoothing and line.series is not None and line.kind == "line":
-                plt.plot(xs, ys, color=RAW_COLOR, marker="braille")  # raw, faint, under its EMA
+                # raw, faint, under its EMA: points, not a line (a noisy line's segments cross the
+                # whole height, so plotext rasterises ~20× the dots: 3× the chart's build time)
+                plt.scatter(xs, ys, color=RAW_COLOR, marker="braille")
                 xs, ys = line.points(2 * width, self.smoothing)
                 plt.plot(xs, ys, color=line.color, label=label, marker="braille")
             elif line.kind == "scatter":
