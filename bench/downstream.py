@@ -84,7 +84,8 @@ def one(store: Path, loss: str, seed: int) -> dict:
             "bon_curve": {k: bon[k] for k in ("n", "kl", "proxy", "gold", "win")}}
 
 
-def report(rows: list[dict], key: str, names: list[str], fields: tuple, compared: tuple, base: str = "bt") -> None:
+def report(rows: list[dict], key: str, names: list[str], fields: tuple, compared: tuple, base: str = "bt",
+           lower_is_better: tuple = ()) -> None:
     """Mean ± sd over seeds of each `fields` for each `names` (rows' `key`), then each of the names
     after `base` against it, paired by seed, for the `compared` fields."""
     print(f"| {key} | " + " | ".join(fields) + " |")
@@ -97,7 +98,7 @@ def report(rows: list[dict], key: str, names: list[str], fields: tuple, compared
         for f in compared:
             g = stats.grouped({r["seed"]: r[f] for r in rows if r[key] == base},
                               {r["seed"]: r[f] for r in rows if r[key] == name})
-            print(f"  {name} − {base}, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict(base, name)}")
+            print(f"  {name} − {base}, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict(base, name, f not in lower_is_better)}")
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def main() -> None:
     wall = time.time() - t0
     fields = ("length_first", "length_last", "gold_win", "gold_win_best", "kl")
     print(f"{len(args.seeds)} seeds, length bias {args.bias}, wall {wall / 60:.1f} min; mean ± sd over seeds")
-    report(rows, "rm", list(RMS), fields, ("length_last", "gold_win", "gold_win_best"))
+    report(rows, "rm", list(RMS), fields, ("length_last", "gold_win", "gold_win_best"), lower_is_better=("length_last",))
     print(json.dumps({"wall_s": round(wall, 1), "bias": args.bias, "rows": rows}))
 
 

@@ -114,12 +114,12 @@ class Grouped:
     def significant(self) -> bool:
         return len(self.diffs) > 1 and not (self.low <= 0.0 <= self.high)
 
-    def verdict(self, a: str = "A", b: str = "B") -> str:
+    def verdict(self, a: str = "A", b: str = "B", higher_is_better: bool = True) -> str:
         if len(self.diffs) < 2:
             return "too few shared seeds to judge (need 2)"
         if not self.significant:
             return "difference within noise (the interval holds 0)"
-        return f"{b if self.diff > 0 else a} better ({int(self.level * 100)} % interval excludes 0)"
+        return f"{b if (self.diff > 0) == higher_is_better else a} better ({int(self.level * 100)} % interval excludes 0)"
 
 
 def mean_sd(xs) -> tuple[float, float]:
