@@ -38,6 +38,7 @@ from .tail import LogTail
 CHUNK = 16 << 20  # bytes of metrics parsed per step of the worker: a huge file opens progressively
 DRAW_S = 0.25  # a panel redraws at most this often, and never takes more than a quarter of the time
 TICK_S = 0.04  # one stale panel is redrawn per tick, so a key waits for one panel's drawing at most
+KEY_QUIET_S = 0.15  # after a key press no panel redraws for this long: the key's repaint comes alone
 LOADING_DRAW_S = 1.0  # while a long file is still being read, panels show progress this often
 
 
@@ -206,6 +207,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self._bon: dict | None = None
         self._drawn: dict[str, tuple] = {}
         self._next_draw: dict[str, float] = {}  # panel id -> earliest time it may redraw
+        self._quiet_until = 0.0  # no panel redraw before this (a key was just pressed)
         # earliest progress redraw while the file is still being read: a file read within the first
         # LOADING_DRAW_S draws once, when it is all in (a draw of every panel costs ~0.1 s each)
         self._loading_draw = time.monotonic() + LOADING_DRAW_S
@@ -380,13 +382,18 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         for stale in self._stale():
             self._give(*stale)
 
+    def on_key(self) -> None:
+        """Whatever the key does (focus, maximize, log) repaints in a frame of its own, not in one
+        that also rebuilds a streaming panel's plot."""
+        self._quiet_until = time.monotonic() + KEY_QUIET_S
+
     def _draw_one(self) -> None:
         """While a run streams in, redraw one stale panel per tick, the one waiting longest: a
         key press then waits for one panel's drawing at most, never for the whole grid. A panel
         whose drawing is slow is redrawn less often (never more than a quarter of the time)."""
-        if not self.caught_up:
-            return
         now = time.monotonic()
+        if not self.caught_up or now < self._quiet_until:
+            return
         due = [s for s in self._stale() if now >= self._next_draw.get(s[0].id, 0.0)]
         if not due:
             return
