@@ -14,11 +14,12 @@ from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from aplot_tui import report, significance
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
+from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.series import Series
 from engine import manifest as mf
 
@@ -69,7 +70,7 @@ points stay, faint)."""
                 yield DataTable(id="summary-table", zebra_stripes=True, cursor_type="row")
             with TabPane("config diff", id="diff"):
                 yield ConfigDiff(id="config-diff")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"{len(self.run_paths)} runs"

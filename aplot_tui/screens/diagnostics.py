@@ -15,9 +15,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from aplot_tui.widgets.bias_panel import DiagnosticsPanel
+from aplot_tui.widgets.footer import KeyFooter
 from engine import bias_checks as D
 from engine import manifest as mf
 from engine import metrics as M
@@ -41,7 +42,7 @@ class DiagnosticsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DiagnosticsPanel()
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"diagnostics · {self.paths.id}"

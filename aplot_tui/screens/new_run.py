@@ -11,10 +11,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Button, Footer, Header, Label, Select, Static
+from textual.widgets import Button, Header, Label, Select, Static
 
 from aplot_tui import launcher, store, supervisor
 from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
+from aplot_tui.widgets.footer import KeyFooter
 from engine import config as config_mod
 from engine import manifest as mf
 from engine.launch import plan
@@ -59,7 +60,7 @@ takes one `name = path` row per eval set."""
             with Horizontal(id="buttons"):
                 yield Button("Launch (ctrl+r)", variant="success", compact=True, id="launch")
                 yield Button("Cancel (esc)", compact=True, id="cancel")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == "completed"]

@@ -23,9 +23,10 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from aplot_tui.widgets.charts import PALETTE, Line, MetricChart, step_smoothing
+from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
 from aplot_tui.widgets.samples import SamplesView
@@ -225,7 +226,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 else:
                     yield MetricChart(panel.title, xlabel=panel.xlabel, id=f"panel-{panel.id}")
         yield LogPane(id="log")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = self.paths.id

@@ -14,9 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from aplot_tui import store
+from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.run_table import RunTable, parse_query
 
 
@@ -62,7 +63,7 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
         yield RunTable(id="runs")
         yield Static("", id="empty", classes="empty")
         yield Static("", id="status-line")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.table.focus()

@@ -15,6 +15,7 @@ from typing import Literal
 
 from rich.text import Text
 from textual.app import RenderResult
+from textual.content import Content
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
@@ -117,7 +118,7 @@ class MetricChart(PlotextPlot, can_focus=True):
                 plt.plot(xs, ys, color=line.color, label=label, marker="braille")
         plt.xlabel(self.xlabel)
         self._ticks(width)
-        text = super().render()
+        text = Content.from_rich_text(super().render())  # converted once, not at every repaint
         self._cache = (key, text)
         self.render_cost = time.perf_counter() - t0
         return text

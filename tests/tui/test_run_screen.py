@@ -132,3 +132,34 @@ def test_q_goes_back_to_the_runs_screen(make_app):
         assert not any(isinstance(s, RunScreen) for s in pilot.app.screen_stack)
 
     drive(make_app(), script)
+
+
+def test_moving_focus_between_panels_keeps_the_footer_and_a_new_screen_rebuilds_it(make_app):
+    """Focus moves between panels add no keys, so the footer's key widgets stay (rebuilding them was
+    most of a focus repaint); a screen with other keys shows its own."""
+    from textual.widgets._footer import FooterKey
+
+    from aplot_tui.widgets.footer import KeyFooter
+
+    def keys(screen) -> list:
+        return list(screen.query_one(KeyFooter).query(FooterKey))
+
+    async def script(pilot):
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        before = keys(screen)
+        assert "Smooth" in [k.description for k in before]
+        focused = []
+        for _ in range(3):
+            await pilot.press("tab")
+            await pilot.pause()
+            focused.append(pilot.app.focused)
+        assert len(set(focused)) == 3  # the focus did move
+        assert all(a is b for a, b in zip(keys(screen), before, strict=True)) and len(keys(screen)) == len(before)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not isinstance(pilot.app.screen, RunScreen))
+        await pilot.pause()
+        assert "Smooth" not in [k.description for k in keys(pilot.app.screen)]
+
+    drive(make_app(), script)
