@@ -52,25 +52,25 @@ def aplot(store: Path, *args: str) -> None:
         raise RuntimeError(f"{' '.join(args)}: {proc.stderr.strip()[-2000:]}")
 
 
-def find(store: Path, name: str) -> mf.RunPaths | None:
-    for paths, manifest in mf.list_runs(store):
-        if manifest.get("name") == name and manifest.get("status") == "completed":
-            return paths
-    return None
+def ensure(store: Path, name: str, preset: str, *overrides: str) -> mf.RunPaths:
+    """The completed run called `name` in the store; run `--preset preset` with the overrides first
+    if there is none (so an interrupted study picks up where it stopped)."""
+    def completed() -> mf.RunPaths | None:
+        return next((paths for paths, manifest in mf.list_runs(store)
+                     if manifest.get("name") == name and manifest.get("status") == "completed"), None)
+
+    if (paths := completed()) is None:
+        aplot(store, "--preset", preset, f"name=\"{name}\"", *overrides)
+        paths = completed()
+    return paths
 
 
 def one(store: Path, loss: str, seed: int) -> dict:
     """Train (or reuse) the RM and the GRPO run of one (loss, seed); their figures."""
     tag = f"{loss.split()[0]}{'-minmax' if 'min-max' in loss else ''}-s{seed}"
-    rm = find(store, f"ds-rm-{tag}")
-    if rm is None:
-        aplot(store, "--preset", "demo-rm", f"name=\"ds-rm-{tag}\"", f"seed={seed}", *LOSSES[loss])
-        rm = find(store, f"ds-rm-{tag}")
-    rl = find(store, f"ds-grpo-{tag}")
-    if rl is None:
-        aplot(store, "--preset", "demo-grpo", f"name=\"ds-grpo-{tag}\"", f"seed={seed}",
-              f"ppo.reward_model_run=\"{rm.id}\"", f"ppo.bon_samples={BON}")
-        rl = find(store, f"ds-grpo-{tag}")
+    rm = ensure(store, f"ds-rm-{tag}", "demo-rm", f"seed={seed}", *LOSSES[loss])
+    rl = ensure(store, f"ds-grpo-{tag}", "demo-grpo", f"seed={seed}", f"ppo.reward_model_run=\"{rm.id}\"",
+                f"ppo.bon_samples={BON}")
     summary = mf.read(rm)["summary"]
     records = M.read_all(rl.metrics)
     (bon,) = [r.data for r in records if r.split == M.BON_SPLIT]

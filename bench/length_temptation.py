@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from downstream import ROOT, aplot, find, report
+from downstream import ROOT, ensure, report
 
 from engine import metrics as M
 
@@ -42,15 +42,8 @@ RMS = {
 
 def one(store: Path, rm_name: str, seed: int, bias: float) -> dict:
     tag = f"lt-{rm_name.replace(' + ', '-').replace(', ', '-').replace(' ', '')}-b{bias}-s{seed}"
-    rm = find(store, f"{tag}-rm")
-    if rm is None:
-        aplot(store, "--preset", "demo-rm", f"name=\"{tag}-rm\"", f"seed={seed}", "loss.type=bt",
-              f"data.length_bias={bias}", *RMS[rm_name])
-        rm = find(store, f"{tag}-rm")
-    rl = find(store, f"{tag}-grpo")
-    if rl is None:
-        aplot(store, "--preset", "demo-grpo", f"name=\"{tag}-grpo\"", f"seed={seed}", f"ppo.reward_model_run=\"{rm.id}\"")
-        rl = find(store, f"{tag}-grpo")
+    rm = ensure(store, f"{tag}-rm", "demo-rm", f"seed={seed}", "loss.type=bt", f"data.length_bias={bias}", *RMS[rm_name])
+    rl = ensure(store, f"{tag}-grpo", "demo-grpo", f"seed={seed}", f"ppo.reward_model_run=\"{rm.id}\"")
     records = M.read_all(rl.metrics)
     train = [r.data for r in records if r.split == M.TRAIN]
     wins = [r.data[M.WIN_RATE] for r in records if r.split == M.eval_split("win") and r.step > 0]

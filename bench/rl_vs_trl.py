@@ -98,14 +98,14 @@ def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -
     marks: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_end(self, _args, state, _control, **_):
+        """A time mark when training starts and after the last update of every rollout."""
+
+        def on_train_begin(self, *_args, **_kwargs):
+            marks.append(time.perf_counter())
+
+        def on_step_end(self, _args, state, _control, **_kwargs):
             if state.global_step % updates_per_rollout == 0:
                 marks.append(time.perf_counter())
-
-    def on_train_begin(*_a, **_k):
-        marks.append(time.perf_counter())
-
-    Clock.on_train_begin = on_train_begin
     targs = GRPOConfig(
         output_dir=str(out_dir), use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=10**6,
         seed=cfg.seed, learning_rate=cfg.optim.lr, lr_scheduler_type=cfg.optim.scheduler,
