@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
 from aplot_tui import report, significance
@@ -23,8 +22,10 @@ from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.series import Series
 from engine import manifest as mf
 
+from .chart_screen import ChartScreen
 
-class CompareScreen(Screen):
+
+class CompareScreen(ChartScreen):
     CSS_PATH = "compare.tcss"
     TITLE = "Compare"
     HELP = """The marked runs side by side. **charts**: one chart per key metric with every

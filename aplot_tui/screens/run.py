@@ -14,15 +14,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Header
 
 from aplot_tui.widgets.charts import PALETTE, Line, MetricChart, step_smoothing
@@ -34,6 +32,7 @@ from aplot_tui.widgets.series import Series
 from engine import manifest as mf
 from engine import metrics as M
 
+from .chart_screen import ChartScreen
 from .tail import LogTail
 
 CHUNK = 16 << 20  # bytes of metrics parsed per step of the worker: a huge file opens progressively
@@ -103,47 +102,68 @@ def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:
     return frozenset(key.removeprefix("eval/*/") for panel in panels for key, _label in panel.keys)
 
 
-def columnize(records: list[M.Record], names: frozenset[str] | None = None) -> Batch:
-    """Column by column rather than record by record, and only for the `names` the screen shows
-    (all when None): the per-record work runs in C (map, set, chain), so a 100,000-line open is
-    bounded by the parse, not by this."""
+EVAL_EXTRAS = (M.GAP_HIST, M.MARGIN_HIST, M.WIN_RATE, M.WIN_RATE_SE)  # read from eval records, not drawn as lines
+
+
+def fields_for(names: frozenset[str]) -> M.DataFields:
+    """The decoder of the data a screen showing `names` needs: those and the eval extras."""
+    return M.DataFields(sorted(names) + list(EVAL_EXTRAS))
+
+
+def columnize(records: list[M.RawRecord], names: frozenset[str], fields: M.DataFields) -> Batch:
+    """Column by column rather than record by record, and only for the `names` the screen shows:
+    each record's data is decoded to just those fields (`fields`, built once per screen) and the
+    per-record work runs in C (map, set), so a 100,000-line open costs a fraction of a second."""
     batch = Batch(count=len(records), last_step=max(map(_step, records), default=0))
-    by_split: dict[str, list[M.Record]] = {}
+    by_split: dict[str, list[M.RawRecord]] = {}
     for rec in records:
         by_split.setdefault(rec.split, []).append(rec)
+    hists: list[tuple[int, str, list[float], list[float]]] = []  # (step, split, gaps, margins) per eval set
     for split, recs in by_split.items():
         if split == M.SAMPLES_SPLIT:
-            batch.samples = (recs[-1].step, list(recs[-1].data.get(M.SAMPLES) or []))
+            batch.samples = (recs[-1].step, list(M.data_dict(recs[-1]).get(M.SAMPLES) or []))
             continue
         if split == M.BON_SPLIT:
-            batch.bon = recs[-1].data
+            batch.bon = M.data_dict(recs[-1])
             continue
         if split == M.TRAIN:
             batch.times = list(map(_time_step, recs))
-        datas = list(map(_data, recs))
-        keys = datas[0].keys()  # the usual case: one key set; else every key, in first-seen order
-        if not all(map(keys.__eq__, map(dict.keys, datas))):
-            keys = dict.fromkeys(chain.from_iterable(datas))
+        datas = list(map(fields.decode, map(_data, recs)))
         steps = list(map(_step, recs))
-        for name in keys if names is None else (k for k in keys if k in names):
-            values = list(map(dict.get, datas, repeat(name)))
+        for name in names:
+            values = list(map(fields.get[name], datas))
             if set(map(type, values)) <= _NUMBER:  # the usual case: a number in every record
                 batch.columns[M.metric_key(split, name)] = (steps, values)
                 continue
-            numeric = [type(v) in _NUMBER for v in values]  # not bool, None or text
+            numeric = [type(v) in _NUMBER for v in values]  # not bool, None (absent) or text
             if any(numeric):
                 batch.columns[M.metric_key(split, name)] = (
                     [s for s, ok in zip(steps, numeric, strict=True) if ok],
                     [v for v, ok in zip(values, numeric, strict=True) if ok])
-    evals = {split for split in by_split if M.is_eval(split)}
-    for rec in (r for r in records if r.split in evals) if evals else ():
-        gaps, margins = rec.data.get(M.GAP_HIST), rec.data.get(M.MARGIN_HIST)
-        if gaps and margins and (batch.hist is None or rec.split == M.eval_split(M.HELDOUT)
-                                 or batch.hist[0] != M.eval_split(M.HELDOUT)):
-            batch.hist = (rec.split, rec.step, list(gaps), list(margins))
-        if M.WIN_RATE in rec.data:
-            batch.win.append((rec.step, rec.data[M.WIN_RATE], rec.data.get(M.WIN_RATE_SE) or 0.0))
+        if M.is_eval(split):
+            hists += [(rec.step, split, list(gaps), list(margins)) for rec, gaps, margins in
+                      zip(recs, map(fields.get[M.GAP_HIST], datas), map(fields.get[M.MARGIN_HIST], datas),
+                          strict=True) if gaps and margins][-1:]
+            win, se = fields.get[M.WIN_RATE], fields.get[M.WIN_RATE_SE]
+            batch.win += [(rec.step, win(d), se(d) or 0.0) for rec, d in zip(recs, datas, strict=True)
+                          if win(d) is not None]
+    if hists:  # the scatter shows the held-out set's latest eval, else the latest of any set
+        heldout = [h for h in hists if h[1] == M.eval_split(M.HELDOUT)]
+        step, split, gaps, margins = max(heldout or hists, key=itemgetter(0))
+        batch.hist = (split, step, gaps, margins)
     return batch
+
+
+@dataclass
+class Poll:
+    """One round of the follow worker."""
+
+    batch: Batch | None
+    lines: list[str]
+    more: bool  # the metrics file holds more than this round read
+    mtime: int | None  # the manifest's
+    manifest: dict | None = None  # set when the manifest changed or a status check was due
+    status: str = ""
 
 
 _NUMBER = frozenset((float, int))
@@ -151,7 +171,7 @@ _step, _data = attrgetter("step"), attrgetter("data")
 _time_step = attrgetter("time", "step")
 
 
-class RunScreen(Screen):
+class RunScreen(ChartScreen):
     CSS_PATH = "run.tcss"
     TITLE = "Run"
     HELP = """One run, live: the panels follow `metrics.jsonl` and the log pane follows
@@ -199,6 +219,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self.manifest = manifest if manifest is not None else mf.read(paths)
         self.panels = panels_for(self.manifest)
         self._names = shown_names(self.panels)
+        self._fields = fields_for(self._names)
         self.series: dict[str, Series] = {}
         self.records_seen = 0
         self.caught_up = False  # the whole file, as it was when the screen opened, is in the panels
@@ -224,13 +245,14 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 if panel.kind == "samples":
                     yield SamplesView(id=f"panel-{panel.id}")
                 else:
-                    yield MetricChart(panel.title, xlabel=panel.xlabel, id=f"panel-{panel.id}")
+                    yield MetricChart(panel.title, xlabel=panel.xlabel, id=f"panel-{panel.id}", classes=panel.kind)
         yield LogPane(id="log")
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.sub_title = self.paths.id
-        self._show_manifest(self.manifest, mf.effective_status(self.paths, self.manifest))
+        self._status = mf.effective_status(self.paths, self.manifest)
+        self._show_manifest(self.manifest, self._status)
         self.set_interval(TICK_S, self._draw_one)
         self.follow()
 
@@ -238,34 +260,42 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
 
     @work(exclusive=True, group="follow")
     async def follow(self) -> None:
-        metrics, log = M.MetricsTail(self.paths.metrics), LogTail(self.paths.log)
-        mtime, status, last_check, reached_end = None, None, 0.0, False
+        """Poll in a thread, post what is new. One thread hop a round: a long file's chunks
+        follow each other without waiting for the event loop between reads."""
+        metrics, log = M.MetricsTail(self.paths.metrics, raw=True), LogTail(self.paths.log)
         loop = asyncio.get_running_loop()
+        # the first round re-reads the manifest (it may have changed since the screen was made)
+        mtime, status, last_check, reached_end = None, self._status, loop.time(), False
         while True:
-            records = await asyncio.to_thread(metrics.read_new, CHUNK)
-            if records:
-                batch = await asyncio.to_thread(columnize, records, self._names)
-                self.post_message(self.MetricsAppended(batch))
-            lines = await asyncio.to_thread(log.read_new)
-            if lines:
-                self.post_message(self.LogAppended(lines))
-            now = loop.time()
-            try:
-                new_mtime = os.stat(self.paths.manifest).st_mtime_ns
-            except OSError:
-                new_mtime = mtime
-            if new_mtime != mtime or now - last_check >= 1.0:
-                manifest = await asyncio.to_thread(mf.read, self.paths) if new_mtime != mtime else self.manifest
-                new_status = await asyncio.to_thread(mf.effective_status, self.paths, manifest)
-                if new_mtime != mtime or new_status != status:
-                    self.post_message(self.ManifestChanged(manifest, new_status))
-                mtime, status, last_check = new_mtime, new_status, now
-            more = metrics.offset < M.file_size(self.paths.metrics)
-            if not more:
+            poll = await asyncio.to_thread(self._poll, metrics, log, mtime, loop.time() - last_check >= 1.0)
+            if poll.batch is not None:
+                self.post_message(self.MetricsAppended(poll.batch))
+            if poll.lines:
+                self.post_message(self.LogAppended(poll.lines))
+            if poll.manifest is not None:
+                if poll.mtime != mtime or poll.status != status:
+                    self.post_message(self.ManifestChanged(poll.manifest, poll.status))
+                mtime, status, last_check = poll.mtime, poll.status, loop.time()
+            if not poll.more:
                 if not reached_end:
                     reached_end = True
                     self.post_message(self.CaughtUp())  # after the last batch's message, in order
                 await asyncio.sleep(self.app.follow_s)
+
+    def _poll(self, metrics: M.MetricsTail, log: LogTail, mtime: int | None, check_status: bool) -> Poll:
+        """New metrics (as columns) and log lines; the manifest and status when the manifest
+        changed or a status check is due (a dead trainer changes no file)."""
+        records = metrics.read_new(CHUNK)
+        batch = columnize(records, self._names, self._fields) if records else None
+        try:
+            manifest_mtime = os.stat(self.paths.manifest).st_mtime_ns
+        except OSError:
+            manifest_mtime = mtime
+        poll = Poll(batch, log.read_new(), metrics.offset < M.file_size(self.paths.metrics), manifest_mtime)
+        if poll.mtime != mtime or check_status:
+            poll.manifest = mf.read(self.paths) if poll.mtime != mtime else self.manifest
+            poll.status = mf.effective_status(self.paths, poll.manifest)
+        return poll
 
     # ---------------------------------------------------------------- messages
 
@@ -282,7 +312,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             self._t_first = self._t_first or batch.times[0][0]
             self._t_last = batch.times[-1][0]
         if batch.hist is not None:
-            self._hist = batch.hist
+            self._hist = split, step, _gaps, _margins = batch.hist
+            for chart in self.query(".hist").results(MetricChart):  # set once: a title set repaints its panel
+                chart.border_title = f"margin vs gap · {M.eval_set(split)} @ step {step}"
         self._win += batch.win
         self._bon = batch.bon or self._bon
         if batch.samples is not None:
@@ -328,9 +360,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         if panel.kind == "hist":
             if self._hist is None:
                 return ()
-            split, step, gaps, margins = self._hist
-            self.query_one(f"#panel-{panel.id}", MetricChart).border_title = \
-                f"margin vs gap · {M.eval_set(split)} @ step {step}"
+            split, _step, gaps, margins = self._hist
             return (Line(split, xs=tuple(gaps), ys=tuple(margins), color=PALETTE[1], kind="scatter"),)
         if panel.kind == "win":
             if not self._win:

@@ -79,7 +79,8 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
     @work(exclusive=True, group="poll")
     async def poll_store(self) -> None:
         while True:
-            if self.is_current or not self.loaded:
+            # is_active, not is_current: Textual counts the screen under the top one as current
+            if self.is_active or not self.loaded:
                 rows = await asyncio.to_thread(store.list_rows, self.app.runs_dir)
                 self.post_message(self.RowsLoaded(rows))
             self._wake.clear()
@@ -87,10 +88,12 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
                 await asyncio.wait_for(self._wake.wait(), self.app.poll_s)
 
     def on_runs_screen_rows_loaded(self, message: RowsLoaded) -> None:
+        self.loaded = True
+        if not self.is_active:  # a list that came back after another screen opened: Textual would
+            return  # repaint the whole screen on top for it. Coming back polls again.
         table = self.table
         table.now = self.app.clock()
         table.runs = tuple(message.rows)
-        self.loaded = True
         self._update_status()
 
     def on_run_table_marks_changed(self) -> None:

@@ -29,9 +29,23 @@ def downsample(xs, ys, buckets: int) -> tuple[list[float], list[float]]:
     low, high = np.full(count * size, np.inf), np.full(count * size, -np.inf)  # padding never wins
     low[:n], high[:n] = y, y
     starts = np.arange(count) * size
-    keep = np.concatenate([starts + low.reshape(count, size).argmin(1), starts + high.reshape(count, size).argmax(1)])
-    keep = np.unique(keep)
+    lows, highs = starts + low.reshape(count, size).argmin(1), starts + high.reshape(count, size).argmax(1)
+    keep = np.column_stack([np.minimum(lows, highs), np.maximum(lows, highs)]).ravel()  # in index order
+    keep = keep[np.concatenate([[True], keep[1:] != keep[:-1]])]  # a flat bucket's min is its max
     return x[keep].tolist(), y[keep].tolist()
+
+
+def bucket_means(xs, ys, buckets: int) -> tuple[list[float], list[float]]:
+    """At most `buckets` points: each bucket's mean x and mean y. For a curve that is already
+    smooth (an EMA), where min and max would only redraw the noise the smoothing removed."""
+    n = len(ys)
+    if buckets <= 0 or n <= buckets:
+        return list(xs), list(ys)
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)  # every bucket gets n // buckets or one more
+    counts = np.diff(edges)
+    means = [np.add.reduceat(v, edges[:-1]) / counts for v in (x, y)]
+    return means[0].tolist(), means[1].tolist()
 
 
 def _block(weight: float) -> int:
@@ -98,11 +112,14 @@ class Series:
         return values
 
     def view(self, max_points: int, smoothing: float = 0.0) -> tuple[list[float], list[float]]:
-        """The drawn points: raw, or (smoothing > 0) the EMA, downsampled to `max_points`."""
+        """The drawn points, at most `max_points`: the raw points' extremes (min and max a
+        bucket), or with smoothing > 0 the EMA's mean a bucket (a line through the trend)."""
         n, cached = self._views.get((max_points, smoothing), (-1, None))
         if n != len(self.ys) or cached is None:
-            ys = self.smoothed(smoothing) if smoothing else self.ys
-            cached = downsample(self.xs, ys, max(1, max_points // 2))
+            if smoothing:
+                cached = bucket_means(self.xs, self.smoothed(smoothing), max_points)
+            else:
+                cached = downsample(self.xs, self.ys, max(1, max_points // 2))
             self._views[(max_points, smoothing)] = (len(self.ys), cached)
         return cached
 

@@ -163,3 +163,57 @@ def test_moving_focus_between_panels_keeps_the_footer_and_a_new_screen_rebuilds_
         assert "Smooth" not in [k.description for k in keys(pilot.app.screen)]
 
     drive(make_app(), script)
+
+
+def _rows_sent(app) -> set[int]:
+    """The screen rows Textual sends to the terminal from now on (headless, it sends none; this
+    records what it would)."""
+    from textual._compositor import ChopsUpdate, LayoutUpdate
+
+    rows: set[int] = set()
+    display = app._display
+
+    def spy(screen, update):
+        if isinstance(update, LayoutUpdate):  # a full repaint: every row
+            rows.update(range(update.region.y, update.region.bottom))
+        elif isinstance(update, ChopsUpdate):
+            rows.update(y for y, _x0, _x1 in update.spans)
+        return display(screen, update)
+
+    app._display = spy
+    return rows
+
+
+def test_a_finished_run_on_screen_sends_nothing_to_the_terminal(make_app):
+    """Nothing changes, so nothing is drawn: not the runs list polling the store behind the run
+    screen (Textual repaints the top screen for a screen under it), not a panel title set again."""
+
+    async def script(pilot):
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        rows = _rows_sent(pilot.app)
+        await pilot.pause(0.5)  # five polls of the store (poll_s 0.1), ten rounds of the follower
+        assert rows == set()
+
+    drive(make_app(), script)
+
+
+def test_a_focus_move_repaints_only_the_two_panels_it_touches(make_app):
+    """Textual repaints the whole screen on a focus move; the chart screens opt out (every plot on
+    the screen was composited again, ~40 ms with six), so only the rows of the panel that focus
+    leaves and the one it enters are sent to the terminal."""
+    from aplot_tui.widgets.charts import MetricChart
+
+    async def script(pilot):
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        charts = list(pilot.app.screen.query(MetricChart))
+        charts[0].focus()
+        await pilot.pause()
+        rows = _rows_sent(pilot.app)
+        await pilot.press("tab")
+        await pilot.pause()
+        assert pilot.app.focused is charts[1] and charts[0].region.y == charts[1].region.y  # side by side
+        assert rows == set(range(charts[0].region.y, charts[0].region.bottom))
+
+    drive(make_app(), script)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 
-from aplot_tui.screens.run import columnize
+import msgspec
+
+from aplot_tui.screens.run import columnize, fields_for
 from aplot_tui.screens.tail import LogTail
 from aplot_tui.widgets.config_form import form_text, problem_field
 from aplot_tui.widgets.log_pane import last_frame
 from aplot_tui.widgets.run_header import eta_seconds, format_duration, step_rate
 from aplot_tui.widgets.series import SMOOTHING, Series, downsample, ema, nice_ticks
-from engine.metrics import Record
+from engine.metrics import MetricsTail, Record
 
 
 def test_downsample_keeps_each_buckets_extremes_in_order():
@@ -63,21 +66,28 @@ def test_eta_rate_and_durations():
     assert (format_duration(50), format_duration(125), format_duration(7322)) == ("50s", "2m 05s", "2h 02m")
 
 
-def test_columnize_splits_records_into_metric_columns():
-    recs = [Record(1.0, 1, "train", {"loss": 0.5, "flag": True}), Record(2.0, 2, "train", {"loss": 0.4}),
+def test_columnize_splits_records_into_metric_columns(tmp_path):
+    recs = [Record(1.0, 1, "train", {"loss": 0.5, "flag": True, "unshown": 1.0}), Record(2.0, 2, "train", {"loss": 0.4}),
             Record(2.5, 2, "eval/ood", {"accuracy": 0.6, "margin_hist": [0.1], "gap_hist": [1.0]}),
             Record(2.6, 2, "eval/heldout", {"accuracy": 0.7, "margin_hist": [0.2], "gap_hist": [2.0]}),
+            Record(2.7, 3, "eval/ood", {"accuracy": 0.65, "margin_hist": [0.3], "gap_hist": [3.0]}),
             Record(3.0, 2, "eval/win", {"win_rate": 0.6, "win_rate_se": 0.05}),
             Record(3.5, 2, "samples", {"samples": [{"prompt": "p", "response": "r", "score": 1.0}]})]
-    b = columnize(recs)
-    assert b.count == 6 and b.last_step == 2
-    assert b.columns["loss"] == ([1, 2], [0.5, 0.4]) and "flag" not in b.columns
-    assert b.columns["eval/ood/accuracy"] == ([2], [0.6])
-    assert b.hist == ("eval/heldout", 2, [2.0], [0.2])  # heldout preferred for the scatter
-    assert b.win == [(2, 0.6, 0.05)] and b.samples[0] == 2
+    path = tmp_path / "metrics.jsonl"  # read as the screen reads it: data left raw, then only the shown fields
+    path.write_text("".join(json.dumps(msgspec.structs.asdict(r)) + "\n" for r in recs) + '{"torn": \n')
+    raw = MetricsTail(path, raw=True).read_new()
+    names = frozenset({"loss", "accuracy", "flag"})
+    b = columnize(raw, names, fields_for(names))
+    assert b.count == 7 and b.last_step == 3
+    assert b.columns["loss"] == ([1, 2], [0.5, 0.4]) and "flag" not in b.columns and "unshown" not in b.columns
+    assert b.columns["eval/ood/accuracy"] == ([2, 3], [0.6, 0.65])
+    assert b.hist == ("eval/heldout", 2, [2.0], [0.2])  # heldout preferred for the scatter, though older
+    assert b.win == [(2, 0.6, 0.05)] and b.samples == (2, [{"prompt": "p", "response": "r", "score": 1.0}])
     assert b.times == [(1.0, 1), (2.0, 2)]
-    only = columnize(recs, frozenset({"accuracy"}))  # the run screen keeps only what its panels draw
+    only = columnize(raw, frozenset({"accuracy"}), fields_for(frozenset({"accuracy"})))
     assert set(only.columns) == {"eval/ood/accuracy", "eval/heldout/accuracy"} and only.hist == b.hist
+    no_heldout = columnize([r for r in raw if r.split != "eval/heldout"], names, fields_for(names))
+    assert no_heldout.hist == ("eval/ood", 3, [3.0], [0.3])  # else the latest of any set
 
 
 def test_form_text_and_problem_lines():
