@@ -24,7 +24,9 @@ from .screens.runs import RunsScreen
 
 
 class AplotApp(App):
-    CSS_PATH = "app.tcss"
+    # Every screen's stylesheet, read once at start. A screen that brought its own would make its
+    # first opening re-parse every stylesheet and restyle every widget in the app.
+    CSS_PATH = ["app.tcss", *(f"screens/{name}.tcss" for name in ("runs", "run", "new_run", "compare"))]
     TITLE = "aplot"
     COMMANDS = App.COMMANDS | {RunCommands}
     BINDINGS = [

@@ -26,7 +26,6 @@ from .chart_screen import ChartScreen
 
 
 class CompareScreen(ChartScreen):
-    CSS_PATH = "compare.tcss"
     TITLE = "Compare"
     HELP = """The marked runs side by side. **charts**: one chart per key metric with every
 run's curve in its colour (legend on top). **summary**: the final and best value of each key

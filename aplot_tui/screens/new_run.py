@@ -24,7 +24,6 @@ DEFAULTS = "defaults"
 
 
 class NewRunScreen(Screen[mf.RunPaths | None]):
-    CSS_PATH = "new_run.tcss"
     TITLE = "New run"
     HELP = """The fields most runs change first; every other field, with its default and its
 help, in the folded sections below (enter opens one). Pick a preset to fill the form, or start
@@ -63,9 +62,16 @@ takes one `name = path` row per eval set."""
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == "completed"]
-        self.form.control("ppo.reward_model_run").suggester = SuggestFromList(rm_runs, case_sensitive=False)
         self.validate()
+        self.suggest_reward_models()
+
+    @work(thread=True, exclusive=True, group="suggest")
+    def suggest_reward_models(self) -> None:
+        """The reward-model field completes the ids of finished reward-model runs (the store is
+        listed off the UI thread: a large one takes a while)."""
+        rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == "completed"]
+        field = self.form.control("ppo.reward_model_run")
+        self.app.call_from_thread(setattr, field, "suggester", SuggestFromList(rm_runs, case_sensitive=False))
 
     @property
     def form(self) -> ConfigForm:

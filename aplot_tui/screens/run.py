@@ -172,7 +172,6 @@ _time_step = attrgetter("time", "step")
 
 
 class RunScreen(ChartScreen):
-    CSS_PATH = "run.tcss"
     TITLE = "Run"
     HELP = """One run, live: the panels follow `metrics.jsonl` and the log pane follows
 `train.log` as training writes them. The header shows the status, progress, step rate and the

@@ -22,7 +22,6 @@ from aplot_tui.widgets.run_table import RunTable, parse_query
 
 
 class RunsScreen(Screen):
-    CSS_PATH = "runs.tcss"
     AUTO_FOCUS = "RunTable"
     TITLE = "Runs"
     HELP = """Every run in the store, newest first, refreshed every second. Runs started

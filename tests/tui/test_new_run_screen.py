@@ -15,7 +15,7 @@ from aplot_tui.widgets.run_table import RunTable
 from engine import config as config_mod
 from engine import manifest as mf
 
-from .helpers import EMD, drive, runs_loaded, wait_for
+from .helpers import APLOT, EMD, drive, runs_loaded, wait_for
 
 
 def problem(form: ConfigForm, path: str) -> str:
@@ -149,5 +149,26 @@ def test_launch_a_tiny_run_for_real_and_follow_it_to_completed(make_app, store):
         manifest = mf.read(run.paths)
         assert manifest["status"] == "completed", (manifest.get("error"), run.paths.log.read_text()[-2000:])
         await wait_for(pilot, lambda: len(run.series.get("loss", ())) == 3, timeout=5, what="3 loss points")
+
+    drive(make_app(), script)
+
+
+def test_the_reward_model_field_completes_a_finished_reward_model_runs_id(make_app):
+    """The store is listed off the UI thread; once it is, typing part of an id offers the rest."""
+    from textual.widgets import Input
+
+    async def script(pilot):
+        screen = await open_form(pilot)
+        screen.form.control("kind").value = "ppo"
+        field = screen.form.control("ppo.reward_model_run")
+        await wait_for(pilot, lambda: field.suggester is not None, what="the reward-model suggestions")
+        field.focus()
+        await pilot.press(*"20260301-10")
+        await wait_for(pilot, lambda: field._suggestion == APLOT, what="the completed APLOT run offered")
+        await pilot.press("right")  # accepts the suggestion, as the shell does
+        assert isinstance(field, Input) and field.value == APLOT
+        # the PPO run is finished but is no reward model; the label-smoothing reward model failed
+        assert await field.suggester.get_suggestion("20260303") is None
+        assert await field.suggester.get_suggestion("20260302-08") is None
 
     drive(make_app(), script)

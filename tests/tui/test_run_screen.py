@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aplot_tui.screens.run import RunScreen
@@ -165,6 +166,13 @@ def test_moving_focus_between_panels_keeps_the_footer_and_a_new_screen_rebuilds_
     drive(make_app(), script)
 
 
+async def painted(screen) -> None:
+    """Returns once the screen's pending repaints have gone out."""
+    done = asyncio.get_running_loop().create_future()
+    screen.call_after_refresh(lambda: done.set_result(None))
+    await done
+
+
 def _rows_sent(app) -> set[int]:
     """The screen rows Textual sends to the terminal from now on (headless, it sends none; this
     records what it would)."""
@@ -191,6 +199,7 @@ def test_a_finished_run_on_screen_sends_nothing_to_the_terminal(make_app):
     async def script(pilot):
         pilot.app.open_run(APLOT)
         await run_loaded(pilot)
+        await painted(pilot.app.screen)  # the panels' first drawing is out
         rows = _rows_sent(pilot.app)
         await pilot.pause(0.5)  # five polls of the store (poll_s 0.1), ten rounds of the follower
         assert rows == set()
@@ -210,6 +219,7 @@ def test_a_focus_move_repaints_only_the_two_panels_it_touches(make_app):
         charts = list(pilot.app.screen.query(MetricChart))
         charts[0].focus()
         await pilot.pause()
+        await painted(pilot.app.screen)
         rows = _rows_sent(pilot.app)
         await pilot.press("tab")
         await pilot.pause()
