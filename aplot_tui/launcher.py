@@ -17,10 +17,10 @@ from engine import config as config_mod
 from engine import manifest as mf
 
 
-def preflight(cfg: config_mod.Config, root: Path | None = None) -> None:
+def preflight(cfg: config_mod.Config, root: Path | None = None) -> dict | None:
     """Checks that cost nothing and would otherwise fail minutes later inside the subprocess. With
     the run store `root`, a PPO run's reward model, judge and opponent must be completed runs of the
-    right kind with an exported model."""
+    right kind with an exported model; they are returned as the new run's [links] (None: no links)."""
     from engine import sources, trackers
 
     problems = []
@@ -49,45 +49,36 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> None:
                 read_sections(cfg.eval.sections)
             except config_mod.ConfigError as e:
                 problems += e.problems
+    links = None
     if cfg.kind == "ppo" and root is not None:
-        problems += model_run_problems(cfg.ppo, Path(root))
+        links, found = named_runs(cfg.ppo, Path(root))
+        problems += found
     if problems:
         raise config_mod.ConfigError(problems)
+    return links
 
 
-def model_run_problems(p: config_mod.PPOSection, root: Path) -> list[str]:
-    named = [("ppo.reward_model_run", p.reward_model_run, "rm")]
+def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], list[str]]:
+    """The runs a PPO config names, as links (run ids, or resolved model folders), and the problems
+    with them."""
+    named = [("ppo.reward_model_run", "reward_model_run", p.reward_model_run, "rm")]  # (field, link, ref, kind)
     if p.judge not in ("rm", "gold"):
-        named.append(("ppo.judge", p.judge, "rm"))
+        named.append(("ppo.judge", "judge_run", p.judge, "rm"))
     if p.opponent != "reference":
-        named.append(("ppo.opponent", p.opponent, "ppo"))
-    problems = []
-    for field, ref, kind in named:
+        named.append(("ppo.opponent", "opponent_run", p.opponent, "ppo"))
+    links, problems = {}, []
+    for field, link, ref, kind in named:
         try:
-            mf.find_model_run(root, ref, kind, field)
+            links[link] = mf.find_model_run(root, ref, kind, field)[1]
         except mf.RunError as e:
             problems.append(str(e))
-    return problems
-
-
-def links_for(cfg: config_mod.Config, root: Path) -> dict | None:
-    """For PPO: the [links] entry naming the RM run (a run id, a unique part of one, or a folder;
-    the trainer itself checks that it holds a model)."""
-    if cfg.kind != "ppo":
-        return None
-    ref = cfg.ppo.reward_model_run
-    if ref and not Path(ref).exists():
-        try:
-            return {"reward_model_run": mf.find_run(root, ref).id}
-        except mf.RunError:
-            pass
-    return {"reward_model_run": ref}
+    return links, problems
 
 
 def create(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
     """Preflight, then the run folder (status `created`); nothing is started."""
-    preflight(cfg, root)
-    return supervisor.create_run(cfg, root, links=links if links is not None else links_for(cfg, root))
+    named = preflight(cfg, root)
+    return supervisor.create_run(cfg, root, links=links if links is not None else named)
 
 
 def launch(cfg: config_mod.Config, root: Path, *, links: dict | None = None

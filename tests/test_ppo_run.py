@@ -204,6 +204,19 @@ def test_the_runs_a_ppo_run_names_are_checked_before_launch(runs_dir, tokenizer,
     assert set(runs_dir.iterdir()) == before  # no folder, so no process
 
 
+def test_a_ppo_run_links_the_runs_it_names_by_their_full_ids_before_it_starts(runs_dir, tokenizer):
+    """Named by a unique part of its id, the reward model is linked by its whole id in the new run's
+    manifest from the moment the folder exists (the preflight found it; nothing is started here)."""
+    from aplot_tui import launcher
+
+    rm_id, judge_id = make_rm_run(runs_dir, tokenizer), make_rm_run(runs_dir, tokenizer)
+    cfg = ppo_config(rm_id[-9:], max_steps=2)
+    cfg.ppo.judge = judge_id[-9:]
+    paths = launcher.create(cfg, runs_dir)
+    assert mf.read(paths)["links"] == {"reward_model_run": rm_id, "judge_run": judge_id}
+    assert mf.read(paths)["status"] == "created"
+
+
 @pytest.mark.parametrize("world,eval_prompts", [(2, 7), (3, 2)])
 def test_ppo_on_several_ranks_counts_every_eval_prompt_once(tmp_path, tokenizer, world, eval_prompts):
     """Uneven shares of the held-out prompts (7 on 2 ranks; 2 on 3 ranks, so one rank judges none) and a

@@ -118,10 +118,10 @@ class MetricChart(PlotextPlot, can_focus=True):
                 plt.plot(xs, ys, color=line.color, label=label, marker="braille")
         plt.xlabel(self.xlabel)
         self._ticks(width)
-        text = Content.from_rich_text(super().render())  # converted once, not at every repaint
-        self._cache = (key, text)
+        plot = Content.from_rich_text(super().render())  # converted once, not at every repaint
+        self._cache = (key, plot)
         self.render_cost = time.perf_counter() - t0
-        return text
+        return plot
 
     def _ticks(self, width: int) -> None:
         """Round ticks (plotext's own read 15.8, 30.5 and 0.0000200), inside the data's range."""
