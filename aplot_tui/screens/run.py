@@ -141,9 +141,10 @@ def columnize(records: list[M.RawRecord], names: frozenset[str], fields: M.DataF
                     [s for s, ok in zip(steps, numeric, strict=True) if ok],
                     [v for v, ok in zip(values, numeric, strict=True) if ok])
         if M.is_eval(split):
-            hists += [(rec.step, split, list(gaps), list(margins)) for rec, gaps, margins in
-                      zip(recs, map(fields.get[M.GAP_HIST], datas), map(fields.get[M.MARGIN_HIST], datas),
-                          strict=True) if gaps and margins][-1:]
+            gaps, margins = fields.get[M.GAP_HIST], fields.get[M.MARGIN_HIST]
+            scatters = [(rec.step, split, list(gaps(d)), list(margins(d)))
+                        for rec, d in zip(recs, datas, strict=True) if gaps(d) and margins(d)]
+            hists += scatters[-1:]  # this set's latest
             win, se = fields.get[M.WIN_RATE], fields.get[M.WIN_RATE_SE]
             batch.win += [(rec.step, win(d), se(d) or 0.0) for rec, d in zip(recs, datas, strict=True)
                           if win(d) is not None]
