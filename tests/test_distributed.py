@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from _cli import aplot, one_line_error
-from _procs import group_members, wait_for
+from _procs import group_members, kill_group, wait_for
 from conftest import TINY_RM
 
 from aplot_tui import supervisor
@@ -68,13 +68,18 @@ def test_every_pair_is_trained_each_epoch_on_any_number_of_ranks(world, bs, accu
 # ---------------------------------------------------------------------------- eval
 
 
-def launch_worker(world: int, out: Path) -> dict:
+def launch_worker(world: int, out: Path) -> subprocess.Popen:
+    """The eval worker started on `world` ranks, in a process group of its own; its stderr goes to OUT.err."""
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
             "--dynamo_backend", "no", "--num_processes", str(world)]
     argv += ["--multi_gpu", "--main_process_port", str(free_port())] if world > 1 else ["--cpu"]
-    proc = subprocess.run([*argv, str(WORKER), str(out)], env=cpu_env(), cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out.with_suffix(".err"), "wb") as err:
+        return subprocess.Popen([*argv, str(WORKER), str(out)], env=cpu_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def worker_results(proc: subprocess.Popen, out: Path) -> dict:
+    assert proc.wait(timeout=300) == 0, out.with_suffix(".err").read_text()[-3000:]
     return json.loads(out.read_text())
 
 
@@ -83,7 +88,14 @@ def test_eval_counts_every_pair_once_and_agrees_across_world_sizes(tmp_path):
     ranks: `n_pairs` is the set's size, and every metric (margin and diagnostics included) is the same."""
     from _eval_worker import BATCH_SIZES, SIZES
 
-    results = {w: launch_worker(w, tmp_path / f"w{w}.json") for w in (1, 2, 3)}
+    # the three launches side by side: each is mostly imports, and the one-rank launch leaves a core idle
+    procs = {w: launch_worker(w, tmp_path / f"w{w}.json") for w in (1, 2, 3)}
+    try:
+        results = {w: worker_results(procs[w], tmp_path / f"w{w}.json") for w in (1, 2, 3)}
+    finally:  # a failed launch must not leave the others' ranks behind
+        for proc in procs.values():
+            kill_group(proc.pid)
+            proc.wait()
     assert [results[w]["world"] for w in (1, 2, 3)] == [1, 2, 3]
     for size in SIZES:
         for bs in BATCH_SIZES:

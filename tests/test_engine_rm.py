@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _cli import aplot
+from _cli import aplot, aplot_in_background
 from _procs import kill_group
 from safetensors.numpy import load_file
 
@@ -98,8 +98,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
     common = ["optim.max_steps=120", "checkpoint.every=10", "eval.every=0", "-q"]
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
-    assert aplot("run", tiny_config, *common, runs_dir=ref_dir).returncode == 0
-    ref_losses = train_losses(only_run(ref_dir)[0])
+    reference = aplot_in_background("run", tiny_config, *common, runs_dir=ref_dir)  # uninterrupted, alongside
 
     env = dict(os.environ, APLOT_RUNS_DIR=str(runs_dir))
     follower = subprocess.Popen([sys.executable, "-m", "aplot_tui.cli", "run", str(tiny_config), *common],
@@ -130,6 +129,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
     assert f"resumed from step-{last_ckpt}: continuing at step {last_ckpt + 1}" in log
     losses = train_losses(paths)
     assert sorted(losses) == list(range(1, 121))  # superseded lines moved aside, no duplicates
+    assert reference.result().returncode == 0
+    ref_losses = train_losses(only_run(ref_dir)[0])
     for step in range(1, 121):
         assert losses[step] == pytest.approx(ref_losses[step], rel=1e-5, abs=1e-6), step
 
@@ -161,12 +162,14 @@ def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
 
 def test_shared_prompt_training_matches_the_plain_forward(tiny_config, tmp_path):
     """The tiny decoder trains the same with the prompt encoded once (packed rows) as with two rows."""
-    losses = {}
-    for share in ("true", "false"):
+    losses, procs = {}, {}
+    for share in ("true", "false"):  # the two runs side by side
+        (tmp_path / share).mkdir()
+        procs[share] = aplot_in_background("run", tiny_config, f"model.share_prompt={share}", "eval.every=0",
+                                           "checkpoint.every=0", "-q", runs_dir=tmp_path / share)
+    for share, started in procs.items():
         store = tmp_path / share
-        store.mkdir()
-        proc = aplot("run", tiny_config, f"model.share_prompt={share}", "eval.every=0", "checkpoint.every=0", "-q",
-                     runs_dir=store)
+        proc = started.result()
         assert proc.returncode == 0, proc.stderr
         paths, manifest = only_run(store)
         assert manifest["resolved"]["share_prompt"] is (share == "true")

@@ -251,12 +251,13 @@ def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
     weights[head] = torch.full_like(weights[head], float("nan"))
     save_file(weights, rm_final)
 
-    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
-    assert supervisor.reap(paths, supervisor.spawn(paths)) == "failed"
-    assert mf.read(paths)["error"].startswith("non-finite loss at step 1;")
-
+    failing = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
     paths = supervisor.create_run(ppo_config(rm_id, max_steps=2, skip_nonfinite=True), tmp_path)
-    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    procs = [supervisor.spawn(failing), supervisor.spawn(paths)]  # the two runs side by side
+    assert supervisor.reap(failing, procs[0]) == "failed"
+    assert mf.read(failing)["error"].startswith("non-finite loss at step 1;")
+
+    assert supervisor.reap(paths, procs[1]) == "completed", paths.log.read_text()[-3000:]
     assert "[aplot] step 1: non-finite loss, batch skipped" in paths.log.read_text()
     train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
     assert [r.data[M.SKIPPED_NONFINITE] for r in train] == [4, 4]  # 2 epochs x 2 minibatches, every step

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _cli import aplot, one_line_error
-from _procs import wait_for
+from _procs import kill_group, wait_for
 from conftest import TINY_RM
 from slurm_cluster import available, slurm_cluster
 
@@ -190,16 +190,23 @@ def test_a_two_task_job_stands_in_for_two_machines(cluster, tmp_path, runs_dir):
 LONG = ["optim.max_steps=100000", "optim.scheduler=constant", "checkpoint.every=5", "eval.every=0"]
 
 
-def reference_losses(tmp_path: Path, total: int) -> dict[int, float]:
-    """The same config run locally and uninterrupted for `total` steps: what an interrupted Slurm run
-    must reproduce."""
+def start_reference(tmp_path: Path, *overrides: str) -> mf.RunPaths:
+    """The same config run locally and uninterrupted: what an interrupted Slurm run must reproduce.
+    Detached, so it trains beside the Slurm run (on the other core) instead of after it."""
     store = tmp_path / "reference"
     store.mkdir()
     cfg = tmp_path / "local.toml"
     cfg.write_text(TINY_RM)
-    proc = aplot("run", cfg, *LONG, f"optim.max_steps={total}", "-q", runs_dir=store, timeout=300)
+    proc = aplot("run", cfg, *LONG, *overrides, "--detach", runs_dir=store)
     assert proc.returncode == 0, proc.stderr
-    return train_losses(only_run(store))
+    return only_run(store)
+
+
+def reference_losses(reference: mf.RunPaths, total: int) -> dict[int, float]:
+    """The reference's losses of steps 1..total, once it has trained that far (it is ended then)."""
+    wait_for(lambda: max(train_losses(reference), default=0) >= total, 300, f"the reference run to reach step {total}")
+    kill_group(mf.read(reference)["pid"])
+    return {s: loss for s, loss in train_losses(reference).items() if s <= total}
 
 
 def finish_at(paths: mf.RunPaths, total: int) -> None:
@@ -208,8 +215,8 @@ def finish_at(paths: mf.RunPaths, total: int) -> None:
     mf.update(paths, config=data)
 
 
-def assert_same_losses(paths: mf.RunPaths, tmp_path: Path, total: int) -> None:
-    losses, expected = train_losses(paths), reference_losses(tmp_path, total)
+def assert_same_losses(paths: mf.RunPaths, reference: mf.RunPaths, total: int) -> None:
+    losses, expected = train_losses(paths), reference_losses(reference, total)
     assert sorted(losses) == sorted(expected) == list(range(1, total + 1))
     for s, loss in expected.items():
         assert losses[s] == pytest.approx(loss, rel=1e-5, abs=1e-6), s
@@ -242,10 +249,11 @@ def test_stop_kill_and_resume_through_the_scheduler_match_an_uninterrupted_run(c
 
     total = mf.checkpoint_steps(paths)[-1] + 7
     finish_at(paths, total)
+    reference = start_reference(tmp_path, f"optim.max_steps={total}")
     done = aplot("resume", paths.id, "-q", runs_dir=runs_dir, timeout=300)
     assert done.returncode == 0, done.stderr + paths.log.read_text()[-3000:]
     assert mf.read(paths)["status"] == "completed" and len(mf.read(paths)["slurm"]["jobs"]) == 3
-    assert_same_losses(paths, tmp_path, total)
+    assert_same_losses(paths, reference, total)
 
 
 def test_a_time_limit_stops_with_a_checkpoint_and_auto_resume_finishes_the_run(cluster, tmp_path, runs_dir):
@@ -256,6 +264,7 @@ def test_a_time_limit_stops_with_a_checkpoint_and_auto_resume_finishes_the_run(c
     assert aplot("run", slurm_config(tmp_path), *LONG, "checkpoint.every=0", *limited, "--detach",
                  runs_dir=runs_dir).returncode == 0
     paths = only_run(runs_dir)
+    reference = start_reference(tmp_path, "checkpoint.every=0")  # trains while Slurm's clock runs
     wait_for(lambda: mf.read(paths).get("auto_resumes") == 1, 240, "the first time limit and auto-resume")
 
     def continued_from() -> list[int]:
@@ -273,7 +282,7 @@ def test_a_time_limit_stops_with_a_checkpoint_and_auto_resume_finishes_the_run(c
     assert paths.log.read_text().count("[aplot] stopped by the scheduler: resubmitted as job") == 2
     stops = continued_from()
     assert len(stops) == 2 and 0 < stops[0] < stops[1] == manifest["summary"]["step"]  # each stop checkpointed
-    assert_same_losses(paths, tmp_path, stops[1])
+    assert_same_losses(paths, reference, stops[1])
 
 
 def test_ls_over_fifty_slurm_runs_asks_the_scheduler_once_and_answers_in_under_a_second(cluster, runs_dir):
