@@ -16,7 +16,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine import config as config_mod
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .screens import run_actions
 from .screens.commands import RunCommands

@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from engine import config as config_mod  # noqa: E402
-from engine.data import collate_pairs  # noqa: E402
-from engine.losses import pair_stats, rm_loss  # noqa: E402
-from engine.shared_prompt import pack_pairs, shared_prompt_forward  # noqa: E402
+from engine.data.pairs import collate_pairs  # noqa: E402
+from engine.rm.losses import pair_stats, rm_loss  # noqa: E402
+from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 HH = SHARED_DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
@@ -75,7 +75,7 @@ def smollm2_dir() -> str:
 
 
 def hh_pairs():
-    from engine.data import load_pairs
+    from engine.data.pairs import load_pairs
 
     if not HH.exists():
         raise SystemExit(f"no HH data at {HH}")
@@ -125,7 +125,7 @@ def engine_step(acc, model, optimizer, scheduler, cfg: config_mod.Config, items:
         r_c, r_r = rewards[:n].float(), rewards[n:].float()  # [n], [n]
         margin, mstats = None, {}
         if cfg.loss.type == "aplot":  # imported here: BT runs where POT is not installed (bench/gpu.sh)
-            from engine.reward import compute_margin
+            from engine.rm.train import compute_margin
 
             ctx = SimpleNamespace(cfg=cfg, accelerator=acc)
             margin, mstats = compute_margin(ctx, step, r_c, r_r, hidden[:n], hidden[n:], texts, encoder)

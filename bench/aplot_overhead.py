@@ -20,7 +20,7 @@ import _common as C
 from accelerate import Accelerator
 
 from engine.config import ModelSection
-from engine.data import PairDataset
+from engine.data.pairs import PairDataset
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer
 
 VARIANTS = ("bt", "aplot_hidden", "aplot_encoder_cached", "aplot_encoder_uncached")
@@ -81,7 +81,7 @@ def main() -> None:
     out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
 
     # The margin alone, many times: milliseconds that step-time noise on a shared machine would hide.
-    from engine.reward import compute_margin
+    from engine.rm.train import compute_margin
 
     n = args.pairs
     rewards, hidden = C.torch.randn(2 * n), C.torch.randn(2 * n, model.config.hidden_size)  # [2n], [2n, H]

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
 
 
 def aplot_argv() -> list[str]:
@@ -34,9 +34,9 @@ def gold_agreement(rm_dir: Path, n: int = 1000) -> float:
     """Share of noise-free synthetic pairs (a seed the RM never saw) that the RM orders as gold does."""
     import torch
 
-    from engine import synthetic
+    from engine.data import synthetic
     from engine.models import load_reward_model
-    from engine.policy import score
+    from engine.rl.policy import score
 
     torch.set_num_threads(1)
     rm, tok = load_reward_model(rm_dir)

@@ -8,7 +8,7 @@ APLOT, and the study's best APLOT variant, min-max cost normalisation):
 2. run GRPO against it (`--preset demo-grpo`, same seed), which also draws the reference's best-of-n
    curve (`ppo.bon_samples`, n = 1 … 64, picked by that RM, scored by the gold rule).
 
-Reported per loss (mean ± sd over seeds) and against BT paired by seed (t interval, engine.stats):
+Reported per loss (mean ± sd over seeds) and against BT paired by seed (t interval, engine.analysis.stats):
 the RM's held-out accuracy; best-of-64's gold win-rate against a reference sample (KL 3.17 nats);
 the GRPO policy's gold win-rate against the reference at the end and at the win-rate eval whose KL
 is nearest best-of-64's (the "matched KL" point; the RL run's KL is its logged sequence KL).
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
-from engine import stats  # noqa: E402
+from engine.analysis import stats  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
 
 LOSSES = {
     "bt": ["loss.type=bt"],

@@ -16,7 +16,7 @@ import _common as C
 from accelerate import Accelerator
 
 from engine.config import ModelSection
-from engine.data import PairDataset, collate_pairs
+from engine.data.pairs import PairDataset, collate_pairs
 from engine.models import build_reward_model, load_tokenizer
 
 

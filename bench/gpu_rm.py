@@ -13,7 +13,7 @@ variant: pair tokens/s (the real tokens of both plain sequences, the same numera
 shared), computed tokens/s (padding included), peak GPU memory, and MFU = executed FLOPs (6N + 12·L·T·H
 per computed token) / time / the bf16 matmul rate measured on this card.
 
-`--e2e DIR` instead runs the real trainer (`accelerate launch -m engine.reward`, the argv and env
+`--e2e DIR` instead runs the real trainer (`accelerate launch -m engine.rm.train`, the argv and env
 the supervisor builds for `aplot run`) for a few steps on synthetic HH-shaped text, and reports its
 logged tokens/s.
 """
@@ -68,8 +68,8 @@ def build_model(args, device):
 def bench(args) -> dict:
     from accelerate import Accelerator
 
-    from engine.data import collate_pairs
-    from engine.shared_prompt import pack_pairs, shared_prompt_supported
+    from engine.data.pairs import collate_pairs
+    from engine.rm.shared_prompt import pack_pairs, shared_prompt_supported
 
     acc = Accelerator(mixed_precision=args.mixed_precision)
     dev = acc.device
@@ -168,8 +168,8 @@ def e2e(root: Path, args) -> dict:
     import shutil
     import subprocess
 
-    from aplot_tui.supervisor import create_run, launch_argv, launch_env
     from engine import config as config_mod
+    from engine.runs.supervisor import create_run, launch_argv, launch_env
 
     rng = random.Random(0)  # noqa: S311 - a seeded order for a benchmark, not a secret
 

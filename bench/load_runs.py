@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from aplot_tui import store, supervisor  # noqa: E402
+from aplot_tui.views import listing as store  # noqa: E402
 from engine import config as config_mod  # noqa: E402
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
+from engine.runs import supervisor  # noqa: E402
 
 TINY = ['name="load"', "model.max_length=48", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
         "model.tiny.num_heads=2", "model.tiny.vocab_size=256", "data.synthetic_pairs=240", "optim.batch_size=8",

@@ -6,7 +6,7 @@ not) as the study's table, with the statistics `aplot compare` gives.
 
 - a: HH-RLHF harmless-base (2,312 pairs) shuffled with seed 0 into 1,800 train / 512 test pairs
      (in distribution, `eval/id`); all 732 OpenAssistant pairs out of distribution (`eval/ood`).
-- b: the OpenAssistant pairs split 80/20 by prompt (no prompt on both sides, engine.data.split_eval,
+- b: the OpenAssistant pairs split 80/20 by prompt (no prompt on both sides, engine.data.pairs.split_eval,
      seed 0); the 512 HH test pairs of direction a out of distribution.
 
     .venv/bin/python bench/real_accuracy.py prepare                 # bench/.cache/data/{a,b}/*.jsonl
@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import study_report as R  # noqa: E402
-from engine import bias_checks as D  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.analysis import bias_checks as D  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 HH = DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
@@ -75,11 +75,11 @@ def shuffle_split(rows: list, n_train: int, n_test: int, seed: int) -> tuple[lis
 
 
 def prompt_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """About `fraction` of the pairs held out, whole prompts at a time: engine.data.split_eval's
+    """About `fraction` of the pairs held out, whole prompts at a time: engine.data.pairs.split_eval's
     grouping (the trainer's own `eval_fraction` split), applied to the file's rows."""
     from types import SimpleNamespace
 
-    from engine.data import split_eval
+    from engine.data.pairs import split_eval
 
     tagged = [SimpleNamespace(prompt=r["prompt"], row=r) for r in rows]
     train, test = split_eval(tagged, fraction, seed)
@@ -154,7 +154,8 @@ def method_label(axes: dict) -> str:
 
 def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
     """The study's report of one sweep's completed runs, and the statistics lines."""
-    from aplot_tui import report, significance, sweep
+    from aplot_tui.views import report, significance
+    from engine.runs import sweeps as sweep
 
     sweep_id = sweep.find_sweep(root, ref)
     state = sweep.read_state(root, sweep_id)

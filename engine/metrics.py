@@ -101,7 +101,7 @@ FRAC_REWARD_ZERO_STD = "frac_reward_zero_std"  # prompts whose k samples all sco
 WIN_RATE = "win_rate"
 WIN_RATE_SE = "win_rate_se"
 WIN_RATE_N = "win_rate_n"
-BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold, win; engine.best_of_n)
+BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold, win; engine.rl.best_of_n)
 # the over-optimisation view: series whose x is the KL to the reference (nats a response), not a step
 VS_KL = "vs_kl/"
 GOLD_VS_KL_RL = VS_KL + "gold of the RL run"

@@ -287,10 +287,10 @@ def save_tokenizer(tokenizer, out_dir: Path | str, inputs: dict | None = None) -
 
 
 def with_pair_template(tokenizer):
-    """A copy of `tokenizer` whose own pair encoding is aplot's (see `engine.data.special_layout`)."""
+    """A copy of `tokenizer` whose own pair encoding is aplot's (see `engine.data.pairs.special_layout`)."""
     from tokenizers import processors
 
-    from engine.data import special_layout
+    from engine.data.pairs import special_layout
 
     tok = copy.deepcopy(tokenizer)
     backend = getattr(tok, "backend_tokenizer", None)
@@ -414,3 +414,8 @@ class SentenceEncoder:
         if not texts:
             return torch.empty(0, self.dim)
         return torch.stack([self.cache[t] for t in texts])  # [N, H]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a DDP / FSDP / DeepSpeed wrapper (each keeps it as `.module`)."""
+    return getattr(model, "module", model)

@@ -1,6 +1,6 @@
 """What every training entry point shares: the run's life cycle on disk, seen from inside the subprocess.
 
-An entry point (`engine.reward`, `engine.ppo`) is started by the supervisor as
+An entry point (`engine.rm.train`, `engine.rl.train`) is started by the supervisor as
 `accelerate launch [flags] -m engine.<kind> --run-dir runs/<id> [--resume]`, and wraps its
 training function with `run_main`. `RunContext` then owns, for that function:
 
@@ -34,12 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine import STOP_AT_START_ENV, STOP_SIGNALS, liveness
+from engine import STOP_AT_START_ENV, STOP_SIGNALS
 from engine import config as config_mod
-from engine import launch as launch_mod
-from engine import manifest as mf
 from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
 from engine.metrics import MetricsWriter, parse_line
+from engine.runs import launch as launch_mod
+from engine.runs import liveness
+from engine.runs import store as mf
 
 TRAINER_STATE = "trainer_state.json"
 DONE = "done"

@@ -8,6 +8,9 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from engine import metrics as M
+from engine.runs import store as mf
+
 ROOT = Path(__file__).resolve().parents[1]
 _BACKGROUND = ThreadPoolExecutor(4, thread_name_prefix="aplot")
 
@@ -32,3 +35,20 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("aplot:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def eval_records(paths: mf.RunPaths) -> dict[str, dict]:
+    """Each eval set's newest record, by set name."""
+    return {r.split.removeprefix(M.EVAL_PREFIX): r.data for r in M.read_all(paths.metrics)
+            if r.split.startswith(M.EVAL_PREFIX)}
+
+
+def launch_eval(runs: Path, *args) -> mf.RunPaths:
+    """`aplot eval …` in the store `runs`: the completed eval run it made."""
+    before = {p.id for p, _ in mf.list_runs(runs)}
+    proc = aplot("eval", *map(str, args), "-q", runs_dir=runs, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (paths,) = [p for p, _ in mf.list_runs(runs) if p.id not in before]
+    manifest = mf.read(paths)
+    assert manifest["kind"] == "eval" and manifest["status"] == "completed"
+    return paths

@@ -17,10 +17,10 @@ from _procs import write_results
 from accelerate import Accelerator
 
 from engine import config as C
-from engine import synthetic
-from engine.data import PairDataset, synthetic_pairs
+from engine.data import synthetic
+from engine.data.pairs import PairDataset, synthetic_pairs
 from engine.models import build_reward_model, train_tokenizer
-from engine.reward import evaluate
+from engine.rm.train import evaluate
 
 SIZES = (1, 2, 7, 115)
 BATCH_SIZES = (1, 3, 4)

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from engine.config import AplotSection
-from engine.ot_margin import global_margin
+from engine.rm.ot_margin import global_margin
 
 SIZES = {"equal": (4, 4), "uneven": (4, 2)}
 DIM = 5

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import liveness
+from engine.runs import liveness
 
 # Like the trainer, it hears SIGINT even when the test runner was started with SIGINT ignored.
 STAND_IN = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); sys.stdin.read()"

@@ -1,7 +1,7 @@
 """Bad input, fuzzed: every config and data file gives a result or one clear, one-line error.
 
 A config goes through `engine.config.load` (text) or `from_dict` (a parsed table); a data file through
-`engine.data.load_pairs` (.jsonl / .json, optionally .gz). The contract is the same for both: a
+`engine.data.pairs.load_pairs` (.jsonl / .json, optionally .gz). The contract is the same for both: a
 value, or `ConfigError` / `DataError` whose every line is a single line of text — never another
 exception (which the CLI would show as "rerun with --debug"), never a hang (`deadline`).
 
@@ -26,10 +26,10 @@ import tomli_w
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from aplot_tui.launcher import preflight
 from engine import config as C
-from engine import manifest as mf
-from engine.data import DataError, load_pairs
+from engine.data.pairs import DataError, load_pairs
+from engine.runs import store as mf
+from engine.runs.lifecycle import preflight
 
 # 300 cases per property in the suite; APLOT_FUZZ_EXAMPLES=5000 for a deep run
 FUZZ = settings(max_examples=int(os.environ.get("APLOT_FUZZ_EXAMPLES", 300)), deadline=2000,

@@ -20,7 +20,7 @@ import pytest
 from _cli import aplot, one_line_error
 
 from engine import config as C
-from engine import manifest as mf
+from engine.runs import store as mf
 
 ROOT = Path(__file__).resolve().parents[1]
 OUR_CODE = ["engine", "aplot_tui", "bench", "scripts"]
@@ -83,7 +83,7 @@ def test_subprocesses_start_from_argument_lists_only():
 
 def test_the_supervisor_passes_config_values_as_single_arguments(tmp_path):
     """A hostile accelerate_config path stays one argv element: there is no shell to split it."""
-    from aplot_tui import supervisor
+    from engine.runs import supervisor
 
     evil = tmp_path / "x.yaml; touch pwned; echo"
     evil.write_text("distributed_type: NO\nnum_processes: 1\n")
@@ -128,7 +128,7 @@ def test_a_symlinked_run_folder_is_not_a_run(tmp_path):
 
 
 def test_a_hostile_run_name_stays_inside_the_store(tmp_path):
-    from aplot_tui import supervisor
+    from engine.runs import supervisor
 
     root = tmp_path / "runs"
     for name in ("../../../../tmp/evil", "/etc/passwd", "a\x00b", "..", "名前 \n\t", "-" * 300):
@@ -161,7 +161,7 @@ def special_files(tmp_path):
 
 
 def test_load_pairs_refuses_devices_fifos_and_folders_without_reading(special_files):
-    from engine.data import DataError, load_pairs
+    from engine.data.pairs import DataError, load_pairs
 
     def hung(*_):
         raise TimeoutError("load_pairs blocked on a special file")

@@ -11,8 +11,8 @@ import pytest
 
 from bench import real_accuracy as RA
 from bench import study_report as SR
-from engine import bias_checks as D
 from engine import metrics as M
+from engine.analysis import bias_checks as D
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -177,8 +177,8 @@ def test_the_report_of_a_sweep_is_the_study_table_with_its_statistics(tmp_path):
 
     import tomli_w
 
-    from aplot_tui import sweep
-    from engine import manifest as mf
+    from engine.runs import store as mf
+    from engine.runs import sweeps as sweep
 
     fixtures = Path(__file__).parent / "fixtures" / "runs"
     bt, ap = "20260301-091500-rm-bt-base-a1f3", "20260301-101500-rm-aplot-hh-b2c4"

@@ -6,8 +6,8 @@ import os
 import pytest
 from _cli import aplot
 
-from engine import manifest as mf
 from engine import metrics as M
+from engine.runs import store as mf
 
 
 def scalars(paths: mf.RunPaths) -> dict[str, dict[int, float]]:

@@ -8,7 +8,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from aplot_tui import store
+from aplot_tui.views import listing as store
 from engine import config as config_mod
 
 Command = tuple[str, Callable[[], object], str]

@@ -15,12 +15,12 @@ from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
-from aplot_tui import report, significance
+from aplot_tui.views import report, significance
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.series import Series
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .chart_screen import ChartScreen
 

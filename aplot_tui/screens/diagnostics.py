@@ -19,9 +19,9 @@ from textual.widgets import Header
 
 from aplot_tui.widgets.bias_panel import DiagnosticsPanel
 from aplot_tui.widgets.footer import KeyFooter
-from engine import bias_checks as D
-from engine import manifest as mf
 from engine import metrics as M
+from engine.analysis import bias_checks as D
+from engine.runs import store as mf
 
 
 class DiagnosticsScreen(Screen):

@@ -13,12 +13,14 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Header, Label, Select, Static
 
-from aplot_tui import launcher, store, supervisor
+from aplot_tui.views import listing as store
 from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
 from aplot_tui.widgets.footer import KeyFooter
 from engine import config as config_mod
-from engine import manifest as mf
-from engine.launch import plan
+from engine.runs import lifecycle as launcher
+from engine.runs import store as mf
+from engine.runs import supervisor
+from engine.runs.launch import plan
 
 DEFAULTS = "defaults"
 

@@ -29,8 +29,8 @@ from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
 from aplot_tui.widgets.samples import SamplesView
 from aplot_tui.widgets.series import Series
-from engine import manifest as mf
 from engine import metrics as M
+from engine.runs import store as mf
 
 from .chart_screen import ChartScreen
 from .tail import LogTail
@@ -94,7 +94,7 @@ class Batch:
     hist: tuple[str, int, list[float], list[float]] | None = None  # split, step, gaps, margins
     win: list[tuple[int, float, float]] = field(default_factory=list)  # step, rate, se
     samples: tuple[int, list[dict]] | None = None
-    bon: dict | None = None  # the reference's best-of-n curve (engine.best_of_n), when the run made one
+    bon: dict | None = None  # the reference's best-of-n curve (engine.rl.best_of_n), when the run made one
 
 
 def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:

@@ -10,8 +10,8 @@ from functools import partial
 
 from textual.app import App
 
-from aplot_tui import supervisor
-from engine import manifest as mf
+from engine.runs import store as mf
+from engine.runs import supervisor
 
 from .confirm import ConfirmScreen
 

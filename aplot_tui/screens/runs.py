@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
-from aplot_tui import store
+from aplot_tui.views import listing as store
 from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.run_table import RunTable, parse_query
 

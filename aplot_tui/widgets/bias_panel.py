@@ -23,11 +23,10 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine import bias_checks as D
+from aplot_tui.views.textfmt import fmt, shorten
 from engine import metrics as M
-from engine.bias_checks import latest_diagnostics
-
-from ..textfmt import fmt, shorten
+from engine.analysis import bias_checks as D
+from engine.analysis.bias_checks import latest_diagnostics
 
 EvalMap = dict[str, tuple[int, dict[str, Any]]]  # set -> (step, eval record data)
 HardMap = dict[str, dict]  # set -> {step, set, pairs}

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from aplot_tui.store import RunRow, filter_rows, format_age, sort_rows
+from aplot_tui.views.listing import RunRow, filter_rows, format_age, sort_rows
 from engine import metrics as M
 
 STATUS_STYLE = {"running": "bold green", "created": "dim", "queued": "magenta", "completed": "blue",

@@ -11,8 +11,8 @@ import pytest
 from _procs import fake_trainer
 
 from aplot_tui.app import AplotApp
-from engine import liveness
-from engine import manifest as mf
+from engine.runs import liveness
+from engine.runs import store as mf
 
 from .helpers import FIXTURES, NOW
 

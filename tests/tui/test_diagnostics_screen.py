@@ -4,9 +4,9 @@ import asyncio
 
 from aplot_tui.app import AplotApp
 from aplot_tui.widgets.bias_panel import DiagnosticsTable, HardPairInspector
-from engine import bias_checks as D
-from engine import manifest as mf
+from engine.analysis import bias_checks as D
 from engine.metrics import MetricsWriter
+from engine.runs import store as mf
 
 
 def _run_folder(root):

@@ -13,7 +13,7 @@ from aplot_tui.screens.run import RunScreen
 from aplot_tui.widgets.config_form import ConfigForm, fid, to_overrides
 from aplot_tui.widgets.run_table import RunTable
 from engine import config as config_mod
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .helpers import APLOT, EMD, drive, runs_loaded, wait_for
 
@@ -93,7 +93,7 @@ def test_preset_fills_the_form_and_preview_shows_the_launch_command(make_app):
         assert form.control("model.tiny.vocab_size").value == str(preset.model.tiny.vocab_size)
         assert form.control("launch.cpu").value is True
         preview = str(screen.query_one("#preview", Static).render())
-        assert preview.endswith("--cpu --mixed_precision no -m engine.reward --run-dir 'runs/<run-id>'")
+        assert preview.endswith("--cpu --mixed_precision no -m engine.rm.train --run-dir 'runs/<run-id>'")
 
     drive(make_app(), script)
 
@@ -130,7 +130,7 @@ TINY = {"name": "tui-tiny", "model.max_length": "32", "model.tiny.hidden_size": 
         "launch.threads": "1"}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("engine.reward") is None, reason="engine.reward not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("engine.rm.train") is None, reason="engine.rm.train not written yet")
 def test_launch_a_tiny_run_for_real_and_follow_it_to_completed(make_app, store):
     async def script(pilot):
         screen = await open_form(pilot)

@@ -10,7 +10,7 @@ from aplot_tui.widgets.charts import MetricChart
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader
 from aplot_tui.widgets.samples import SamplesView
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .helpers import APLOT, EMD, FIXTURES, PPO, drive, run_loaded, wait_for
 

@@ -6,7 +6,7 @@ import os
 
 from aplot_tui.screens.run import RunScreen
 from aplot_tui.widgets.run_table import RunTable, parse_query
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .helpers import ALL, APLOT, BT, EMD, LS, PPO, drive, runs_loaded, wait_for
 

@@ -9,7 +9,7 @@ from _cli import aplot
 from textual.widgets import Static
 
 from aplot_tui.widgets.run_table import RunTable
-from engine import manifest as mf
+from engine.runs import store as mf
 
 from .helpers import APLOT, BT, drive, runs_loaded, wait_for
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import bias_checks as D
-from engine import manifest as mf
+from engine.analysis import bias_checks as D
 from engine.metrics import MetricsWriter
+from engine.runs import store as mf
 
 from .helpers import wait_for
 

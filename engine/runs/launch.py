@@ -1,0 +1,204 @@
+"""How a run is launched, and what the launch must give it. Torch-free: the supervisor and the UI use it.
+
+`[launch]` (or an accelerate config file named there) asks for a topology: a world size, a
+distributed type, a mixed precision. `plan()` merges the file into `[launch]` (a setting the two
+disagree on is a config error, before anything starts), `argv()` builds the `accelerate launch`
+command that gives that topology, and the trainer compares what it got with `expected()` before its
+first step: a run never trains on one process while its manifest says two.
+
+Run as `python -m engine.runs.launch <accelerate launch arguments>`, this module is that command's first
+process. It takes SIGINT and SIGTERM back from whatever the parent set before Accelerate starts the
+ranks: a parent that ignored SIGINT (`nohup`, a background job in a script) would otherwise hand that
+blindness to the launcher and to every rank until the trainer installs its own handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from engine import HOLD_STOPS_ENV, STOP_AT_START_ENV, STOP_SIGNALS
+from engine import config as config_mod
+from engine.config import Config, ConfigError
+
+MODULES = {"rm": "engine.rm.train", "ppo": "engine.rl.train", "eval": "engine.rm.evaluate"}
+RUN_ACCELERATE_CONFIG = "accelerate_config.yaml"  # the run's own copy of the file, used on every launch
+SHARDED = ("FSDP", "DEEPSPEED")  # distributed types Accelerate engages only on GPUs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_accelerate_file(path: str) -> dict:
+    """The settings of an accelerate config file (YAML or JSON) that decide the topology."""
+    import yaml  # a dependency of accelerate, and torch-free
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh) if path.endswith(".json") else yaml.safe_load(fh)
+    except OSError as e:
+        raise ConfigError([f"launch.accelerate_config: cannot read {path!r}: {e.strerror}"]) from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError([f"launch.accelerate_config: {path}: not a valid config file: "
+                           f"{str(e).splitlines()[0]}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"launch.accelerate_config: {path}: expected a mapping of accelerate settings"])
+    return data
+
+
+def plan(cfg: Config, source: str | None = None) -> Config:
+    """Fold the accelerate config file into `cfg.launch` (in place), or fail on a contradiction.
+
+    `[launch]` fields left at their defaults take the file's values; a field set to something else
+    must agree with the file. The merged `[launch]` is then what the manifest shows and what the
+    trainer checks against. `source` reads another copy of the file (the run's own).
+    """
+    launch = cfg.launch
+    if not launch.accelerate_config:
+        return cfg
+    path = source or launch.accelerate_config
+    f = read_accelerate_file(path)
+    dtype = str(f.get("distributed_type", "NO")).upper()
+    n = int(f.get("num_processes") or 1)
+    mp = str(f.get("mixed_precision") or "no").lower()
+    file_cpu = bool(f.get("use_cpu")) or dtype == "MULTI_CPU"
+    where = f"(launch.accelerate_config {path})"
+    problems = []
+    if launch.num_processes != 1 and launch.num_processes != n:
+        problems.append(f"launch.num_processes: {launch.num_processes} contradicts num_processes: {n} {where}")
+    if launch.mixed_precision != "no" and launch.mixed_precision != mp:
+        problems.append(f"launch.mixed_precision: {launch.mixed_precision!r} contradicts mixed_precision: "
+                        f"{mp!r} {where}")
+    if (launch.cpu or file_cpu) and dtype in SHARDED:
+        problems.append(f"launch.cpu: {dtype} runs only on GPUs; on CPU Accelerate would quietly run plain "
+                        f"data parallelism instead {where}")
+    if dtype in ("MULTI_GPU", "MULTI_CPU") and n < 2:
+        problems.append(f"launch.accelerate_config: {dtype} with num_processes: {n} is one process {where}")
+    if problems:
+        raise ConfigError(problems)
+    launch.num_processes, launch.mixed_precision, launch.cpu = n, mp, launch.cpu or file_cpu
+    return cfg
+
+
+def expected(cfg: Config, source: str | None = None) -> dict:
+    """World size, distributed type and mixed precision the launch must give the trainer."""
+    cfg = plan(_copy(cfg), source)
+    launch = cfg.launch
+    dtype = "NO"
+    if launch.accelerate_config:
+        dtype = str(read_accelerate_file(source or launch.accelerate_config).get("distributed_type", "NO")).upper()
+    if dtype not in SHARDED:
+        dtype = "NO" if launch.num_processes == 1 else "MULTI_CPU" if launch.cpu else "MULTI_GPU"
+    return {"world_size": launch.num_processes, "distributed_type": dtype, "mixed_precision": launch.mixed_precision}
+
+
+def _copy(cfg: Config) -> Config:
+    return config_mod.from_dict(config_mod.to_dict(cfg))
+
+
+def keep_accelerate_file(cfg: Config, run_dir: Path) -> None:
+    """Copy the accelerate config file into the run folder: resumes and provenance use that copy."""
+    if cfg.launch.accelerate_config:
+        shutil.copyfile(cfg.launch.accelerate_config, Path(run_dir) / RUN_ACCELERATE_CONFIG)
+
+
+def run_accelerate_file(cfg: Config, run_dir: Path) -> str:
+    """The accelerate config file a launch of this run uses: the run's copy once it has one."""
+    copy = Path(run_dir) / RUN_ACCELERATE_CONFIG
+    return str(copy) if copy.is_file() else cfg.launch.accelerate_config
+
+
+def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = None) -> list[str]:
+    """The exact command for a run (shown in the TUI's preview): this module, then accelerate's flags.
+
+    For a Slurm run it is the command of one task of the job; `--slurm` makes this module add the
+    machine's rank, the machine count and the rendezvous address from the job's environment.
+    """
+    launch = cfg.launch
+    slurm = launch.scheduler == "slurm"
+    out = [sys.executable, "-m", "engine.runs.launch", *(["--slurm"] if slurm else [])]
+    own_port = launch.num_processes > 1 and not slurm
+    if launch.accelerate_config:  # DeepSpeed / FSDP / multi-node: the file decides the topology
+        path = run_accelerate_file(cfg, run_dir)
+        out += ["--config_file", path]
+        f = read_accelerate_file(path)
+        own_port = own_port and not f.get("main_process_port") and int(f.get("num_machines") or 1) == 1
+    else:
+        out += ["--num_machines", "1", "--dynamo_backend", "no"]
+    out += ["--num_processes", str(launch.num_processes)]
+    if launch.num_processes > 1 and (launch.cpu or not launch.accelerate_config):
+        # On CPU, `--cpu --num_processes N` (or a MULTI_CPU file) starts one process; --multi_gpu with
+        # CPU forced (ACCELERATE_USE_CPU, set in `env`) starts N gloo ranks.
+        out += ["--multi_gpu"]
+    elif launch.cpu and not launch.accelerate_config:
+        out += ["--cpu"]
+    if own_port:
+        out += ["--main_process_port", str(port or free_port())]
+    out += ["--mixed_precision", launch.mixed_precision]
+    out += ["-m", MODULES[cfg.kind], "--run-dir", str(run_dir)]
+    if resume:
+        out.append("--resume")
+    return out
+
+
+def env(cfg: Config) -> dict[str, str]:
+    out = dict(os.environ)
+    out.setdefault("HF_HUB_OFFLINE", "1")
+    out.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out["PYTHONUNBUFFERED"] = "1"
+    if cfg.launch.cpu:
+        out["ACCELERATE_USE_CPU"] = "1"
+    # the engine must import from the same tree as the supervisor, installed or not
+    root = str(Path(__file__).resolve().parents[1])
+    out["PYTHONPATH"] = os.pathsep.join([root] + [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return out
+
+
+def _ranks_stop_themselves(_signum, _frame) -> None:
+    """A stop reaches the whole process group (or the whole Slurm step) at once: the ranks checkpoint
+    and exit, and this launcher goes on waiting for them, so it ends with their exit status instead of
+    a traceback — and, under srun, stays alive while they save (a task that exits first has its step's
+    remaining processes killed). A rank not started yet has not heard the signal: it finds the stop in
+    its environment (`engine.STOP_AT_START_ENV`) and stops after its first step."""
+    os.environ[STOP_AT_START_ENV] = "1"
+
+
+def slurm_task_flags(args: list[str], env: dict[str, str]) -> list[str]:
+    """`args` with this Slurm task's place in the job put before the training module: each task is one
+    machine for accelerate (rank $SLURM_PROCID of $SLURM_NTASKS), meeting at the job's first node."""
+    flags = ["--main_process_port", env["APLOT_MAIN_PROCESS_PORT"]]
+    if int(env.get("SLURM_NTASKS", "1")) > 1:
+        flags = ["--num_machines", env["SLURM_NTASKS"], "--machine_rank", env["SLURM_PROCID"],
+                 "--main_process_ip", env["APLOT_MAIN_PROCESS_IP"], *flags]
+    at = args.index("-m")  # the training module; accelerate's own flags come before it (the last one wins)
+    return [*args[:at], *flags, *args[at:]]
+
+
+def main() -> None:
+    # A handler (not SIG_IGN) here means the default disposition for every process exec'd below.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ranks_stop_themselves)
+    os.environ[HOLD_STOPS_ENV] = "1"  # each rank holds a stop until its handlers are in place (engine/__init__)
+    from accelerate.commands.launch import main as accelerate_launch
+
+    args = sys.argv[1:]
+    if args[:1] == ["--slurm"]:
+        args = slurm_task_flags(args[1:], dict(os.environ))
+    sys.argv = ["accelerate launch", *args]
+    try:
+        accelerate_launch()
+    except subprocess.CalledProcessError as e:  # the rank has said why in the log; pass its exit status on
+        sys.exit(e.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""The run folder and its manifest, the single source of truth about a run.
+
+`manifest.toml` is written atomically (temp file in the same folder, fsync, rename) under an
+advisory lock, so a reader never sees half a file and two writers (the supervisor and the
+trainer) never lose each other's fields. Torch-free: the UI reads and writes it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.errors import AplotError
+from engine.runs import liveness
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.toml"
+METRICS = "metrics.jsonl"
+LOG = "train.log"
+CHECKPOINTS = "checkpoints"
+HARD_PAIRS = "hard_pairs.jsonl"
+
+FINAL = ("completed", "failed", "stopped")
+RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}\Z")  # \Z: "$" allows a final \n
+
+
+class RunError(AplotError):
+    """A run that cannot be found, read or acted on; the message is one line for the user."""
+
+
+def runs_root(cli_value: str | os.PathLike | None = None) -> Path:
+    """--runs-dir, else $APLOT_RUNS_DIR, else ./runs."""
+    return Path(cli_value or os.environ.get("APLOT_RUNS_DIR") or "runs")
+
+
+def slug(text: str, limit: int = 24) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return (s[:limit].strip("-")) or "run"
+
+
+def new_run_id(name: str, kind: str, loss: str | None = None, now: datetime | None = None) -> str:
+    """Short, unique, sortable by creation time, readable: 20261129-211503-rm-aplot-k3f."""
+    now = now or datetime.now()
+    parts = [kind] + ([loss] if loss else []) + ([slug(name)] if name and name != "run" else [])
+    tail = slug("-".join(parts), 40)
+    return f"{now:%Y%m%d-%H%M%S}-{tail}-{secrets.token_hex(2)}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Reject anything that is not a plain run id: no separators, no '..', no device names."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise RunError(f"{run_id!r}: not a run id (expected e.g. 20261129-211503-rm-aplot-k3f)")
+    return run_id
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    dir: Path
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / MANIFEST
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / METRICS
+
+    @property
+    def log(self) -> Path:
+        return self.dir / LOG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / CHECKPOINTS
+
+    @property
+    def hard_pairs(self) -> Path:
+        return self.dir / HARD_PAIRS
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / ".manifest.lock"
+
+
+def run_paths(root: Path, run_id: str) -> RunPaths:
+    """The folder of a run inside `root`; the id is validated so it cannot escape the store."""
+    check_run_id(run_id)
+    root = Path(root)
+    path = (root / run_id)
+    if path.resolve().parent != root.resolve():
+        raise RunError(f"{run_id!r}: resolves outside the run store {root}")
+    return RunPaths(path)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _strip_none(obj: Any) -> Any:
+    """TOML has no null: drop None values (readers treat absent as None)."""
+    if isinstance(obj, dict):
+        return {k: _strip_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_strip_none(v) for v in obj if v is not None]
+    return obj
+
+
+def write_atomic(path: Path, text: str) -> None:
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename: readers see the old file or the new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def read(paths: RunPaths) -> dict:
+    try:
+        return tomllib.loads(paths.manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{paths.dir}: no manifest.toml (not a run folder)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{paths.manifest}: unreadable manifest: {e}") from None
+
+
+@contextlib.contextmanager
+def _locked(paths: RunPaths):
+    with open(paths.lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write(paths: RunPaths, manifest: dict) -> None:
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    with _locked(paths):
+        write_atomic(paths.manifest, tomli_w.dumps(_strip_none(manifest)))
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for k, v in changes.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def update(paths: RunPaths, **changes: Any) -> dict:
+    """Read-modify-write under the lock; nested tables are merged, not replaced."""
+    with _locked(paths):
+        manifest = _merge(read(paths), changes)
+        manifest["updated_at"] = now_iso()
+        write_atomic(paths.manifest, tomli_w.dumps(_strip_none(manifest)))
+    return manifest
+
+
+def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[str] | None = None,
+           notes: str = "", links: dict | None = None) -> dict:
+    if paths.dir.exists() and paths.manifest.exists():
+        raise RunError(f"{paths.id}: a run with this id already exists")
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "id": paths.id,
+        "name": name,
+        "kind": kind,
+        "status": "created",
+        "created_at": now_iso(),
+        "updated_at": now_iso(),
+        "tags": list(tags or []),
+        "notes": notes,
+        "config": config,
+        "links": dict(links or {}),
+    }
+    write(paths, manifest)
+    return manifest
+
+
+def claim(paths: RunPaths, expect: str, *, fresh: bool = True, **changes: Any) -> bool:
+    """Compare-and-set under the manifest lock: apply `changes` only if the run's status is still
+    `expect` (and, with `fresh`, nothing was ever launched for it); whether it was. A sweep claims a
+    queued run this way before it starts it, so no run is started twice, whoever else looks at the queue."""
+    with _locked(paths):
+        manifest = read(paths)
+        if manifest.get("status") != expect or (fresh and launched(manifest)):
+            return False
+        manifest = _merge(manifest, changes)
+        manifest["updated_at"] = now_iso()
+        write_atomic(paths.manifest, tomli_w.dumps(_strip_none(manifest)))
+    return True
+
+
+def launched(manifest: dict) -> bool:
+    """Whether a process was ever started for this run (a queued or new run has none)."""
+    return bool(manifest.get("launched_at") or manifest.get("pid") or manifest.get("host"))
+
+
+def effective_status(paths: RunPaths, manifest: dict | None = None) -> str:
+    """The status to show: `running` (or launched, not yet started) with nothing alive is `crashed`."""
+    return status_and_reason(paths, manifest)[0]
+
+
+def status_and_reason(paths: RunPaths, manifest: dict | None = None) -> tuple[str, str]:
+    """(status, why) as `aplot ls`, `show`, the TUI, `stop` and `resume` all see it.
+
+    A final status is the trainer's own record. Otherwise: a Slurm run asks its scheduler (queued and
+    why, running, or ended without a word), a local one asks `engine.runs.liveness` (a lock on this host, a
+    heartbeat from another), never a pid. `manifest` saves a read when the caller has it already.
+    """
+    manifest = read(paths) if manifest is None else manifest
+    status = manifest.get("status", "created")
+    if status in FINAL or (status in ("created", "queued") and not launched(manifest)):
+        return status, ""  # nothing was started yet (a sweep's queued run): nothing to ask
+    alive = liveness.alive(paths.dir, manifest)
+    if manifest.get("slurm", {}).get("job_id"):
+        from engine.runs import slurm  # only runs that have a job pay for the scheduler
+
+        return slurm.scheduled_status(manifest, alive)
+    return (status, "") if alive else ("crashed", "")
+
+
+def list_runs(root: Path) -> list[tuple[RunPaths, dict]]:
+    """Every readable run in the store, oldest first; unreadable folders are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in sorted(root.iterdir()):
+        # a link to a folder elsewhere is not a run of this store (run_paths refuses it by id too)
+        if child.is_symlink() or not child.is_dir() or not RUN_ID_RE.match(child.name):
+            continue
+        paths = RunPaths(child)
+        try:
+            out.append((paths, read(paths)))
+        except RunError:
+            continue
+    return out
+
+
+def find_run(root: Path, ref: str) -> RunPaths:
+    """A run by full id, by its name, or by any part of its id that only it has."""
+    root = Path(root)
+    if RUN_ID_RE.match(ref or "") and (root / ref / MANIFEST).exists():
+        return run_paths(root, ref)
+    if not ref or "/" in ref or "\\" in ref or ref.startswith("."):
+        raise RunError(f"{ref!r}: not a run id")
+    runs = list_runs(root)
+    matches = [p for p, m in runs if m.get("name") == ref] or [p for p, _ in runs if ref in p.id]
+    shown = ref if ref.isprintable() else repr(ref)  # the error stays one line whatever was typed
+    if not matches:
+        raise RunError(f"{shown}: no such run in {root}")
+    if len(matches) > 1:
+        raise RunError(f"{shown}: ambiguous, matches {', '.join(p.id for p in matches[:4])}")
+    return matches[0]
+
+
+def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
+    """(exported model folder, run id or path) of a completed run of `kind` ("rm", "ppo") in the store,
+    or of a model folder given by path; `field` (the config field that named it) leads the error."""
+    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
+        return Path(ref), str(Path(ref).resolve())
+    try:
+        paths = find_run(root, ref)
+        manifest = read(paths)
+    except RunError as e:
+        raise RunError(f"{field}: {e}") from None
+    status, what = effective_status(paths, manifest), manifest.get("kind")
+    if what != kind or status != "completed":
+        raise RunError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
+                       f", not a completed {kind.upper()} run")
+    folder = paths.dir / manifest.get("summary", {}).get("final_model", "checkpoints/final")
+    if not (folder / "config.json").exists():
+        raise RunError(f"{field}: run {paths.id} has no exported model at {folder}")
+    return folder, paths.id
+
+
+def checkpoint_steps(paths: RunPaths) -> list[int]:
+    """Steps of complete step checkpoints, ascending (an incomplete save has no `done` marker)."""
+    out = []
+    if paths.checkpoints.is_dir():
+        for d in paths.checkpoints.iterdir():
+            m = re.fullmatch(r"step-(\d+)", d.name)
+            if m and (d / "done").exists():
+                out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def age(manifest: dict, now: float | None = None) -> float:
+    try:
+        t = datetime.fromisoformat(manifest["created_at"]).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+    return (now or time.time()) - t

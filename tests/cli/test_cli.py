@@ -1,0 +1,77 @@
+"""The CLI's user-facing contract: one clear line and a non-zero exit for every mistake."""
+
+import json
+from pathlib import Path
+
+import pytest
+from _cli import aplot, one_line_error
+
+from engine.runs import store as mf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+
+
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("loss.aplot.epsilon=-1", "loss.aplot.epsilon: must be > 0, got -1.0"),
+    ('loss.type="bogus"', "loss.type: must be one of bt | bt_margin | label_smoothing | aplot, got 'bogus'"),
+])
+def test_bad_fields_are_one_line(tiny_config, runs_dir, override, expected):
+    line = one_line_error(aplot("run", tiny_config, override, runs_dir=runs_dir))
+    assert expected in line and str(tiny_config) in line
+
+
+def test_malformed_toml(tmp_path, runs_dir):
+    p = tmp_path / "bad.toml"
+    p.write_text("[optim\n")
+    assert "malformed TOML" in one_line_error(aplot("run", p, runs_dir=runs_dir))
+
+
+def test_missing_data_file(tiny_config, runs_dir):
+    line = one_line_error(aplot("run", tiny_config, 'data.train="nope.jsonl"', runs_dir=runs_dir))
+    assert "data.train: no such data file 'nope.jsonl'" in line
+    assert not list(runs_dir.iterdir())  # nothing launched
+
+
+def test_broken_jsonl_line_fails_the_run_naming_file_and_line(tiny_config, tmp_path, runs_dir):
+    data = tmp_path / "pairs.jsonl"
+    row = {"prompt": "p", "chosen": "good", "rejected": "bad"}
+    data.write_text(json.dumps(row) + "\n{broken\n" + json.dumps(row) + "\n")
+    proc = aplot("run", tiny_config, f'data.train="{data}"', "-q", runs_dir=runs_dir)
+    line = one_line_error(proc)
+    assert proc.returncode == 1
+    assert "pairs.jsonl:2: invalid JSON" in line
+    (run,) = mf.list_runs(runs_dir)
+    assert run[1]["status"] == "failed" and "pairs.jsonl:2" in run[1]["error"]
+
+
+def test_unknown_run_and_path_escape(runs_dir):
+    assert "no such run" in one_line_error(aplot("show", "zzzz", runs_dir=runs_dir))
+    assert "not a run id" in one_line_error(aplot("stop", "../../etc", runs_dir=runs_dir))
+
+
+def test_init_writes_a_config_that_runs_validation(tmp_path):
+    out = tmp_path / "a.toml"
+    proc = aplot("init", out)
+    assert proc.returncode == 0 and out.exists()
+    from engine import config as C
+
+    assert C.load(out) is not None
+    assert one_line_error(aplot("init", out)) == f"aplot: {out}: exists (use --force to overwrite)"
+
+
+def test_ls_json_and_csv_on_an_empty_and_a_filled_store(runs_dir):
+    assert json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout) == []
+    paths = mf.run_paths(runs_dir, mf.new_run_id("alpha", "rm", "bt"))
+    mf.create(paths, name="alpha", kind="rm", config={"loss": {"type": "bt"}}, tags=["baseline"])
+    mf.update(paths, status="completed", summary={"eval/heldout/accuracy": 0.7})
+    rows = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)
+    assert rows[0]["id"] == paths.id and rows[0]["status"] == "completed" and rows[0]["loss"] == "bt"
+    assert rows[0]["metrics"]["eval/heldout/accuracy"] == 0.7
+    csv_out = aplot("ls", "--csv", runs_dir=runs_dir).stdout.splitlines()
+    assert csv_out[0].startswith("id,name,kind,loss,status") and paths.id in csv_out[1]
+    assert aplot("ls", "--filter", "zzz", "--json", runs_dir=runs_dir).stdout.strip() == "[]"
+    assert "--sort" in one_line_error(aplot("ls", "--sort", "bogus", runs_dir=runs_dir))

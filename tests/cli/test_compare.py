@@ -1,0 +1,92 @@
+"""`aplot compare`: metrics as rows and runs as columns in 100 columns, the statistics with a
+verdict, and wide CSV / Markdown that carry the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from _cli import aplot
+
+from aplot_tui.views import report, significance
+from engine.analysis import predictions as P
+from engine.analysis import stats
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+BT, APLOT, PPO = "20260301-091500-rm-bt-base-a1f3", "20260301-101500-rm-aplot-hh-b2c4", "20260303-100000-ppo-demo-e5f7"
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    shutil.copytree(FIXTURES, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def test_the_demo_pair_fits_in_100_columns_with_metrics_as_rows(store):
+    proc = aplot("compare", APLOT, PPO, runs_dir=store)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, max(lines, key=len)
+    assert lines[0].startswith(f"A  {APLOT}") and lines[1].startswith(f"B  {PPO}")
+    rows = {line.split()[0] + (" " + line.split()[1] if line.split()[1] in ("final", "best") else ""): line.split()[-2:]
+            for line in lines[3:] if line and not line.startswith((" ", "statistics", "config"))
+            and len(line.split()) >= 3}
+    assert rows["eval/heldout/accuracy final"] == ["0.7602", "—"]
+    assert rows["eval/win/win_rate final"] == ["—", "0.8387"]
+
+
+def test_two_runs_get_a_paired_interval_a_mcnemar_p_and_a_verdict(store):
+    proc = aplot("compare", BT, APLOT, runs_dir=store)
+    assert proc.returncode == 0, proc.stderr
+    expected = stats.paired(P.read(store / BT, "heldout").correct, P.read(store / APLOT, "heldout").correct)
+    (line,) = [x for x in proc.stdout.splitlines() if x.strip().startswith("eval/heldout:")]
+    assert f"Δ {expected.diff * 100:+.1f} [{expected.low * 100:+.1f}, {expected.high * 100:+.1f}]" in line
+    assert f"{expected.only_a}/{expected.only_b} discordant" in line
+    assert line.endswith(expected.verdict("A", "B"))
+    assert max(map(len, proc.stdout.splitlines())) <= 100
+
+
+def test_csv_stays_wide_and_markdown_carries_the_verdict(store, tmp_path):
+    proc = aplot("compare", BT, APLOT, "--format", "csv", runs_dir=store)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["id"] for r in rows] == [BT, APLOT]  # one row per run, every metric a column
+    key = f"eval/heldout/accuracy vs {BT}"
+    assert rows[0][f"{key} diff"] == "" and float(rows[1][f"{key} mcnemar_p"]) < 1
+    assert "eval/heldout/accuracy final" in rows[0]
+    md = report.export_compare([store / BT, store / APLOT], tmp_path / "t.md").read_text()
+    analysis = significance.analyse([report.load_run(store / BT), report.load_run(store / APLOT)])
+    assert analysis.pairs[0].result.verdict("A", "B") in md and "McNemar p" in md
+
+
+def test_identical_runs_are_within_noise(store):
+    shutil.copytree(store / BT, store / "20260301-091600-rm-bt-copy-a1f4")
+    proc = aplot("compare", BT, "20260301-091600-rm-bt-copy-a1f4", runs_dir=store)
+    (line,) = [x for x in proc.stdout.splitlines() if x.strip().startswith("eval/heldout:")]
+    assert "Δ +0.0 [+0.0, +0.0]  0/0 discordant  → difference within noise (p = 1)" in line
+
+
+def test_two_groups_over_seeds_get_mean_sd_and_a_difference_paired_by_seed(store):
+    from engine.runs import store as mf
+
+    copies = {BT: "20260301-091600-rm-bt-seed5-a1f5", APLOT: "20260301-101600-rm-aplot-seed5-b2c5"}
+    for src, dst in copies.items():
+        shutil.copytree(store / src, store / dst)
+        mf.update(mf.RunPaths(store / dst), config={"seed": 5})
+    for src in copies:
+        mf.update(mf.RunPaths(store / src), config={"seed": 1})
+    runs = [BT, copies[BT], APLOT, copies[APLOT]]
+    proc = aplot("compare", *runs, runs_dir=store)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "\n  A = ood=None type=bt\n  B = ood=data/ood.jsonl type=aplot\n" in out
+    data = [report.load_run(store / r) for r in runs]
+    (heldout, *_) = significance.analyse(data).groups
+    r = heldout.result
+    assert r.seeds == [1, 5] and r.n_a == r.n_b == 2
+    acc = {run.id: significance.final_accuracy(run, "heldout") for run in data}
+    assert r.diffs == pytest.approx([acc[APLOT] - acc[BT], acc[copies[APLOT]] - acc[copies[BT]]])
+    assert f"A {r.mean_a:.3f} ± {r.sd_a:.3f} (n=2)" in out and f"Δ {r.diff * 100:+.1f}" in out
+    assert max(map(len, out.splitlines())) <= 100

@@ -1,0 +1,88 @@
+"""The headless comparison (report.py) on hand-written runs: final/best, diff, tables, charts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from aplot_tui.views import report
+from engine.runs import store as mf
+
+
+def write_run(root, run_id: str, config: dict, lines: list[tuple[int, str, dict]]):
+    paths = mf.RunPaths(root / run_id)
+    mf.create(paths, name=run_id.split("-")[3], kind="rm", config=config)
+    paths.metrics.write_text("".join(json.dumps({"time": float(s), "step": s, "split": sp, "data": d}) + "\n"
+                                     for s, sp, d in lines))
+    return paths.dir
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    a = write_run(tmp_path, "20260101-000000-rm-alpha-0001", {"loss": {"type": "bt"}, "optim": {"lr": 1e-5}}, [
+        (1, "train", {"loss": 0.9, "accuracy": 0.5}), (2, "train", {"loss": 0.5, "accuracy": 0.8}),
+        (3, "train", {"loss": 0.7, "accuracy": 0.6}), (3, "eval/heldout", {"accuracy": 0.75}),
+    ])
+    b = write_run(tmp_path, "20260101-000100-rm-beta-0002", {"loss": {"type": "aplot"}, "optim": {"lr": 1e-5}}, [
+        (1, "train", {"loss": 0.6, "accuracy": 0.7}), (2, "train", {"loss": 0.65, "accuracy": 0.72}),
+    ])
+    return [a, b]
+
+
+def test_compare_table_final_and_best_by_direction(two_runs):
+    alpha, beta = report.compare_table(two_runs)
+    assert (alpha["name"], alpha["loss"], alpha["steps"]) == ("alpha", "bt", 3)
+    assert (alpha["loss final"], alpha["loss best"]) == (0.7, 0.5)  # a loss: best is the minimum
+    assert (alpha["accuracy final"], alpha["accuracy best"]) == (0.6, 0.8)  # best is the maximum
+    assert alpha["eval/heldout/accuracy final"] == 0.75
+    assert beta["eval/heldout/accuracy final"] is None and beta["loss best"] == 0.6
+
+
+def test_tables_as_csv_markdown_and_text(two_runs):
+    rows = report.compare_table(two_runs)
+    parsed = list(csv.DictReader(io.StringIO(report.format_table(rows, "csv"))))
+    assert parsed[0]["loss best"] == "0.5" and parsed[1]["eval/heldout/accuracy final"] == ""
+    md = report.format_table(rows, "md").splitlines()
+    assert md[0].startswith("| id | name |") and md[3].split(" | ")[1] == "beta"
+    text = report.format_table(rows, "text").splitlines()
+    # text: a legend, then metrics as rows and runs as columns (A, B)
+    assert text[0].split()[0] == "A" and text[1].split()[2] == "(beta)"
+    assert text[3].split() == ["A", "B"]
+    body = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in text[4:]}
+    assert body["loss best"] == ["0.5", "0.6"] and body["eval/heldout/accuracy final"] == ["0.75", "—"]
+    with pytest.raises(ValueError):
+        report.format_table(rows, "xlsx")
+
+
+def test_diff_fields_lists_only_differing_paths():
+    a = {"loss": {"type": "bt", "aplot": {"epsilon": 0.1}}, "seed": 0, "tags": [], "data": {"eval": {}}}
+    b = {"loss": {"type": "bt", "aplot": {"epsilon": 0.2}}, "seed": 0, "tags": [], "data": {"eval": {}}}
+    c = {"loss": {"type": "aplot", "aplot": {"epsilon": 0.1}}, "seed": 0, "tags": [], "data": {"eval": {"ood": "x"}}}
+    assert report.diff_fields([a, b, c]) == [("data.eval.ood", [None, None, "x"]),
+                                             ("loss.aplot.epsilon", [0.1, 0.2, 0.1]),
+                                             ("loss.type", ["bt", "bt", "aplot"])]
+    assert report.diff_fields([a, a]) == []
+
+
+def test_metric_keys_name_train_bare_and_eval_with_their_set():
+    assert report.split_key("eval/heldout/accuracy") == ("eval/heldout", "accuracy")
+    assert report.split_key("objective/kl") == ("train", "objective/kl")
+    assert report.metric_key("eval/win", "win_rate") == "eval/win/win_rate"
+    assert not report.higher_is_better("objective/kl") and not report.higher_is_better("loss/value_avg")
+    assert report.higher_is_better("eval/win/win_rate")
+
+
+def test_export_svg_png_csv_md(two_runs, tmp_path):
+    svg = report.export_compare(two_runs, tmp_path / "c.svg").read_text()
+    assert svg.count("<polyline") == 2 + 2  # loss, accuracy: both runs; heldout accuracy has one point
+    assert svg.count("<circle") == 1  # ... drawn as a dot
+    assert ">alpha <tspan" in svg and ">beta <tspan" in svg
+    only = report.export_compare(two_runs, tmp_path / "l.svg", metrics=["loss"]).read_text()
+    assert only.count("<polyline") == 2 and ">accuracy<" not in only
+    assert report.export_compare(two_runs, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert report.export_compare(two_runs, tmp_path / "c.md").read_text().count("\n") == 4
+    with pytest.raises(ValueError):
+        report.export_compare(two_runs, tmp_path / "c.pdf")
