@@ -15,13 +15,6 @@ EXIT_FAILED = 1  # the run (or an unforeseen error) failed
 EXIT_USAGE = 2  # the user's input was wrong: config, data file, run reference, arguments
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / ctrl+c (128 + 2, as shells report it)
 
-EXIT_CODES = {
-    EXIT_OK: "completed",
-    EXIT_FAILED: "failed",
-    EXIT_USAGE: "bad input (config, data, run reference or arguments)",
-    EXIT_INTERRUPTED: "stopped by an interrupt",
-}
-
 # how a run's final status maps to the exit status of the process that waited for it
 STATUS_EXIT = {"completed": EXIT_OK, "stopped": EXIT_INTERRUPTED}
 

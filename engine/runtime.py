@@ -373,8 +373,7 @@ class RunContext:
             self.accelerator.end_training()
         if not self.is_main:
             return
-        code = {"completed": 0, "stopped": 130}.get(status, 1)
-        mf.update(self.paths, status=status, exit_code=code, error=error, finished_at=mf.now_iso(),
+        mf.update(self.paths, status=status, exit_code=exit_for_status(status), error=error, finished_at=mf.now_iso(),
                   summary=_finite(summary or {}))
 
 
