@@ -9,6 +9,8 @@ trainer and frozen into the manifest's `[resolved]` table; nothing else recomput
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import glob
 import math
 import os
@@ -261,6 +263,66 @@ class ConfigError(AplotError):
         return list(self.problems)
 
 
+# --------------------------------------------------------------------------- provenance
+
+
+@dataclass
+class Origins:
+    """Where each part of a raw config came from, so that a problem names what set the bad value.
+
+    `base` is the file, preset or other source of everything not recorded in `keys`; `keys` maps a
+    dotted key (a leaf, or a whole table) to the override or sweep axis that set it last.
+    """
+
+    base: str
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def set(self, key: str, source: str) -> None:
+        """`key` now comes from `source`, and so does all below it: a table set whole replaces its keys."""
+        for old in [k for k in self.keys if k.startswith(key + ".")]:
+            del self.keys[old]
+        self.keys[key] = source
+
+    def of(self, path: str) -> str:
+        """The source of the value at `path`: its own, an enclosing table's, else one that set a key
+        below it (`optim.lr.x=1` makes `optim.lr` a table), else the base."""
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            if (src := self.keys.get(".".join(parts[:i]))) is not None:
+                return src
+        below = [src for key, src in self.keys.items() if key.startswith(path + ".")]
+        return below[0] if below else self.base
+
+    def of_all(self, *paths: str) -> str:
+        """A check across fields: whatever set any of them apart from the base (the change that broke a
+        valid base), else the base."""
+        set_by = dict.fromkeys(src for p in paths if (src := self.of(p)) != self.base)
+        return "; ".join(set_by) or self.base
+
+
+def _origins(where: str | Origins) -> Origins:
+    return where if isinstance(where, Origins) else Origins(where)
+
+
+@functools.cache
+def _known_paths() -> tuple[str, ...]:
+    return tuple(path for path, *_ in iter_fields())
+
+
+def nearest_field(path: str) -> str | None:
+    """The known dotted field (or table) a misspelt one most likely meant: a sibling spelt alike, else
+    a field of the same name in another table (`lr` -> `optim.lr`), else any path spelt alike."""
+    known = _known_paths()
+    parent, _, name = path.rpartition(".")
+    siblings = {p.rpartition(".")[2]: p for p in known if p.rpartition(".")[0] == parent}
+    if close := difflib.get_close_matches(name, list(siblings), n=1):
+        return siblings[close[0]]
+    if same := [p for p in known if p.rpartition(".")[2] == name]:
+        return same[0]
+    close = difflib.get_close_matches(path, known, n=1)
+    return close[0] if close else None
+
+
 # --------------------------------------------------------------------------- schema walking
 
 
@@ -332,23 +394,23 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str], where: str) -> 
     return value
 
 
-def _build(cls: type, data: dict, prefix: str, problems: list[str], where: str) -> Any:
+def _build(cls: type, data: dict, prefix: str, problems: list[str], origins: Origins) -> Any:
     hints = _hints(cls)
     names = {fl.name: fl for fl in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}" if str(key).isprintable() else f"{prefix}{key!r}"  # errors stay one line
+        where = origins.of(path)
         if key not in names:
-            close = [n for n in names if n.startswith(key[:3])]
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(f"{path}: unknown field{hint} ({where})")
+            near = nearest_field(f"{prefix}{key}")
+            problems.append(f"{path}: unknown field ({where})" + (f"; did you mean {near}?" if near else ""))
             continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 problems.append(f"{path}: expected a table, got {value!r} ({where})")
                 continue
-            kwargs[key] = _build(tp, value, path + ".", problems, where)
+            kwargs[key] = _build(tp, value, path + ".", problems, origins)
         else:
             value = _coerce(value, tp, path, problems, where)
             if value is not _INVALID:
@@ -372,51 +434,64 @@ def _check_leaf(path: str, fld: dataclasses.Field, value: Any, problems: list[st
                 problems.append(f"{path}: must be {word} {bound:g}, got {value!r} ({where})")
 
 
-def validate(cfg: Config, where: str = "config", problems: list[str] | None = None) -> None:
-    """Raise ConfigError listing every bad field (with any `problems` found earlier)."""
+def validate(cfg: Config, where: str | Origins = "config", problems: list[str] | None = None) -> None:
+    """Raise ConfigError listing every bad field (with any `problems` found earlier), each naming the
+    source that set it; a check across fields names whatever set any of them."""
     problems = list(problems or [])
+    src = _origins(where)
     for path, fld, _tp, is_table in iter_fields():
         if is_table:
             continue
-        _check_leaf(path, fld, get(cfg, path), problems, where)
+        _check_leaf(path, fld, get(cfg, path), problems, src.of(path))
     if cfg.model.tiny.hidden_size % max(cfg.model.tiny.num_heads, 1):
-        problems.append(f"model.tiny.num_heads: must divide model.tiny.hidden_size "
-                        f"({cfg.model.tiny.hidden_size}), got {cfg.model.tiny.num_heads} ({where})")
+        problems.append(f"model.tiny.num_heads: must divide model.tiny.hidden_size ({cfg.model.tiny.hidden_size}), "
+                        f"got {cfg.model.tiny.num_heads} ({src.of_all('model.tiny.num_heads', 'model.tiny.hidden_size')})")
     for name, path in cfg.data.eval.items():
         if not isinstance(path, str) or not path:
-            problems.append(f"data.eval.{name}: expected a file path, got {path!r} ({where})")
+            problems.append(f"data.eval.{name}: expected a file path, got {path!r} ({src.of(f'data.eval.{name}')})")
         elif name == "heldout" and (cfg.data.train and cfg.data.eval_fraction > 0):
-            problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split ({where})")
+            problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split "
+                            f"({src.of_all('data.eval.heldout', 'data.eval_fraction')})")
     for ours, theirs in cfg.data.columns.items():
         if ours not in DATA_COLUMNS:
-            problems.append(f"data.columns.{ours}: not one of aplot's columns ({', '.join(DATA_COLUMNS)}) ({where})")
+            problems.append(f"data.columns.{ours}: not one of aplot's columns ({', '.join(DATA_COLUMNS)}) "
+                            f"({src.of(f'data.columns.{ours}')})")
         elif not isinstance(theirs, str) or not theirs:
-            problems.append(f"data.columns.{ours}: expected your column's name, got {theirs!r} ({where})")
+            problems.append(f"data.columns.{ours}: expected your column's name, got {theirs!r} "
+                            f"({src.of(f'data.columns.{ours}')})")
     if cfg.kind == "eval" and not cfg.data.eval and not (cfg.data.train and cfg.data.eval_fraction > 0):
-        problems.append(f"data.eval: an eval run needs at least one eval set ({where})")
+        problems.append(f"data.eval: an eval run needs at least one eval set "
+                        f"({src.of_all('data.eval', 'kind', 'data.train', 'data.eval_fraction')})")
     if cfg.ppo.advantage != "gae" and cfg.ppo.samples_per_prompt < 2:
         problems.append(f"ppo.samples_per_prompt: {cfg.ppo.advantage} needs at least 2 samples per prompt (the "
-                        f"other samples of a prompt are its baseline), got {cfg.ppo.samples_per_prompt} ({where})")
+                        f"other samples of a prompt are its baseline), got {cfg.ppo.samples_per_prompt} "
+                        f"({src.of_all('ppo.samples_per_prompt', 'ppo.advantage')})")
     if cfg.ppo.bon_samples and cfg.ppo.bon_samples & (cfg.ppo.bon_samples - 1):
         problems.append(f"ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two (2, 4 … 64), "
-                        f"got {cfg.ppo.bon_samples} ({where})")
+                        f"got {cfg.ppo.bon_samples} ({src.of('ppo.bon_samples')})")
     if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
-        problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path ({where})")
+        problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path "
+                        f"({src.of_all('ppo.reward_model_run', 'kind')})")
     if cfg.kind == "ppo" and cfg.ppo.judge == "gold" and cfg.ppo.prompts != "synthetic":
-        problems.append(f'ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule ({where})')
+        problems.append(f'ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule '
+                        f"({src.of_all('ppo.judge', 'ppo.prompts', 'kind')})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
-        problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true ({where})")
+        problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true "
+                        f"({src.of_all('launch.mixed_precision', 'launch.cpu')})")
     slurm = cfg.launch.slurm
     for i, line in enumerate(slurm.extra):
         if not isinstance(line, str) or not line.startswith("--") or "\n" in line:
-            problems.append(f"launch.slurm.extra[{i}]: an #SBATCH option starting with \"--\", got {line!r} ({where})")
+            problems.append(f"launch.slurm.extra[{i}]: an #SBATCH option starting with \"--\", got {line!r} "
+                            f"({src.of('launch.slurm.extra')})")
     for i, line in enumerate(slurm.setup):
         if not isinstance(line, str) or "\n" in line:
-            problems.append(f"launch.slurm.setup[{i}]: one shell line, got {line!r} ({where})")
+            problems.append(f"launch.slurm.setup[{i}]: one shell line, got {line!r} ({src.of('launch.slurm.setup')})")
     machines = slurm.nodes * slurm.tasks_per_node
     if cfg.launch.scheduler == "slurm" and cfg.launch.num_processes % machines:
+        set_by = src.of_all("launch.num_processes", "launch.slurm.nodes", "launch.slurm.tasks_per_node",
+                            "launch.scheduler")
         problems.append(f"launch.num_processes: {cfg.launch.num_processes} processes do not split over {machines} "
-                        f"machines (launch.slurm.nodes × tasks_per_node) ({where})")
+                        f"machines (launch.slurm.nodes × tasks_per_node) ({set_by})")
     if problems:
         raise ConfigError(problems)
 
@@ -435,10 +510,12 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict, where: str = "config") -> Config:
+def from_dict(data: dict, where: str | Origins = "config") -> Config:
+    """Build and validate a raw config; `where` names its source (a string for all of it, or Origins)."""
     problems: list[str] = []
-    cfg = _build(Config, data, "", problems, where)  # fields of the wrong type keep their default
-    validate(cfg, where, problems)
+    origins = _origins(where)
+    cfg = _build(Config, data, "", problems, origins)  # fields of the wrong type keep their default
+    validate(cfg, origins, problems)
     return cfg
 
 
@@ -450,27 +527,32 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides to a raw config dict (before validation)."""
+def apply_overrides(data: dict, overrides: list[str], origins: Origins | None = None, *, over: str = "") -> dict:
+    """Apply `a.b.c=value` overrides from the command line to a raw config dict (before validation),
+    recording each key's override in `origins`; `over` names a base the user never wrote (a preset)."""
     problems = []
     for item in overrides:
+        shown = item.strip() if item.isprintable() else repr(item)  # errors stay one line
+        source = f"command line: {shown}" + (f", over {over}" if over else "")
         if "=" not in item:
-            problems.append(f"{item}: an override reads key.path=value (override)")
+            problems.append(f"{shown}: an override reads key.path=value ({source})")
             continue
         key, text = item.split("=", 1)
         key = key.strip()
         if not key.isprintable():
-            problems.append(f"{key!r}: an override key must be a plain dotted path (override)")
+            problems.append(f"{key!r}: an override key must be a plain dotted path ({source})")
             continue
         parts = key.split(".")
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                problems.append(f"{key}: {part} is not a table (override)")
+                problems.append(f"{key}: {part} is not a table ({source})")
                 break
         else:
             node[parts[-1]] = _parse_value(text.strip())
+            if origins is not None:
+                origins.set(key, source)
     if problems:
         raise ConfigError(problems)
     return data
@@ -504,19 +586,20 @@ def preset_path(name: str) -> Path:
 
 def load(path: Path | str | None = None, overrides: list[str] | None = None, *,
          preset: str | None = None) -> Config:
-    """Read a TOML config (or a shipped preset), apply dotted overrides, validate everything."""
+    """Read a TOML config (or a shipped preset), apply dotted overrides, validate everything. A problem
+    names what set the value: the file, the override, or the preset by name (its path is the package's)."""
     if preset:
         path = preset_path(preset)
     data = read_toml(Path(path)) if path is not None else {}
-    where = str(path) if path is not None else "defaults"
-    data = apply_overrides(data, overrides or [])
-    cfg = from_dict(data, where)
+    origins = Origins(f"preset {preset}" if preset else str(path) if path is not None else "defaults")
+    data = apply_overrides(data, overrides or [], origins, over=f"preset {preset}" if preset else "")
+    cfg = from_dict(data, origins)
     base = Path(path).resolve().parent if path is not None and not preset else Path.cwd()
-    _resolve_paths(cfg, base)
+    resolve_paths(cfg, base)
     return cfg
 
 
-def _resolve_paths(cfg: Config, base: Path) -> None:
+def resolve_paths(cfg: Config, base: Path) -> None:
     """Data paths in a config are relative to the config file, like a Makefile's."""
 
     def fix(p: str) -> str:

@@ -116,5 +116,61 @@ def test_resolve_derives_sizes_once():
 def test_integers_beyond_any_run_size_are_refused_in_one_line():
     with pytest.raises(C.ConfigError) as err:
         C.load(None, ["optim.max_steps=1000000000000000000000000000000"])  # 31 digits
-    assert err.value.problems == ["optim.max_steps: out of range, got an integer of 31 digits (defaults)"]
+    assert err.value.problems == ["optim.max_steps: out of range, got an integer of 31 digits "
+                                  "(command line: optim.max_steps=1000000000000000000000000000000)"]
     assert C.load(None, [f"seed={2**32 - 1}"]).seed == 2**32 - 1  # the largest seed still fits
+
+
+def test_a_typo_in_an_override_names_the_command_line_and_the_nearest_field(tmp_path):
+    p = tmp_path / "hh.toml"
+    p.write_text("[optim]\nlr = 1e-4\n")
+    with pytest.raises(C.ConfigError) as err:
+        C.load(p, ["optim.lrr=1e-3"])
+    assert err.value.problems == ["optim.lrr: unknown field (command line: optim.lrr=1e-3); did you mean optim.lr?"]
+
+
+@pytest.mark.parametrize(("body", "field", "nearest"), [
+    ("[loss.aplot]\nepsilom = 0.1\n", "loss.aplot.epsilom", "loss.aplot.epsilon"),  # three tables deep
+    ("[optimm]\nlr = 1e-4\n", "optimm", "optim"),  # a misspelt table
+    ("lr = 1e-4\n", "lr", "optim.lr"),  # the right name in the wrong table
+])
+def test_a_typo_in_a_file_names_the_file_and_the_nearest_field(tmp_path, body, field, nearest):
+    p = tmp_path / "cfg.toml"
+    p.write_text(body)
+    with pytest.raises(C.ConfigError) as err:
+        C.load(p)
+    assert err.value.problems == [f"{field}: unknown field ({p}); did you mean {nearest}?"]
+
+
+def test_each_problem_names_what_set_its_value(tmp_path):
+    p = tmp_path / "cfg.toml"
+    p.write_text('[optim]\nbatch_size = 0\n[data.eval]\nood = "ood.jsonl"\n')
+    with pytest.raises(C.ConfigError) as err:
+        C.load(p, ["optim.lr=-1", 'data.eval={ood = ""}', "model.tiny.num_heads=5"])
+    assert err.value.problems == [
+        "optim.lr: must be > 0, got -1.0 (command line: optim.lr=-1)",
+        f"optim.batch_size: must be > 0, got 0 ({p})",
+        "model.tiny.num_heads: must divide model.tiny.hidden_size (64), got 5 (command line: model.tiny.num_heads=5)",
+        "data.eval.ood: expected a file path, got '' (command line: data.eval={ood = \"\"})",
+    ]
+    with pytest.raises(C.ConfigError) as err:
+        C.load(p, ["optim.lr"])
+    assert err.value.problems == ["optim.lr: an override reads key.path=value (command line: optim.lr)"]
+
+
+def test_a_bad_override_of_a_preset_names_the_preset_not_its_file():
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ['ppo.reward_model_run="rm"', "ppo.samples_per_prompt=1", "optim.lrr=1"], preset="demo-grpo")
+    assert err.value.problems == [
+        "optim.lrr: unknown field (command line: optim.lrr=1, over preset demo-grpo); did you mean optim.lr?",
+        "ppo.samples_per_prompt: grpo needs at least 2 samples per prompt (the other samples of a prompt are its "
+        "baseline), got 1 (command line: ppo.samples_per_prompt=1, over preset demo-grpo)",
+    ]
+    with pytest.raises(C.ConfigError) as err:  # a value the preset itself sets is the preset's
+        C.load(None, [], preset="demo-grpo")
+    assert err.value.problems == ["ppo.reward_model_run: a PPO run needs a completed RM run id or path (preset demo-grpo)"]
+    with pytest.raises(C.ConfigError) as err:  # a check of two fields names the override that broke it
+        C.load(None, ['ppo.reward_model_run="rm"', 'ppo.prompts="p.jsonl"'], preset="demo-grpo")
+    assert err.value.problems == ['ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule '
+                                  '(command line: ppo.prompts="p.jsonl", over preset demo-grpo)']
+    assert str(C.PRESETS_DIR) not in str(err.value)

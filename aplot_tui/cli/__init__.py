@@ -233,8 +233,9 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
     if sections is not None:
         cfg["eval"]["sections"] = str(sections.absolute())
     cfg["name"] = name or f"{run_cfg.get('name', 'run') if run_cfg else folder.name}"[:40]
-    config_mod.apply_overrides(cfg, overrides)
-    out = config_mod.from_dict(cfg, "aplot eval")
+    origins = config_mod.Origins("aplot eval")
+    config_mod.apply_overrides(cfg, overrides, origins)
+    out = config_mod.from_dict(cfg, origins)
     if out.model.max_length == config_mod.ModelSection().max_length and "max_length" not in cfg["model"]:
         out.model.max_length = _folder_max_length(folder, out.model.max_length)
     return out, links  # the launcher's preflight checks it before any folder exists

@@ -86,8 +86,8 @@ def _check_field(where: Path, table: str, key: str) -> None:
     if key == "seed":
         raise _fail(where, f"[sweep.{table}] seed: list the seeds in [sweep] seeds = [...], not as an axis")
     if key not in leaves and not any(key.startswith(f + ".") and key.count(".") == f.count(".") + 1 for f in free):
-        close = sorted(p for p in leaves if p.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1])
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        near = config_mod.nearest_field(key)
+        hint = f"; did you mean {near}?" if near else ""
         raise _fail(where, f"[sweep.{table}] {key}: unknown config field{hint}")
 
 
@@ -147,10 +147,14 @@ def load(path: Path | str, max_parallel: int | None = None) -> Sweep:
         raise _fail(path, f"[{extra[0]}]: unknown table (the base config goes under [config] or in sweep.base)")
     base_dir = path.resolve().parent
     base: dict = {}
+    origins = config_mod.Origins("[config]")  # what a problem of the base names: the base file or [config]
     if head.get("base"):
         base_path = base_dir / str(head["base"])
         base = config_mod.read_toml(base_path)
         base_dir = base_path.resolve().parent
+        origins = config_mod.Origins(str(base_path))
+    for key in _flatten(data.get("config", {})):
+        origins.set(key, "[config]")
     base = _merge(base, data.get("config", {}))
     seeds = head.get("seeds", [base.get("seed", 0)])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
@@ -177,33 +181,38 @@ def load(path: Path | str, max_parallel: int | None = None) -> Sweep:
     # already holds every method at the seeds it has done, ready to compare paired by seed
     for seed in seeds:
         for zrow, crow in itertools.product(zip_rows, cross_rows):
-            sweep.points.append(_point(path, base, base_dir, name, {**zrow, **crow}, seed, len(sweep.points)))
+            sweep.points.append(_point(path, base, origins, base_dir, name, {**zrow, **crow}, seed,
+                                       len(sweep.points)))
     return sweep
 
 
-def _point(where: Path, base: dict, base_dir: Path, name: str, values: dict, seed: int, index: int) -> Point:
+def _point(where: Path, base: dict, base_origins: config_mod.Origins, base_dir: Path, name: str, values: dict,
+           seed: int, index: int) -> Point:
     data = copy.deepcopy(base)
+    origins = copy.deepcopy(base_origins)
     for key, value in values.items():
         _set(data, key, value)
+        origins.set(key, f"axis {key}")
     data["seed"] = seed
     label = "-".join(_short(v) for v in values.values())
     data["name"] = f"{name}-{label}-s{seed}" if label else f"{name}-s{seed}"
     try:
-        cfg = config_mod.from_dict(data, str(where))
+        cfg = config_mod.from_dict(data, origins)
     except config_mod.ConfigError as e:
         bad = _blame(e.problems, values)
         if bad is None:  # the base itself is wrong, whatever the axes say
             raise _fail(where, f"base config: {e.problems[0]}") from None
         key, value, problem = bad
         raise _fail(where, f"axis {key} = {json.dumps(value)}: {problem}") from None
-    config_mod._resolve_paths(cfg, base_dir)
+    config_mod.resolve_paths(cfg, base_dir)
     return Point(index, dict(values), seed, cfg)
 
 
 def _blame(problems: list[str], values: dict) -> tuple[str, Any, str] | None:
-    """The first problem caused by an axis value: (axis, value, the config's own words)."""
+    """The first problem an axis value caused, by the source the config names (a check across fields
+    names the axis that set any of them): (axis, value, the config's words less what the line repeats)."""
     for problem in problems:
         for key, value in values.items():
-            if problem.startswith(key + ":") or problem.startswith(key + "."):
-                return key, value, problem.split(": ", 1)[1].rsplit(" (", 1)[0]
+            if f"axis {key})" in problem or f"axis {key};" in problem:
+                return key, value, problem.replace(f" (axis {key})", "").removeprefix(f"{key}: ")
     return None
