@@ -310,15 +310,20 @@ def _known_paths() -> tuple[str, ...]:
 
 
 def nearest_field(path: str) -> str | None:
-    """The known dotted field (or table) a misspelt one most likely meant: a sibling spelt alike, else
-    a field of the same name in another table (`lr` -> `optim.lr`), else any path spelt alike."""
+    """The known dotted field (or table) a misspelt one most likely meant: a sibling spelt alike or
+    begun the same (`ppo.kl` -> `ppo.kl_coef`), else a field of that name in another table (`lr` ->
+    `optim.lr`), else, under a table that does not exist, any path spelt alike (`los.type`)."""
     known = _known_paths()
     parent, _, name = path.rpartition(".")
     siblings = {p.rpartition(".")[2]: p for p in known if p.rpartition(".")[0] == parent}
     if close := difflib.get_close_matches(name, list(siblings), n=1):
         return siblings[close[0]]
+    if begun := [p for n, p in siblings.items() if len(name) > 1 and n.startswith(name)]:
+        return begun[0]
     if same := [p for p in known if p.rpartition(".")[2] == name]:
         return same[0]
+    if parent and parent in known:  # the table is right: a whole-path match would only match its name
+        return None
     close = difflib.get_close_matches(path, known, n=1)
     return close[0] if close else None
 

@@ -127,12 +127,16 @@ def test_a_typo_in_an_override_names_the_command_line_and_the_nearest_field(tmp_
     with pytest.raises(C.ConfigError) as err:
         C.load(p, ["optim.lrr=1e-3"])
     assert err.value.problems == ["optim.lrr: unknown field (command line: optim.lrr=1e-3); did you mean optim.lr?"]
+    with pytest.raises(C.ConfigError) as err:  # nothing near: no guess
+        C.load(p, ["ppo.zzzz=1"])
+    assert err.value.problems == ["ppo.zzzz: unknown field (command line: ppo.zzzz=1)"]
 
 
 @pytest.mark.parametrize(("body", "field", "nearest"), [
     ("[loss.aplot]\nepsilom = 0.1\n", "loss.aplot.epsilom", "loss.aplot.epsilon"),  # three tables deep
     ("[optimm]\nlr = 1e-4\n", "optimm", "optim"),  # a misspelt table
     ("lr = 1e-4\n", "lr", "optim.lr"),  # the right name in the wrong table
+    ("[ppo]\nkl = 0.1\n", "ppo.kl", "ppo.kl_coef"),  # a name cut short
 ])
 def test_a_typo_in_a_file_names_the_file_and_the_nearest_field(tmp_path, body, field, nearest):
     p = tmp_path / "cfg.toml"
