@@ -41,6 +41,10 @@ from engine import metrics as M  # noqa: E402
 from engine.runs import store as mf  # noqa: E402
 
 SIZE = (160, 48)
+# the fields of an aplot-loss RM's train record, each line of a fake run carries them all
+TRAIN_KEYS = (M.LOSS, M.ACCURACY, M.REWARD_GAP, M.CHOSEN_REWARD, M.REJECTED_REWARD, M.MIN_REWARD, M.MAX_REWARD,
+              M.MARGIN_MEAN, M.MARGIN_STD, M.MARGIN_MAX, M.OT_COST, M.OT_ITERATIONS, M.GRAD_NORM,
+              M.LEARNING_RATE, M.SAMPLES_PER_S, M.TOKENS_PER_S)
 
 
 def make_run(root: Path, run_id: str, lines: int, total: int) -> mf.RunPaths:
@@ -59,7 +63,7 @@ _rng = random.Random(0)  # noqa: S311 - seeded fake metric values, not a secret
 
 
 def train_line(step: int, t: float) -> str:
-    data = {k: round(_rng.random(), 5) for k in M.RM_TRAIN_KEYS}
+    data = {k: round(_rng.random(), 5) for k in TRAIN_KEYS}
     return json.dumps({"time": t, "step": step, "split": M.TRAIN, "data": data}) + "\n"
 
 
@@ -145,7 +149,7 @@ async def follow(root: Path, run_id: str, rate: int, seconds: float) -> dict:
             await pilot.pause(0.01)
         base = screen.records_seen
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(paths.metrics), str(rate), str(seconds),
-                                   str(base), ",".join(M.RM_TRAIN_KEYS)], stdout=subprocess.PIPE, text=True)
+                                   str(base), ",".join(TRAIN_KEYS)], stdout=subprocess.PIPE, text=True)
         toggle, focus = [], []
         while writer.poll() is None:
             toggle.append(await key_to_repaint(app, "l", lambda: screen.has_class("log-only")) * 1000)

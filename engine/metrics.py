@@ -25,6 +25,7 @@ import msgspec
 # ---- splits
 TRAIN = "train"
 EVAL_PREFIX = "eval/"
+EVERY_EVAL = EVAL_PREFIX + "*/"  # a pattern, not a key: `eval/*/accuracy` is that metric of every eval set
 HELDOUT = "heldout"
 WIN = "win"  # PPO's win-rate eval set
 SAMPLES_SPLIT = "samples"  # PPO's generated samples, one record per eval
@@ -74,9 +75,24 @@ def section_key(name: str) -> str:
 MARGIN_HIST = "margin_hist"
 GAP_HIST = "gap_hist"
 
-RM_TRAIN_KEYS = (LOSS, ACCURACY, REWARD_GAP, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD,
-                 MARGIN_MEAN, MARGIN_STD, MARGIN_MAX, OT_COST, OT_ITERATIONS, GRAD_NORM,
-                 LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S)
+# ---- diagnostics: what an eval accuracy hides (engine.analysis.bias_checks computes them and merges
+# them into each eval record)
+DIAG_PREFIX = "diag/"
+ACC_CHOSEN_SHORTER = "diag/acc_chosen_shorter"
+ACC_SIMILAR = "diag/acc_similar"
+ACC_CHOSEN_LONGER = "diag/acc_chosen_longer"
+N_CHOSEN_SHORTER = "diag/n_chosen_shorter"
+N_SIMILAR = "diag/n_similar"
+N_CHOSEN_LONGER = "diag/n_chosen_longer"
+SHORTER_WINS_ACC = "diag/shorter_wins_acc"
+LONGER_WINS_ACC = "diag/longer_wins_acc"
+REWARD_LENGTH_CORR = "diag/reward_length_corr"
+ECE = "diag/ece"
+LENGTH_THRESHOLD = "diag/length_threshold"  # tokens: |len⁺ − len⁻| ≤ this is "similar"
+# reliability diagram: per confidence bin, mean confidence, accuracy (None where empty) and count
+RELIABILITY_CONF = "diag/reliability_conf"
+RELIABILITY_ACC = "diag/reliability_acc"
+RELIABILITY_COUNT = "diag/reliability_count"
 
 # ---- PPO (TRL's names)
 KL = "objective/kl"
@@ -101,18 +117,20 @@ FRAC_REWARD_ZERO_STD = "frac_reward_zero_std"  # prompts whose k samples all sco
 WIN_RATE = "win_rate"
 WIN_RATE_SE = "win_rate_se"
 WIN_RATE_N = "win_rate_n"
-BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (lists n, kl, proxy, gold, win; engine.rl.best_of_n)
+BON_SPLIT = "bon"  # one record: the reference's best-of-n curve (engine.rl.best_of_n), one list per field:
+BON_N = "n"  # n = 1, 2, 4, …
+BON_KL = "kl"  # the KL of the best of n to the reference (nats a response)
+BON_PROXY = "proxy"  # the RM's (proxy's) mean score of the pick
+BON_GOLD = "gold"  # the judge's mean score of the pick
+BON_WIN = "win"  # the judge's win-rate of the pick against a plain sample
 # the over-optimisation view: series whose x is the KL to the reference (nats a response), not a step
 VS_KL = "vs_kl/"
 GOLD_VS_KL_RL = VS_KL + "gold of the RL run"
 GOLD_VS_KL_BON = VS_KL + "gold of best-of-n"
 SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}
 
-PPO_TRAIN_KEYS = (KL, ENTROPY, NON_SCORE_REWARD, RLHF_REWARD, SCORES, APPROXKL, CLIPFRAC,
-                  POLICY_LOSS, VALUE_LOSS, VALUE_CLIPFRAC, RESPONSE_LENGTH)
-
 # metrics where lower is better (beside every loss); the rest are judged higher-is-better
-LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, LENGTH_PENALTY, "diag/ece")
+LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, LENGTH_PENALTY, ECE)
 
 
 def eval_split(name: str) -> str:
@@ -127,6 +145,12 @@ def is_eval(split: str) -> bool:
 def eval_set(split: str) -> str:
     """The set an eval split is about: `eval/heldout` → `heldout` (a train split → "")."""
     return split[len(EVAL_PREFIX):] if is_eval(split) else ""
+
+
+def eval_set_order(names: Iterable[str]) -> list[str]:
+    """Eval sets in the order every view lists them: `heldout` (the share of the run's own data) first,
+    then the rest by name, so the run screen's curves, the comparison and its statistics agree."""
+    return sorted(set(names), key=lambda s: (s != HELDOUT, s))
 
 
 def metric_key(split: str, name: str) -> str:

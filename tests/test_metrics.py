@@ -71,3 +71,33 @@ def test_series_picks_one_split_and_name():
     recs = [M.Record(0, 1, "train", {"loss": 1.0}), M.Record(0, 1, "eval/ood", {"loss": 9.0}),
             M.Record(0, 2, "train", {"loss": 0.5, "x": "text"})]
     assert M.series(recs, "train", "loss") == ([1, 2], [1.0, 0.5])
+
+
+def test_eval_sets_are_listed_heldout_first_then_by_name():
+    assert M.eval_set_order(["ood", M.HELDOUT, "alpaca", "ood"]) == [M.HELDOUT, "alpaca", "ood"]
+    assert M.eval_set_order(iter(["b", "a"])) == ["a", "b"]
+
+
+def test_no_module_but_metrics_spells_a_namespaced_key():
+    """`diag/…`, `eval/…`, `objective/…`: every such key is built from engine.metrics' names. A
+    literal elsewhere (a string, or the fixed part of an f-string) is a second spelling that drifts."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    namespaces = tuple({v.split("/")[0] + "/" for k, v in vars(M).items()
+                        if k.isupper() and isinstance(v, str) and "/" in v})
+    assert {"diag/", "eval/", "objective/", "policy/", "loss/"} <= set(namespaces)
+    found = []
+    for path in sorted([*(root / "engine").rglob("*.py"), *(root / "aplot_tui").rglob("*.py")]):
+        if path == root / "engine" / "metrics.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and node.value.startswith(namespaces)):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    assert not found, "\n".join(found)

@@ -74,7 +74,7 @@ def _load_config(config: Path | None, overrides: list[str], preset: str | None) 
 
 EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, M.N_PAIRS, M.SECTIONS_MEAN, M.WIN_RATE, M.WIN_RATE_SE,
               M.WIN_RATE_N,
-              "diag/shorter_wins_acc", "diag/ece")
+              M.SHORTER_WINS_ACC, M.ECE)
 
 
 def _fmt(v: object) -> str:

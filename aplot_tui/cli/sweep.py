@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from engine import metrics as M
 from engine.runs import store as mf
 
 
@@ -124,7 +125,7 @@ def show(ctx: typer.Context, ref: SweepRef, runs_dir: RunsDir = None) -> None:
     for s in states:
         info = s.manifest.get("sweep", {})
         axes = " ".join(f"{k}={v}" for k, v in info.get("axes", {}).items())
-        acc = {k: v for k, v in s.manifest.get("summary", {}).items() if k.startswith("eval/") and k.endswith("accuracy")}
+        acc = {k: v for k, v in s.manifest.get("summary", {}).items() if k.startswith(M.EVAL_PREFIX) and k.endswith(M.ACCURACY)}
         shown = "  ".join(f"{k.split('/')[1]}={v:.4f}" for k, v in acc.items())
         typer.echo(f"  {s.paths.id:<44} {s.status:<10} {axes} seed={info.get('seed')}  {shown}".rstrip())
 

@@ -52,9 +52,9 @@ class Panel:
 
 
 RM_PANELS = (
-    Panel("loss", "loss", ((M.LOSS, "train"), ("eval/*/" + M.LOSS, ""))),
-    Panel("accuracy", "accuracy", ((M.ACCURACY, "train"), ("eval/*/" + M.ACCURACY, ""))),
-    Panel("gap", "reward gap  r⁺ − r⁻", ((M.REWARD_GAP, "train"), ("eval/*/" + M.REWARD_GAP, ""))),
+    Panel("loss", "loss", ((M.LOSS, "train"), (M.EVERY_EVAL + M.LOSS, ""))),
+    Panel("accuracy", "accuracy", ((M.ACCURACY, "train"), (M.EVERY_EVAL + M.ACCURACY, ""))),
+    Panel("gap", "reward gap  r⁺ − r⁻", ((M.REWARD_GAP, "train"), (M.EVERY_EVAL + M.REWARD_GAP, ""))),
 )
 APLOT_PANELS = (
     Panel("margin", "OT margin", ((M.MARGIN_MEAN, "mean"), (M.MARGIN_MAX, "max"))),
@@ -99,7 +99,7 @@ class Batch:
 
 def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:
     """The metric names the panels draw (train or eval): only these become series."""
-    return frozenset(key.removeprefix("eval/*/") for panel in panels for key, _label in panel.keys)
+    return frozenset(key.removeprefix(M.EVERY_EVAL) for panel in panels for key, _label in panel.keys)
 
 
 EVAL_EXTRAS = (M.GAP_HIST, M.MARGIN_HIST, M.WIN_RATE, M.WIN_RATE_SE)  # read from eval records, not drawn as lines
@@ -371,11 +371,10 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             return self._overopt_lines()
         lines = []
         for key, label in panel.keys:
-            if key.startswith("eval/*/"):
-                name = key[len("eval/*/"):]
-                sets = sorted(M.eval_set(split) for split, n in map(M.split_key, self.series)
-                              if n == name and M.is_eval(split))
-                for set_name in sorted(sets, key=lambda s: s != M.HELDOUT):  # heldout first, then by name
+            if key.startswith(M.EVERY_EVAL):
+                name = key.removeprefix(M.EVERY_EVAL)
+                for set_name in M.eval_set_order(M.eval_set(split) for split, n in map(M.split_key, self.series)
+                                                 if n == name and M.is_eval(split)):
                     lines.append((set_name, self.series[M.metric_key(M.eval_split(set_name), name)]))
             elif key in self.series:
                 lines.append((label, self.series[key]))
@@ -390,8 +389,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             xs, ys = M.against(kl.xs, kl.ys, gold.xs, gold.ys)
             if ys:
                 lines.append(Line("rl", xs=tuple(xs), ys=tuple(ys), color=PALETTE[0], kind="scatter"))
-        if self._bon and self._bon.get("kl"):
-            lines.append(Line("best-of-n", xs=tuple(self._bon["kl"]), ys=tuple(self._bon["gold"]), color=PALETTE[1]))
+        if self._bon and self._bon.get(M.BON_KL):
+            lines.append(Line("best-of-n", xs=tuple(self._bon[M.BON_KL]), ys=tuple(self._bon[M.BON_GOLD]),
+                              color=PALETTE[1]))
         return tuple(lines)
 
     def _stale(self) -> list[tuple[Panel, tuple, tuple[Line, ...]]]:

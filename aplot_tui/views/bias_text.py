@@ -30,7 +30,7 @@ def reliability_line(data: dict[str, Any]) -> str:
 
 def render_set(name: str, step: int, data: dict[str, Any]) -> list[str]:
     n = sum(int(data.get(D.BUCKET_N[b]) or 0) for b in D.BUCKETS)
-    lines = [f"eval/{name} @ step {step}   ({n} pairs; 'similar' = |len⁺ − len⁻| ≤ "
+    lines = [f"{M.eval_split(name)} @ step {step}   ({n} pairs; 'similar' = |len⁺ − len⁻| ≤ "
              f"{fmt(data.get(D.LENGTH_THRESHOLD), '.1f')} tokens)",
              f"  accuracy              {fmt(data.get(M.ACCURACY))}",
              f"  rule 'shorter wins'   {fmt(data.get(D.SHORTER_WINS_ACC))}",
@@ -78,7 +78,7 @@ def render_diagnostics(paths: RunPaths) -> str:
         if name in latest:
             out += render_set(name, *latest[name])
         else:
-            out.append(f"eval/{name}: no diagnostics in the metrics stream")
+            out.append(f"{M.eval_split(name)}: no diagnostics in the metrics stream")
         if name in hard and hard[name]["pairs"]:
             out += render_pairs(hard[name])
     return "\n".join(out)

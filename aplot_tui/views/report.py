@@ -25,19 +25,19 @@ from engine.metrics import higher_is_better, metric_key, split_key  # noqa: F401
 from engine.runs import store as mf
 
 DEFAULT_METRICS = {
-    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
+    "rm": [M.LOSS, M.ACCURACY, M.EVERY_EVAL + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE),
             M.GOLD_VS_KL_RL, M.GOLD_VS_KL_BON],
-    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN],
+    "eval": [M.EVERY_EVAL + M.ACCURACY, M.EVERY_EVAL + M.SECTIONS_MEAN],
 }
 TABLE_METRICS = {
-    "rm": [M.LOSS, M.ACCURACY, "eval/*/" + M.ACCURACY, "eval/*/" + M.REWARD_GAP,
+    "rm": [M.LOSS, M.ACCURACY, M.EVERY_EVAL + M.ACCURACY, M.EVERY_EVAL + M.REWARD_GAP,
            # the diagnostics side by side: accuracy against the length rules, calibration, length bias
-           *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.ACC_CHOSEN_SHORTER, D.ACC_SIMILAR, D.ACC_CHOSEN_LONGER,
+           *(M.EVERY_EVAL + k for k in (D.SHORTER_WINS_ACC, D.ACC_CHOSEN_SHORTER, D.ACC_SIMILAR, D.ACC_CHOSEN_LONGER,
                                      D.REWARD_LENGTH_CORR, D.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE)],
-    "eval": ["eval/*/" + M.ACCURACY, "eval/*/" + M.SECTIONS_MEAN, "eval/*/" + M.REWARD_GAP,
-             *("eval/*/" + k for k in (D.SHORTER_WINS_ACC, D.REWARD_LENGTH_CORR, D.ECE))],
+    "eval": [M.EVERY_EVAL + M.ACCURACY, M.EVERY_EVAL + M.SECTIONS_MEAN, M.EVERY_EVAL + M.REWARD_GAP,
+             *(M.EVERY_EVAL + k for k in (D.SHORTER_WINS_ACC, D.REWARD_LENGTH_CORR, D.ECE))],
 }
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
           "#bcbd22", "#17becf")
@@ -80,8 +80,8 @@ def load_run(run_dir: Path | mf.RunPaths) -> RunData:
                 xs, ys = run.series.setdefault(metric_key(rec.split, name), ([], []))
                 xs.append(rec.step)
                 ys.append(float(value))
-        if rec.split == M.BON_SPLIT and rec.data.get("kl"):
-            run.series[M.GOLD_VS_KL_BON] = (list(rec.data["kl"]), list(rec.data["gold"]))
+        if rec.split == M.BON_SPLIT and rec.data.get(M.BON_KL):
+            run.series[M.GOLD_VS_KL_BON] = (list(rec.data[M.BON_KL]), list(rec.data[M.BON_GOLD]))
     kl, gold = M.against(*run.series.get(metric_key(M.TRAIN, M.KL), ([], [])),
                          *run.series.get(metric_key(M.TRAIN, M.GOLD_SCORE), ([], [])))
     if gold:  # Gao et al.'s picture: the judge's score against the KL spent, beside best-of-n's
@@ -93,10 +93,10 @@ def expand(patterns: list[str], runs: list[RunData]) -> list[str]:
     """Metric keys for patterns (`eval/*/accuracy` means every eval set), present in some run."""
     out: list[str] = []
     for pattern in patterns:
-        if pattern.startswith("eval/*/"):
-            name = pattern[len("eval/*/"):]
-            sets = sorted({s for r in runs for s in r.eval_sets()}, key=lambda s: (s != M.HELDOUT, s))
-            keys = [f"eval/{s}/{name}" for s in sets]
+        if pattern.startswith(M.EVERY_EVAL):
+            name = pattern.removeprefix(M.EVERY_EVAL)
+            sets = M.eval_set_order(s for r in runs for s in r.eval_sets())
+            keys = [metric_key(M.eval_split(s), name) for s in sets]
         else:
             keys = [pattern]
         out += [k for k in keys if k not in out and any(k in r.series for r in runs)]

@@ -74,21 +74,21 @@ def group_runs(runs: list[RunData]) -> list[tuple[str, list[RunData]]]:
 
 def _shared_sets(a: RunData, b: RunData) -> list[str]:
     sets = [s for s in P.sets(a.paths.dir) if s in P.sets(b.paths.dir)]
-    return sorted(sets, key=lambda s: (s != M.HELDOUT, s))
+    return M.eval_set_order(sets)
 
 
 def pair(a: RunData, b: RunData, set_name: str) -> stats.Paired | str:
     """The paired test on one set, or why it cannot be done (one line)."""
     pa, pb = P.read(a.paths.dir, set_name), P.read(b.paths.dir, set_name)
     if pa is None or pb is None:
-        return f"eval/{set_name}: no per-pair predictions in both runs"
+        return f"{M.eval_split(set_name)}: no per-pair predictions in both runs"
     if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
-        return f"eval/{set_name}: the runs evaluated different pairs ({len(pa.index)} vs {len(pb.index)})"
+        return f"{M.eval_split(set_name)}: the runs evaluated different pairs ({len(pa.index)} vs {len(pb.index)})"
     return stats.paired(pa.correct, pb.correct)
 
 
 def final_accuracy(run: RunData, set_name: str) -> float | None:
-    return final_best(run, f"eval/{set_name}/{M.ACCURACY}")[0]
+    return final_best(run, M.metric_key(M.eval_split(set_name), M.ACCURACY))[0]
 
 
 def analyse(runs: list[RunData]) -> Analysis:
@@ -97,8 +97,7 @@ def analyse(runs: list[RunData]) -> Analysis:
     if len(groups) == 2 and any(len(g) > 1 for _, g in groups):
         (la, ga), (lb, gb) = groups
         out.group_labels = [la, lb]
-        sets = sorted({s for r in runs for s in r.eval_sets()}, key=lambda s: (s != M.HELDOUT, s))
-        for s in sets:
+        for s in M.eval_set_order(s for r in runs for s in r.eval_sets()):
             va = {r.config.get("seed"): v for r in ga if (v := final_accuracy(r, s)) is not None}
             vb = {r.config.get("seed"): v for r in gb if (v := final_accuracy(r, s)) is not None}
             if va and vb:
@@ -136,12 +135,12 @@ def text_lines(analysis: Analysis, letters: dict[str, str]) -> list[str]:
         lines += [f"  A = {la}", f"  B = {lb}"]
         for g in analysis.groups:
             r = g.result
-            lines.append(f"  eval/{g.set_name}: A {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  B {r.mean_b:.3f} ± "
+            lines.append(f"  {M.eval_split(g.set_name)}: A {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  B {r.mean_b:.3f} ± "
                          f"{r.sd_b:.3f} (n={r.n_b})  Δ {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}]")
             lines.append(f"    → {r.verdict('A', 'B')}")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
-        lines.append(f"  eval/{p.set_name}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {_pct(r.diff)} "
+        lines.append(f"  {M.eval_split(p.set_name)}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {_pct(r.diff)} "
                      f"[{_pct(r.low)}, {_pct(r.high)}]  {r.only_a}/{r.only_b} discordant  → {r.verdict(a, b)}")
     if analysis.pairs:
         lines.insert(0, f"pair by pair ({analysis.pairs[0].result.n} pairs): Δ accuracy to A in points, "
@@ -155,13 +154,13 @@ def verdict_line(analysis: Analysis, letters: dict[str, str]) -> str:
     """The one line the compare screen shows beside the curves: the first set's verdict."""
     if analysis.groups:
         g = analysis.groups[0]
-        return (f"eval/{g.set_name}: {g.label_b} − {g.label_a} = {_pct(g.result.diff)} points "
+        return (f"{M.eval_split(g.set_name)}: {g.label_b} − {g.label_a} = {_pct(g.result.diff)} points "
                 f"[{_pct(g.result.low)}, {_pct(g.result.high)}] over {len(g.result.diffs)} seeds: "
                 + g.result.verdict(g.label_a, g.label_b))
     if analysis.pairs:
         p = analysis.pairs[0]
         a, b = letters.get(p.a.id, p.a.label), letters.get(p.b.id, p.b.label)
-        return (f"eval/{p.set_name}: {b} − {a} = {_pct(p.result.diff)} points [{_pct(p.result.low)}, "
+        return (f"{M.eval_split(p.set_name)}: {b} − {a} = {_pct(p.result.diff)} points [{_pct(p.result.low)}, "
                 f"{_pct(p.result.high)}]: " + p.result.verdict(a, b))
     return analysis.note or "no statistics: the runs share no evaluated set"
 
@@ -171,7 +170,7 @@ def csv_columns(analysis: Analysis, runs: list[RunData]) -> dict[str, dict[str, 
     out: dict[str, dict[str, object]] = {r.id: {} for r in runs}
     for p in analysis.pairs:
         cells = out[p.b.id]
-        key = f"eval/{p.set_name}/accuracy vs {p.a.id}"
+        key = f"{M.metric_key(M.eval_split(p.set_name), M.ACCURACY)} vs {p.a.id}"
         cells.update({f"{key} diff": p.result.diff, f"{key} ci_low": p.result.low, f"{key} ci_high": p.result.high,
                       f"{key} mcnemar_p": p.result.p})
     return out
@@ -182,12 +181,12 @@ def markdown(analysis: Analysis, letters: dict[str, str]) -> str:
     rows = []
     for g in analysis.groups:
         r = g.result
-        rows.append(f"| eval/{g.set_name} | {g.label_a}: {r.mean_a:.3f} ± {r.sd_a:.3f} | {g.label_b}: {r.mean_b:.3f} ± "
+        rows.append(f"| {M.eval_split(g.set_name)} | {g.label_a}: {r.mean_a:.3f} ± {r.sd_a:.3f} | {g.label_b}: {r.mean_b:.3f} ± "
                     f"{r.sd_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}] (t, by seed) | — | "
                     f"{r.verdict('A', 'B')} |")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
-        rows.append(f"| eval/{p.set_name} | {a}: {r.acc_a:.3f} | {b}: {r.acc_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, "
+        rows.append(f"| {M.eval_split(p.set_name)} | {a}: {r.acc_a:.3f} | {b}: {r.acc_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, "
                     f"{_pct(r.high)}] (bootstrap) | {r.p:.3g} | {r.verdict(a, b)} |")
     if not rows:
         return ""

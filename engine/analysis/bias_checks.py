@@ -6,7 +6,8 @@ every eval: accuracy split by which response is longer, the accuracy of the two 
 the same pairs, the reward-length correlation, calibration (ECE) and the hardest pairs.
 
 NumPy only, no torch: the trainer passes tensors through `np.asarray` (call `.cpu()` first) and
-the TUI imports the metric names and the hard-pairs reader from here without loading torch.
+the TUI imports the length buckets and the hard-pairs reader from here without loading torch. The
+`diag/` names are `engine.metrics`' (imported here, so `bias_checks.ECE` is `metrics.ECE`).
 
 Conventions (the same as `engine.rm.losses.pair_stats`): the chosen response is always the true
 winner; the model is right on a pair when r⁺ > r⁻ strictly, so a reward tie counts as wrong.
@@ -23,24 +24,22 @@ from typing import Any
 import numpy as np
 
 from engine import metrics as M
-
-# ---- metric names, merged into each eval record (split `eval/<set>`)
-PREFIX = "diag/"
-ACC_CHOSEN_SHORTER = "diag/acc_chosen_shorter"
-ACC_SIMILAR = "diag/acc_similar"
-ACC_CHOSEN_LONGER = "diag/acc_chosen_longer"
-N_CHOSEN_SHORTER = "diag/n_chosen_shorter"
-N_SIMILAR = "diag/n_similar"
-N_CHOSEN_LONGER = "diag/n_chosen_longer"
-SHORTER_WINS_ACC = "diag/shorter_wins_acc"
-LONGER_WINS_ACC = "diag/longer_wins_acc"
-REWARD_LENGTH_CORR = "diag/reward_length_corr"
-ECE = "diag/ece"
-LENGTH_THRESHOLD = "diag/length_threshold"  # tokens: |len⁺ − len⁻| ≤ this is "similar"
-# reliability diagram: per confidence bin, mean confidence, accuracy (None where empty) and count
-RELIABILITY_CONF = "diag/reliability_conf"
-RELIABILITY_ACC = "diag/reliability_acc"
-RELIABILITY_COUNT = "diag/reliability_count"
+from engine.metrics import (  # the diag/ names, merged into each eval record (split `eval/<set>`)
+    ACC_CHOSEN_LONGER,
+    ACC_CHOSEN_SHORTER,
+    ACC_SIMILAR,
+    ECE,
+    LENGTH_THRESHOLD,
+    LONGER_WINS_ACC,
+    N_CHOSEN_LONGER,
+    N_CHOSEN_SHORTER,
+    N_SIMILAR,
+    RELIABILITY_ACC,
+    RELIABILITY_CONF,
+    RELIABILITY_COUNT,
+    REWARD_LENGTH_CORR,
+    SHORTER_WINS_ACC,
+)
 
 BUCKETS = ("chosen_shorter", "similar", "chosen_longer")
 BUCKET_ACC = dict(zip(BUCKETS, (ACC_CHOSEN_SHORTER, ACC_SIMILAR, ACC_CHOSEN_LONGER), strict=True))

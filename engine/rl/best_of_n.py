@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from engine import metrics as M
+
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
@@ -72,6 +74,6 @@ def curve(proxy: np.ndarray, judge: np.ndarray) -> dict[str, list[float]]:
         raise ValueError(f"the best-of-n curve needs a power-of-two number of samples (≥ 2), got {n_max}")
     ns = [2 ** j for j in range(int(math.log2(n_max)) + 1)]
     points = [expected_best_of(proxy, judge, n) for n in ns]
-    return {"n": [float(n) for n in ns], "kl": [kl_of_best_of(n) for n in ns],
-            "proxy": [p for p, _ in points], "gold": [g for _, g in points],
-            "win": [win_rate_of_best_of(proxy, judge, n) for n in ns]}
+    return {M.BON_N: [float(n) for n in ns], M.BON_KL: [kl_of_best_of(n) for n in ns],
+            M.BON_PROXY: [p for p, _ in points], M.BON_GOLD: [g for _, g in points],
+            M.BON_WIN: [win_rate_of_best_of(proxy, judge, n) for n in ns]}

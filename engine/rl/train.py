@@ -160,7 +160,7 @@ def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step
     outcomes = gather_object(judge(prompts, texts, opponent_texts))
     rate, se, n = L.win_rate(outcomes)
     result = {M.WIN_RATE: rate, M.WIN_RATE_SE: se, M.WIN_RATE_N: n}
-    ctx.log(step, M.eval_split("win"), result)
+    ctx.log(step, M.eval_split(M.WIN), result)
     k = cfg.ppo.samples_logged
     if k and ctx.is_main:
         scores = P.score(rm, rm_tok, prompts[:k], texts[:k], rm_max_length(rm_tok), ctx.accelerator.device).tolist()
@@ -182,9 +182,9 @@ def best_of_n_eval(ctx, ref, tok, prompts, judge, rm, rm_tok) -> dict:
     rows = gather_object([(proxy[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
     result = bon.curve(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
     ctx.log(0, M.BON_SPLIT, result)
+    columns = (result[f] for f in (M.BON_N, M.BON_PROXY, M.BON_GOLD, M.BON_WIN))
     ctx.accelerator.print("[aplot] best-of-n of the reference (n: proxy / judge / judge's win-rate): " + ", ".join(
-        f"{int(k)}: {p:.3f} / {g:.3f} / {w:.3f}"
-        for k, p, g, w in zip(result["n"], result["proxy"], result["gold"], result["win"], strict=True)))
+        f"{int(k)}: {p:.3f} / {g:.3f} / {w:.3f}" for k, p, g, w in zip(*columns, strict=True)))
     return result
 
 

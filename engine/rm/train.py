@@ -197,7 +197,7 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     stats = pair_stats(r_c, r_r)
     gap = r_c - r_r
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],
-           "n_pairs": int(len(r_c))}
+           M.N_PAIRS: int(len(r_c))}
     m = None
     if aplot:
         m = eval_margins(cfg, r_c, r_r, cols[4].cpu(), cols[5].cpu(), pairs, encoder)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from engine import metrics as M
 from engine.analysis import bias_checks as D
 
 
@@ -151,7 +152,7 @@ def test_diagnostics_of_a_length_only_model():
     assert out[D.SHORTER_WINS_ACC] == 0.5 and out[D.LONGER_WINS_ACC] == 0.5
     assert out[D.REWARD_LENGTH_CORR] == pytest.approx(-1.0)
     assert sum(out[D.RELIABILITY_COUNT]) == 8
-    assert set(D.SCALAR_KEYS) <= set(out) and all(k.startswith(D.PREFIX) for k in out)
+    assert set(D.SCALAR_KEYS) <= set(out) and all(k.startswith(M.DIAG_PREFIX) for k in out)
     json.dumps(out, allow_nan=False)  # JSON-ready: Python numbers, None for empty bins
     assert isinstance(out[D.N_SIMILAR], int) and out[D.RELIABILITY_CONF][0] is None
     warning = D.length_bias_warning(0.5, out)

@@ -100,7 +100,9 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
     records = M.read_all(paths.metrics)
     train = [r for r in records if r.split == M.TRAIN]
     assert {r.step for r in train} == set(range(1, 31))  # killed steps are redone, none missing
-    for key in M.PPO_TRAIN_KEYS + (M.GOLD_SCORE, M.KL_COEF, M.ADVANTAGE_MEAN, M.ADVANTAGE_STD):
+    for key in (M.KL, M.ENTROPY, M.NON_SCORE_REWARD, M.RLHF_REWARD, M.SCORES, M.APPROXKL, M.CLIPFRAC, M.POLICY_LOSS,
+                M.VALUE_LOSS, M.VALUE_CLIPFRAC, M.RESPONSE_LENGTH, M.GOLD_SCORE, M.KL_COEF, M.ADVANTAGE_MEAN,
+                M.ADVANTAGE_STD):
         assert isinstance(train[-1].data[key], float), key
     assert train[-1].data[M.KL] != 0.0  # the policy moved away from the reference
     win = [r for r in records if r.split == M.eval_split("win")]
