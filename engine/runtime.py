@@ -251,10 +251,15 @@ class RunContext:
             if self._lean_hook is None and self._frozen_base_rebuilt():
                 self._lean_hook = self.accelerator.register_save_state_pre_hook(_drop_frozen_weights)
             self.accelerator.save_state(str(out), safe_serialization=True)
+            # The weights on disk before `done` can be: otherwise a power cut may keep the marker and lose
+            # what it vouches for. Every rank syncs (on one host the later passes find nothing left to
+            # write; across hosts each flushes its own shards), then the main process marks it.
+            sync_tree(out)
             self.accelerator.wait_for_everyone()
             if self.is_main:
-                (out / TRAINER_STATE).write_text(state)
-                (out / DONE).write_text(mf.now_iso() + "\n")  # written last: marks the checkpoint complete
+                mf.write_atomic(out / TRAINER_STATE, state)
+                mf.write_atomic(out / DONE, mf.now_iso() + "\n")  # written last: marks the checkpoint complete
+                fsync_path(out.parent)  # step-N's own name, before rotation deletes the older ones
         except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError("unexpected pos …")
             kept = mf.checkpoint_steps(self.paths)
             raise TrainingError(f"checkpoint step-{step} could not be written: {one_line(e)}; "
@@ -305,12 +310,15 @@ class RunContext:
         if moved:
             with open(self.paths.dir / "metrics.superseded.jsonl", "ab") as fh:
                 fh.writelines(m if m.endswith(b"\n") else m + b"\n" for m in moved)
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before the stream that held these lines is rewritten
             mf.write_atomic_bytes(self.paths.metrics, b"".join(keep))
 
     def export_model(self, model, tokenizer, name: str) -> Path:
         """An HF folder (safetensors + tokenizer, LoRA merged) under checkpoints/<name>, for PPO and eval.
 
-        Written to a temp folder and renamed, so a reader never finds half an export.
+        Written to a temp folder, synced and renamed, so a reader never finds half an export, even
+        after a power cut.
         """
         from accelerate.utils import DistributedType
 
@@ -335,8 +343,10 @@ class RunContext:
             else:  # a RewardModel, or any wrapper exposing its HF model (the PPO policy's value head stays out)
                 save_reward_model(getattr(unwrapped, "hf_model", unwrapped), tmp, tokenizer, inputs,
                                   adapter_base=self._adapter_base())
+            sync_tree(tmp)
             shutil.rmtree(out, ignore_errors=True)
             os.replace(tmp, out)
+            fsync_path(out.parent)
         self.accelerator.wait_for_everyone()
         return out
 
@@ -375,6 +385,24 @@ class RunContext:
             return
         mf.update(self.paths, status=status, exit_code=exit_for_status(status), error=error, finished_at=mf.now_iso(),
                   summary=_finite(summary or {}))
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data) or a folder (the names in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: Path) -> None:
+    """Every file and folder under `root` on disk, deepest first and `root` last: a tree whose name a
+    reader may then trust (a checkpoint about to be marked done, an export about to be renamed)."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
 
 
 def _drop_frozen_weights(models: list, weights: list[dict], output_dir: str) -> None:
