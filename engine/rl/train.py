@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from transformers import get_scheduler
 
 from engine import metrics as M
 from engine.data import synthetic
 from engine.data.pairs import ASSISTANT_MARK, render_messages
+from engine.lr_schedule import lr_scheduler
 from engine.models import load_reward_model, load_tokenizer, n_params
 from engine.rl import best_of_n as bon
 from engine.rl import losses as L
@@ -257,8 +257,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 5. optimizer, schedule (per PPO update, as TRL anneals it), KL controller
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, eps=1e-5)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=resolved["warmup_updates"],
-                              num_training_steps=resolved["total_updates"])
+    scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_updates"], resolved["total_updates"])
     policy, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
     kl_ctl = L.kl_controller(p.kl_coef, p.kl_target, p.kl_horizon)
 

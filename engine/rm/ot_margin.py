@@ -16,10 +16,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import ot
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from engine import metrics as M
 from engine.analysis.bias_checks import pearson
@@ -59,6 +57,8 @@ def normalize_cost(x: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "rank":
         if x.numel() < 2:
             return torch.zeros_like(x)
+        from scipy.stats import rankdata  # like POT: only for an APLOT loss
+
         ranks = rankdata(x.cpu().numpy().ravel(), method="average") - 1.0  # 0 … n²−1
         return torch.from_numpy(ranks / (x.numel() - 1)).reshape(x.shape).to(x)
     raise ValueError(f"unknown normalize_costs {mode!r}; expected none, minmax or rank")
@@ -70,6 +70,8 @@ def transport_plan(cost: np.ndarray, solver: str, epsilon: float, max_iter: int)
     Sinkhorn runs log-domain (`sinkhorn_log`); POT's log["niter"] is the last loop index, so the
     updates done are niter + 1. EMD (network simplex) reports no iteration count: 0.
     """
+    import ot  # POT (and scipy.stats under it, ~0.5 s) loads only for an APLOT loss
+
     n = cost.shape[0]
     a = np.full(n, 1.0 / n)
     if solver == "emd":

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import torch
-from transformers import get_scheduler
 
 from engine import config as config_mod
 from engine import metrics as M
@@ -32,6 +31,7 @@ from engine.data.pairs import (
     split_eval,
     synthetic_pairs,
 )
+from engine.lr_schedule import lr_scheduler
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.rm.losses import bt_loss, length_terms, pair_stats, rm_loss
 from engine.rm.ot_margin import aplot_margin, global_margin
@@ -274,8 +274,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
-    scheduler = get_scheduler(cfg.optim.scheduler, optimizer, num_warmup_steps=resolved["warmup_steps"],
-                              num_training_steps=total)
+    scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_steps"], total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     share = False
     if cfg.model.share_prompt:  # one packed [prompt | chosen | rejected] row per pair instead of two rows
