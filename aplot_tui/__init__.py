@@ -1,2 +1,2 @@
-"""aplot: the terminal workbench (CLI, TUI, run supervisor). Never imports torch."""
+"""aplot: the terminal workbench (CLI, TUI, views). Never imports torch."""
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """What the benchmarks share: data and models, the engine's training step, timing, FLOP counts.
 
-`engine_step` is the body of engine/reward.py's loop for one micro-batch (grad_accum = 1), built
+`engine_step` is the body of engine/rm/train.py's loop for one micro-batch (grad_accum = 1), built
 from the same functions (collate_pairs, compute_margin, rm_loss, Accelerator backward/clip/step), so
 a benchmark can time the engine's step in-process and interleave it with a variant. The bench
 scripts print their figures, then one JSON object as their last line.
@@ -75,7 +75,7 @@ def smollm2_dir() -> str:
 
 
 def hh_pairs():
-    from engine.data.pairs import load_pairs
+    from engine.data.sources import load_pairs
 
     if not HH.exists():
         raise SystemExit(f"no HH data at {HH}")
@@ -94,7 +94,7 @@ def set_threads(threads: int) -> None:
 
 
 def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: int = 0):
-    """AdamW with engine/reward.py's two parameter groups and a linear schedule."""
+    """AdamW with engine/rm/train.py's two parameter groups and a linear schedule."""
     from transformers import get_scheduler
 
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -113,7 +113,7 @@ def loss_config(loss: str, embedding: str = "hidden") -> config_mod.Config:
 def engine_step(acc, model, optimizer, scheduler, cfg: config_mod.Config, items: list[dict], pad_id: int,
                 *, step: int = 1, texts=None, encoder=None, shared: bool = False,
                 pad_to_multiple_of: int = 1) -> dict:
-    """One optimizer step exactly as engine/reward.py takes it; returns its wall time and metrics."""
+    """One optimizer step exactly as engine/rm/train.py takes it; returns its wall time and metrics."""
     t0, c0 = time.perf_counter(), time.process_time()
     batch = collate_pairs(items, pad_id)
     n = len(items)

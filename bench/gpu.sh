@@ -3,7 +3,7 @@
 #   1. bench/gpu_rm.py under `accelerate launch`: TinyLlama-1.1B-shaped Llama from config, 8 pairs per
 #      step, BT and APLOT × plain and shared-prompt forward: tokens/s, peak memory, MFU against the
 #      bf16 matmul rate measured on the same card.
-#   2. bench/gpu_rm.py --e2e: the real trainer (engine.rm.train, launched with the supervisor's argv as
+#   2. bench/gpu_rm.py --e2e: the real trainer (engine.rm.train, launched with the run service's argv as
 #      `aplot run` does) on a 1.09B `tiny` Llama for 6 APLOT steps; its logged tokens/s.
 #   3. bench/gpu_sharded.py: FSDP v2 and DeepSpeed ZeRO-2 through accelerate config files, each run,
 #      stopped after a checkpoint and resumed to completion (ZeRO-2 needs the deepspeed package carried;

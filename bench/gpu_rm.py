@@ -14,7 +14,7 @@ shared), computed tokens/s (padding included), peak GPU memory, and MFU = execut
 per computed token) / time / the bf16 matmul rate measured on this card.
 
 `--e2e DIR` instead runs the real trainer (`accelerate launch -m engine.rm.train`, the argv and env
-the supervisor builds for `aplot run`) for a few steps on synthetic HH-shaped text, and reports its
+the run service builds for `aplot run`) for a few steps on synthetic HH-shaped text, and reports its
 logged tokens/s.
 """
 
@@ -162,14 +162,14 @@ WORDS = [f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ra", "so", "ti", "vu
 
 
 def e2e(root: Path, args) -> dict:
-    """The real trainer, started as `aplot run` starts it (the supervisor's run folder, launch argv and
+    """The real trainer, started as `aplot run` starts it (the run service's run folder, launch argv and
     env): a 1.09B `tiny` Llama (hidden 2048, 16 layers, 16 heads, MLP 8192), APLOT, bf16, 1,024
     tokens, on synthetic HH-shaped transcripts written next to the run."""
     import shutil
     import subprocess
 
     from engine import config as config_mod
-    from engine.runs.supervisor import create_run, launch_argv, launch_env
+    from engine.runs import launch, lifecycle
 
     rng = random.Random(0)  # noqa: S311 - a seeded order for a benchmark, not a secret
 
@@ -194,13 +194,13 @@ def e2e(root: Path, args) -> dict:
         "eval": {"every": 0}, "checkpoint": {"every": 0, "keep": 1},
         "launch": {"mixed_precision": args.mixed_precision}, "log": {"every": 1},
     }, "gpu_rm --e2e")
-    paths = create_run(cfg, root / "runs")
-    argv = launch_argv(cfg, paths.dir)
+    paths = lifecycle.create(cfg, root / "runs")
+    argv = launch.argv(cfg, paths.dir)
     print("[gpu_rm] e2e: " + " ".join(argv), flush=True)
     log = Path(args.out or root) / "e2e.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as f:
-        rc = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT, env=launch_env(cfg), cwd=C.ROOT)
+        rc = subprocess.call(argv, stdout=f, stderr=subprocess.STDOUT, env=launch.env(cfg), cwd=C.ROOT)
     train = [json.loads(x) for x in paths.metrics.read_text().splitlines() if x.strip()] \
         if paths.metrics.exists() else []
     train = [x["data"] for x in train if x.get("split") == "train"]

@@ -2,12 +2,12 @@
 
     .venv/bin/python bench/load_runs.py [--runs 20] [--steps 60] [--stop 3] [--store DIR]
 
-Starts `--runs` runs through the supervisor at once (each an `accelerate launch` subprocess in its own
+Starts `--runs` runs through the run service at once (each an `accelerate launch` subprocess in its own
 session, one torch thread each), then until every run has ended: times `aplot ls --json` (the whole
 command, interpreter start-up included, beside a bare `python -c pass` to show how much of it is
 CPU starvation) and the in-process listing the runs screen refreshes with,
 and checks the statuses it reports. Once `--stop` runs are training they are stopped with
-`supervisor.stop` (SIGINT → checkpoint → `stopped`), then resumed, so every run must still reach
+`lifecycle.stop` (SIGINT → checkpoint → `stopped`), then resumed, so every run must still reach
 `completed`. At the end each run's stream must hold every train step exactly once and its newest
 checkpoint must be complete: nothing lost.
 
@@ -34,8 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from aplot_tui.views import listing as store  # noqa: E402
 from engine import config as config_mod  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import (  # noqa: E402
+    lifecycle,  # noqa: E402
+    )
+from engine.runs import status as S  # noqa: E402
 from engine.runs import store as mf  # noqa: E402
-from engine.runs import supervisor  # noqa: E402
 
 TINY = ['name="load"', "model.max_length=48", "model.tiny.hidden_size=32", "model.tiny.num_layers=1",
         "model.tiny.num_heads=2", "model.tiny.vocab_size=256", "data.synthetic_pairs=240", "optim.batch_size=8",
@@ -107,8 +110,8 @@ def main() -> None:
     t_start = time.perf_counter()
     procs: dict[str, subprocess.Popen] = {}
     for _ in range(args.runs):
-        paths = supervisor.create_run(cfg, root)
-        procs[paths.id] = supervisor.spawn(paths)
+        paths = lifecycle.create(cfg, root)
+        procs[paths.id] = lifecycle.spawn(paths)
     print(f"started {len(procs)} runs in {time.perf_counter() - t_start:.1f}s into {root}", flush=True)
 
     ls_times, bare_times, list_times, bad_status, peak_rss = [], [], [], [], 0.0
@@ -131,7 +134,7 @@ def main() -> None:
 
             def stop(run_id=run_id, paths=paths):
                 try:
-                    stopped[run_id] = supervisor.stop(paths, proc=procs[run_id])
+                    stopped[run_id] = lifecycle.stop(paths, proc=procs[run_id])
                 except mf.RunError as e:  # it ended before the signal landed
                     stopped[run_id] = f"not stopped: {e}"
 
@@ -139,7 +142,7 @@ def main() -> None:
             stoppers[-1].start()
         for p in procs.values():
             p.poll()  # reap finished launchers
-        if all(s in mf.FINAL for s in statuses.values()) and len(statuses) == args.runs and \
+        if all(s in S.FINAL for s in statuses.values()) and len(statuses) == args.runs and \
                 not any(t.is_alive() for t in stoppers):
             break
         time.sleep(0.5)
@@ -149,16 +152,16 @@ def main() -> None:
     resumed = 0
     for run_id, status in stopped.items():  # the stopped runs carry on to completion
         if status == "stopped":
-            proc = supervisor.resume(mf.run_paths(root, run_id))
+            proc = lifecycle.resume(mf.run_paths(root, run_id))
             procs[run_id] = proc
             resumed += 1
     for run_id in stopped:
-        supervisor.wait_exit(mf.run_paths(root, run_id), 300, procs[run_id])
+        lifecycle.wait_exit(mf.run_paths(root, run_id), 300, procs[run_id])
         procs[run_id].wait()
 
     lost, completed = [], 0
     for paths, manifest in mf.list_runs(root):
-        status = mf.effective_status(paths, manifest)
+        status = S.effective(paths, manifest)
         completed += status == "completed"
         steps = [r.step for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
         if status != "completed":

@@ -6,7 +6,7 @@ not) as the study's table, with the statistics `aplot compare` gives.
 
 - a: HH-RLHF harmless-base (2,312 pairs) shuffled with seed 0 into 1,800 train / 512 test pairs
      (in distribution, `eval/id`); all 732 OpenAssistant pairs out of distribution (`eval/ood`).
-- b: the OpenAssistant pairs split 80/20 by prompt (no prompt on both sides, engine.data.pairs.split_eval,
+- b: the OpenAssistant pairs split 80/20 by prompt (no prompt on both sides, engine.data.rows.split_eval,
      seed 0); the 512 HH test pairs of direction a out of distribution.
 
     .venv/bin/python bench/real_accuracy.py prepare                 # bench/.cache/data/{a,b}/*.jsonl
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from aplot_tui.views import run_data  # noqa: E402
 from bench import study_report as R  # noqa: E402
 from engine import metrics as M  # noqa: E402
 from engine.analysis import bias_checks as D  # noqa: E402
@@ -75,11 +76,11 @@ def shuffle_split(rows: list, n_train: int, n_test: int, seed: int) -> tuple[lis
 
 
 def prompt_split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """About `fraction` of the pairs held out, whole prompts at a time: engine.data.pairs.split_eval's
+    """About `fraction` of the pairs held out, whole prompts at a time: engine.data.rows.split_eval's
     grouping (the trainer's own `eval_fraction` split), applied to the file's rows."""
     from types import SimpleNamespace
 
-    from engine.data.pairs import split_eval
+    from engine.data.rows import split_eval
 
     tagged = [SimpleNamespace(prompt=r["prompt"], row=r) for r in rows]
     train, test = split_eval(tagged, fraction, seed)
@@ -154,7 +155,7 @@ def method_label(axes: dict) -> str:
 
 def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
     """The study's report of one sweep's completed runs, and the statistics lines."""
-    from aplot_tui.views import report, significance
+    from aplot_tui.views import significance
     from engine.runs import sweeps as sweep
 
     sweep_id = sweep.find_sweep(root, ref)
@@ -176,7 +177,7 @@ def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
                 "max_steps": cfg.get("optim", {}).get("max_steps"), "seeds": sorted({r["seed"] for r in results}),
                 "completed": f"{len(done)}/{len(states)}"}
     out = R.build_report(results, methods, overrides, {state.get("name", ""): str(state.get("source"))}, settings)
-    runs = [report.load_run(s.paths) for s in done]
+    runs = [run_data.load_run(s.paths) for s in done]
     lines = significance.text_lines(significance.analyse(runs), {})
     by_seed: dict[int, list] = {}
     for run in runs:

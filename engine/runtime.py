@@ -1,6 +1,6 @@
 """What every training entry point shares: the run's life cycle on disk, seen from inside the subprocess.
 
-An entry point (`engine.rm.train`, `engine.rl.train`) is started by the supervisor as
+An entry point (`engine.rm.train`, `engine.rl.train`) is started by the run service (`engine.runs.lifecycle`) as
 `accelerate launch [flags] -m engine.<kind> --run-dir runs/<id> [--resume]`, and wraps its
 training function with `run_main`. `RunContext` then owns, for that function:
 
@@ -36,10 +36,11 @@ from typing import Any
 
 from engine import STOP_AT_START_ENV, STOP_SIGNALS
 from engine import config as config_mod
-from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError
 from engine.metrics import MetricsWriter, parse_line
 from engine.runs import launch as launch_mod
 from engine.runs import liveness
+from engine.runs import status as S
 from engine.runs import store as mf
 
 TRAINER_STATE = "trainer_state.json"
@@ -210,7 +211,7 @@ class RunContext:
             "hostname": platform.node(),
             "data_sha256": dict(data_hashes or {}),
         }
-        changes: dict[str, Any] = {"status": "running", "pid": _launcher_pid(), "host": liveness.this_host(),
+        changes: dict[str, Any] = {"status": S.RUNNING, "pid": _launcher_pid(), "host": liveness.this_host(),
                                    "resolved": resolved,
                                    "provenance": provenance, "error": "", "exit_code": -1,
                                    "started_at": mf.now_iso()}
@@ -383,7 +384,7 @@ class RunContext:
             self.accelerator.end_training()
         if not self.is_main:
             return
-        mf.update(self.paths, status=status, exit_code=exit_for_status(status), error=error, finished_at=mf.now_iso(),
+        mf.update(self.paths, status=status, exit_code=S.exit_code(status), error=error, finished_at=mf.now_iso(),
                   summary=_finite(summary or {}))
 
 
@@ -423,7 +424,7 @@ def _aplot_version() -> str:
 
 
 def _launcher_pid() -> int:
-    """The pid the supervisor spawned (`accelerate launch`), whose process group holds every rank."""
+    """The pid the run service spawned (`accelerate launch`), whose process group holds every rank."""
     try:
         return os.getpgid(0)
     except OSError:
@@ -465,18 +466,18 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
         ctx.check_launch()
         status, summary = entry(ctx)
     except KeyboardInterrupt:
-        ctx.finish("stopped", error="interrupted before a checkpoint could be saved")
+        ctx.finish(S.STOPPED, error="interrupted before a checkpoint could be saved")
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # recorded in one line; the full traceback goes to train.log
         traceback.print_exc()
         msg = one_line(exc)
         print(f"[aplot] failed: {msg}", file=sys.stderr, flush=True)
         try:
-            ctx.finish("failed", error=msg)
+            ctx.finish(S.FAILED, error=msg)
         except Exception:  # the disk may be what failed; the log still has the story
             traceback.print_exc()
         sys.exit(EXIT_FAILED)
     summary = dict(summary)
     summary["wall_s"] = round(time.time() - t0, 2)
     ctx.finish(status, summary)
-    sys.exit(exit_for_status(status))
+    sys.exit(S.exit_code(status))

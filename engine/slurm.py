@@ -1,7 +1,7 @@
-"""Kept for one release: Slurm job scripts queued before the move run `python -m engine.slurm`; the module is
-`engine.runs.slurm`."""
+"""Kept for one release: Slurm job scripts queued before the move end with `python -m engine.slurm
+after-job RUN_DIR`; that step is `engine.runs.lifecycle` now."""
 
-from engine.runs.slurm import main
+from engine.runs.lifecycle import main
 
 if __name__ == "__main__":
     main()

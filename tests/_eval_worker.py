@@ -18,7 +18,8 @@ from accelerate import Accelerator
 
 from engine import config as C
 from engine.data import synthetic
-from engine.data.pairs import PairDataset, synthetic_pairs
+from engine.data.pairs import PairDataset
+from engine.data.sources import synthetic_pairs
 from engine.models import build_reward_model, train_tokenizer
 from engine.rm.train import evaluate
 

@@ -24,8 +24,8 @@ def test_every_aplot_tui_module_imports_without_the_training_stack():
     assert not {m for m in mods if m.split(".")[0] in HEAVY}
 
 
-def test_store_supervisor_and_light_engine_modules_never_import_textual():
-    mods = _loaded_after("import aplot_tui.views.listing, engine.runs.supervisor, engine.config, engine.runs.store, "
+def test_the_run_service_and_light_engine_modules_never_import_textual():
+    mods = _loaded_after("import aplot_tui.views.listing, engine.runs.status, engine.config, engine.runs.store, "
                          "engine.metrics, engine.runs.sweeps, engine.runs.lifecycle, aplot_tui.views.significance, "
                          "engine.runs.sweep_spec, engine.analysis.stats, engine.analysis.predictions")
     assert not {m for m in mods if m.split(".")[0] in HEAVY + ("textual",)}

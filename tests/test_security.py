@@ -20,6 +20,7 @@ import pytest
 from _cli import aplot, one_line_error
 
 from engine import config as C
+from engine.runs import launch
 from engine.runs import store as mf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,12 +84,11 @@ def test_subprocesses_start_from_argument_lists_only():
 
 def test_the_supervisor_passes_config_values_as_single_arguments(tmp_path):
     """A hostile accelerate_config path stays one argv element: there is no shell to split it."""
-    from engine.runs import supervisor
 
     evil = tmp_path / "x.yaml; touch pwned; echo"
     evil.write_text("distributed_type: NO\nnum_processes: 1\n")
     cfg = C.from_dict({"launch": {"accelerate_config": str(evil)}})
-    argv = supervisor.launch_argv(cfg, tmp_path / "runs" / "20260101-000000-rm-x-0000")
+    argv = launch.argv(cfg, tmp_path / "runs" / "20260101-000000-rm-x-0000")
     assert argv[argv.index("--config_file") + 1] == str(evil)
     assert argv[0] == sys.executable and all(isinstance(a, str) for a in argv)
 
@@ -128,11 +128,11 @@ def test_a_symlinked_run_folder_is_not_a_run(tmp_path):
 
 
 def test_a_hostile_run_name_stays_inside_the_store(tmp_path):
-    from engine.runs import supervisor
+    from engine.runs import lifecycle
 
     root = tmp_path / "runs"
     for name in ("../../../../tmp/evil", "/etc/passwd", "a\x00b", "..", "名前 \n\t", "-" * 300):
-        paths = supervisor.create_run(C.from_dict({"name": name}), root)
+        paths = lifecycle.create(C.from_dict({"name": name}), root)
         assert mf.RUN_ID_RE.match(paths.id) and paths.dir.parent == root
         assert mf.read(paths)["name"] == name  # kept verbatim in the manifest, never used as a path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
@@ -161,7 +161,8 @@ def special_files(tmp_path):
 
 
 def test_load_pairs_refuses_devices_fifos_and_folders_without_reading(special_files):
-    from engine.data.pairs import DataError, load_pairs
+    from engine.data.rows import DataError
+    from engine.data.sources import load_pairs
 
     def hung(*_):
         raise TimeoutError("load_pairs blocked on a special file")
@@ -245,7 +246,7 @@ def test_a_checkpoint_with_custom_code_is_refused_not_executed(tmp_path):
     (evil / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["evil.Evil", None]}}))
     (evil / "evil.py").write_text("import pathlib\npathlib.Path(__file__).with_name('EXECUTED').touch()\n")
     code = (
-        "import sys\nfrom engine import config as C, models, policy\n"
+        "import sys\nfrom engine import config as C, models\nfrom engine.rl import policy\n"
         f"p = {str(evil)!r}\ncfg = C.ModelSection(name=p)\n"
         "for load in (lambda: models.load_reward_model(p), lambda: models.build_reward_model(cfg, None),\n"
         "             lambda: models.load_tokenizer(cfg, None), lambda: models.SentenceEncoder(p),\n"

@@ -1,7 +1,7 @@
 """The `aplot` command line: the TUI with no arguments, and headless commands for scripts.
 
 Every user mistake ends in one line on stderr and a non-zero exit; `--debug` shows tracebacks.
-Nothing here imports torch: training runs in the subprocess the supervisor starts.
+Nothing here imports torch: training runs in the subprocess the run service starts.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,11 @@ from typing import Annotated
 
 import typer
 
+from aplot_tui.views import run_data
 from engine import config as config_mod
 from engine import metrics as M
-from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError, exit_for_status
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError
+from engine.runs import status as S
 from engine.runs import store as mf
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
@@ -88,7 +91,7 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from engine.runs import supervisor
+    from engine.runs import lifecycle
 
     piped = not sys.stderr.isatty()  # a log file or a scheduler: whole lines, never wrapped or cut at 80 columns
     console = Console(stderr=True, soft_wrap=piped, width=1000 if piped else None)
@@ -122,32 +125,32 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
         except KeyboardInterrupt:
             console.print(f"stopping {paths.id} (checkpoint first; Ctrl-C again to force)…")
             try:
-                return supervisor.stop(paths, proc=proc)
+                return lifecycle.stop(paths, proc=proc)
             except KeyboardInterrupt:
-                return supervisor.stop(paths, grace=0.5, proc=proc)
-    return supervisor.reap(paths, proc)
+                return lifecycle.stop(paths, grace=0.5, proc=proc)
+    return lifecycle.reap(paths, proc)
 
 
 def _report_end(paths: mf.RunPaths, status: str) -> int:
     manifest = mf.read(paths)
-    if status == "completed":
+    if status == S.COMPLETED:
         summ = manifest.get("summary", {})
         shown = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not k.endswith("step")}
         typer.echo(f"{paths.id}: completed  " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
         return 0
     line = manifest.get("error") or status
     _err(f"run {paths.id} {status}: {line} (log: {paths.log})")
-    return exit_for_status(status)
+    return S.exit_code(status)
 
 
 def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: bool,
                        links: dict | None = None) -> tuple[mf.RunPaths, str]:
-    from engine.runs import lifecycle as launcher
+    from engine.runs import lifecycle
 
-    paths, proc = launcher.launch(cfg, root, links=links)
+    paths, proc = lifecycle.launch_run(cfg, root, links=links)
     typer.echo(f"run {paths.id}  ({paths.dir})", err=True)
     if detach:
-        return paths, "running"
+        return paths, S.RUNNING
     return paths, follow(paths, proc, quiet=quiet)
 
 
@@ -175,14 +178,16 @@ def run(
 
 
 def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
-    """The embedded default: an APLOT reward model on the synthetic task, then PPO against it."""
-    from engine.runs import lifecycle as launcher
-
-    rm_paths, status = _launch_and_follow(launcher.demo_rm_config(overrides), root, False, quiet)
+    """The embedded default: an APLOT reward model on the synthetic task (the non-`ppo.` overrides),
+    then PPO against it (the `ppo.` ones and the seed)."""
+    rm_cfg = config_mod.load(None, [o for o in overrides if not o.startswith("ppo.")], preset="demo-rm")
+    rm_paths, status = _launch_and_follow(rm_cfg, root, False, quiet)
     code = _report_end(rm_paths, status)
     if code:
         return code
-    ppo_paths, status = _launch_and_follow(launcher.demo_ppo_config(overrides, rm_paths.id), root, False, quiet)
+    ppo_over = [o for o in overrides if o.startswith(("ppo.", "seed"))]
+    ppo_cfg = config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_paths.id}"'], preset="demo-ppo")
+    ppo_paths, status = _launch_and_follow(ppo_cfg, root, False, quiet)
     return _report_end(ppo_paths, status)
 
 
@@ -287,10 +292,10 @@ def resume(
 ) -> None:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint (on other
     hardware with launch.* overrides: the effective batch is kept, the manifest notes the change)."""
-    from engine.runs import supervisor
+    from engine.runs import lifecycle
 
     paths = mf.find_run(_root(runs_dir), run_id)
-    proc = supervisor.resume(paths, list(overrides or []))
+    proc = lifecycle.resume(paths, list(overrides or []))
     typer.echo(f"resuming {paths.id} from step {mf.checkpoint_steps(paths)[-1]}", err=True)
     if detach:
         return
@@ -304,10 +309,10 @@ def stop(
     runs_dir: RunsDir = None,
 ) -> None:
     """Stop a running run: SIGINT (checkpoint, then exit), then SIGTERM, then SIGKILL."""
-    from engine.runs import supervisor
+    from engine.runs import lifecycle
 
     paths = mf.find_run(_root(runs_dir), run_id)
-    status = supervisor.stop(paths, grace=grace)
+    status = lifecycle.stop(paths, grace=grace)
     typer.echo(f"{paths.id}: {status}")
 
 
@@ -373,7 +378,7 @@ def show(
 
     paths = mf.find_run(_root(runs_dir), run_id)
     manifest = mf.read(paths)
-    manifest["effective_status"], reason = mf.status_and_reason(paths, manifest)
+    manifest["effective_status"], reason = S.with_reason(paths, manifest)
     if as_json:
         typer.echo(json.dumps(manifest, indent=1, default=str))
         return
@@ -422,17 +427,17 @@ def compare(
         raise UserError("compare needs at least two runs")
     if fmt not in ("text", "csv", "md"):
         raise UserError(f"--format: must be text | csv | md, got {fmt!r}")
-    data = [report.load_run(p) for p in runs]
+    data = [run_data.load_run(p) for p in runs]
     if fmt != "text":
         typer.echo(report.table_with_stats(data, fmt), nl=False)
     else:
-        typer.echo(report.format_table(report.table_rows(data), "text"))
+        typer.echo(report.format_table(run_data.table_rows(data), "text"))
         letters = {r.id: significance.letter(i) for i, r in enumerate(data)}
         lines = significance.text_lines(significance.analyse(data), letters)
         typer.echo("statistics" + ("" if lines else ": none (no shared eval set with per-pair predictions)"))
         for line in lines:
             typer.echo(line)
-        diffs = report.diff_fields([r.config for r in data])
+        diffs = run_data.diff_fields([r.config for r in data])
         typer.echo("\nconfig diff" + ("" if diffs else ": identical"))
         for key, values in diffs:
             typer.echo(f"  {key}: " + "  |  ".join("—" if v is None else _fmt(v) for v in values))
@@ -464,9 +469,13 @@ def export(
         raise UserError(f"{dest}: exists and is not empty")
     # the folder itself is the model: from_pretrained(dest) loads it, the run's record sits beside
     if (src / "adapter_config.json").is_file():  # a LoRA checkpoint: merged here, the adapter in adapter/
-        from engine.models import export_adapter_folder  # torch, only for this command
+        from engine.runs import launch
 
-        export_adapter_folder(src, dest)
+        merge = subprocess.run([sys.executable, "-m", "engine.export", str(src), str(dest)],  # noqa: S603 - our own module, an argument list
+                               env=launch.env_for_tree(), capture_output=True, text=True)
+        if merge.returncode:
+            lines = merge.stderr.strip().splitlines()
+            raise UserError(f"{paths.id}: merging the LoRA adapter failed: {lines[-1] if lines else merge.returncode}")
     else:
         shutil.copytree(src, dest, dirs_exist_ok=True)
     for f in (paths.manifest, paths.metrics):

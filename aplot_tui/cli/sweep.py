@@ -14,6 +14,8 @@ import typer
 from typer.core import TyperGroup
 
 from engine import metrics as M
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from engine.runs import status as S
 from engine.runs import store as mf
 
 
@@ -40,9 +42,9 @@ def _root(ctx: typer.Context, runs_dir: Path | None) -> Path:
 
 
 def _line(counts: dict[str, int]) -> str:
-    order = ("completed", "running", "created", "queued", "stopped", "failed", "crashed")
+    order = (S.COMPLETED, S.RUNNING, S.CREATED, S.QUEUED, S.STOPPED, S.FAILED, S.CRASHED)
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
-    return f"{counts.get('completed', 0)}/{counts['total']} done" + (f"  ({', '.join(parts)})" if parts else "")
+    return f"{counts.get(S.COMPLETED, 0)}/{counts['total']} done" + (f"  ({', '.join(parts)})" if parts else "")
 
 
 @sweep_app.command("start")
@@ -81,17 +83,17 @@ def _follow(root: Path, sweep_id: str) -> int:
             for s in states:
                 if seen.get(s.paths.id) != s.status:
                     seen[s.paths.id] = s.status
-                    if s.status != "queued":
+                    if s.status != S.QUEUED:
                         typer.echo(f"  {s.paths.id}: {s.status}", err=True)
             counts = sweep.progress(root, sweep_id, states)
             status = sweep.sweep_status(root, sweep_id, counts)
-            if status != "running":
+            if status != sweep.SWEEP_RUNNING:
                 typer.echo(f"sweep {sweep_id}: {status}, {_line(counts)}")
-                return 0 if counts.get("completed") == counts["total"] else 1
+                return EXIT_OK if counts.get(S.COMPLETED) == counts["total"] else EXIT_FAILED
             time.sleep(1.0)
     except KeyboardInterrupt:
         typer.echo(f"\nsweep {sweep_id} goes on in the background (`aplot sweep stop {sweep_id}` to stop it)", err=True)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 @sweep_app.command("ls")

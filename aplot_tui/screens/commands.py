@@ -10,6 +10,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from aplot_tui.views import listing as store
 from engine import config as config_mod
+from engine.runs import status as S
 
 Command = tuple[str, Callable[[], object], str]
 
@@ -26,9 +27,9 @@ class RunCommands(Provider):
         yield "Compare marked runs", app.compare_marked, "runs marked with space on the runs screen"
         for row in reversed(self.rows):  # newest first
             label = f"{row.name} ({row.id})"
-            if row.status == "running":
+            if row.status == S.RUNNING:
                 yield f"Stop run {label}", partial(app.stop_run, row.id), "SIGINT, checkpoint, exit"
-            if row.status in ("stopped", "failed", "crashed"):
+            if row.status in S.RESUMABLE:
                 yield f"Resume run {label}", partial(app.resume_run, row.id), "continue from the last checkpoint"
             yield f"Open run {label}", partial(app.open_run, row.id), f"{row.kind} · {row.status}"
             yield f"Clone run {label}", partial(app.clone_run, row.id), "a new run from this run's config"

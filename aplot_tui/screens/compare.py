@@ -15,11 +15,12 @@ from textual.containers import Grid, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 
-from aplot_tui.views import report, significance
+from aplot_tui.views import report, run_data, significance
+from aplot_tui.views.series import Series
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.footer import KeyFooter
-from aplot_tui.widgets.series import Series
+from engine import metrics as M
 from engine.runs import store as mf
 
 from .chart_screen import ChartScreen
@@ -47,7 +48,7 @@ points stay, faint)."""
     ]
 
     class Loaded(Message):
-        def __init__(self, runs: list[report.RunData], analysis: significance.Analysis) -> None:
+        def __init__(self, runs: list[run_data.RunData], analysis: significance.Analysis) -> None:
             self.runs = runs
             self.analysis = analysis
             super().__init__()
@@ -55,7 +56,7 @@ points stay, faint)."""
     def __init__(self, runs: list[mf.RunPaths]) -> None:
         super().__init__()
         self.run_paths = runs
-        self.runs: list[report.RunData] = []
+        self.runs: list[run_data.RunData] = []
         self.metrics: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -78,8 +79,8 @@ points stay, faint)."""
 
     @work(exclusive=True)
     async def load(self) -> None:
-        def read() -> tuple[list[report.RunData], significance.Analysis]:
-            runs = [report.load_run(p) for p in self.run_paths]
+        def read() -> tuple[list[run_data.RunData], significance.Analysis]:
+            runs = [run_data.load_run(p) for p in self.run_paths]
             return runs, significance.analyse(runs)  # the bootstrap off the event loop too
 
         runs, analysis = await asyncio.to_thread(read)
@@ -87,7 +88,7 @@ points stay, faint)."""
 
     async def on_compare_screen_loaded(self, message: Loaded) -> None:
         self.runs = message.runs
-        self.metrics = report.default_metrics(self.runs)
+        self.metrics = run_data.default_metrics(self.runs)
         legend = Text()
         for i, run in enumerate(self.runs):
             legend.append("━━ ", style=RICH_COLORS[PALETTE[i % len(PALETTE)]])
@@ -107,13 +108,13 @@ points stay, faint)."""
         self._fill_summary()
         diff = self.query_one(ConfigDiff)
         diff.run_labels = tuple(run.label for run in self.runs)
-        diff.diff = tuple((path, tuple(values)) for path, values in report.diff_fields([r.config for r in self.runs]))
+        diff.diff = tuple((path, tuple(values)) for path, values in run_data.diff_fields([r.config for r in self.runs]))
 
     def _fill_summary(self) -> None:
         """One row per value (status, steps, each metric's final and best), one column per run;
         the best run of each metric row is in bold."""
         table = self.query_one("#summary-table", DataTable)
-        rows = report.table_rows(self.runs)
+        rows = run_data.table_rows(self.runs)
         table.clear(columns=True)
         table.add_column("", key="what")
         for i, run in enumerate(self.runs):
@@ -122,7 +123,7 @@ points stay, faint)."""
             values = [row[key] for row in rows]
             numbers = [v for v in values if isinstance(v, float)]
             metric = key.rsplit(" ", 1)[0]
-            best = (max if report.higher_is_better(metric) else min)(numbers) if len(numbers) > 1 else None
+            best = (max if M.higher_is_better(metric) else min)(numbers) if len(numbers) > 1 else None
             cells = [Text(report.format_cell(v) or "—", justify="right",
                           style="bold green" if v is not None and v == best else "") for v in values]
             table.add_row(Text(key, style="bold"), *cells, key=key)

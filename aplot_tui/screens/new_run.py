@@ -17,9 +17,9 @@ from aplot_tui.views import listing as store
 from aplot_tui.widgets.config_form import ConfigForm, problem_field, to_overrides
 from aplot_tui.widgets.footer import KeyFooter
 from engine import config as config_mod
-from engine.runs import lifecycle as launcher
+from engine.runs import launch, lifecycle
+from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runs import supervisor
 from engine.runs.launch import plan
 
 DEFAULTS = "defaults"
@@ -71,7 +71,7 @@ takes one `name = path` row per eval set."""
     def suggest_reward_models(self) -> None:
         """The reward-model field completes the ids of finished reward-model runs (the store is
         listed off the UI thread: a large one takes a while)."""
-        rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == "completed"]
+        rm_runs = [r.id for r in store.list_rows(self.app.runs_dir) if r.kind == "rm" and r.status == S.COMPLETED]
         field = self.form.control("ppo.reward_model_run")
         self.app.call_from_thread(setattr, field, "suggester", SuggestFromList(rm_runs, case_sensitive=False))
 
@@ -113,7 +113,7 @@ takes one `name = path` row per eval set."""
         self.query_one("#launch", Button).disabled = bool(problems)
         preview = self.query_one("#preview", Static)
         if self.cfg is not None:
-            argv = supervisor.launch_argv(self.cfg, self.app.runs_dir / "<run-id>")
+            argv = launch.argv(self.cfg, self.app.runs_dir / "<run-id>")
             preview.update("$ " + shlex.join(argv))
         else:
             preview.update("$ (fix the problems above to see the launch command)")
@@ -153,7 +153,7 @@ takes one `name = path` row per eval set."""
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch(self, cfg: config_mod.Config) -> None:
         try:
-            paths = launcher.start(cfg, self.app.runs_dir)
+            paths = lifecycle.start(cfg, self.app.runs_dir)
         except (mf.RunError, config_mod.ConfigError, OSError) as e:
             self.app.call_from_thread(self.notify, f"launch failed: {e}", severity="error")
             self.app.call_from_thread(setattr, self.query_one("#launch", Button), "disabled", False)

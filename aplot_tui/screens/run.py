@@ -23,13 +23,14 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Header
 
+from aplot_tui.views.series import Series
 from aplot_tui.widgets.charts import PALETTE, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
 from aplot_tui.widgets.samples import SamplesView
-from aplot_tui.widgets.series import Series
 from engine import metrics as M
+from engine.runs import status as S
 from engine.runs import store as mf
 
 from .chart_screen import ChartScreen
@@ -251,7 +252,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
 
     def on_mount(self) -> None:
         self.sub_title = self.paths.id
-        self._status = mf.effective_status(self.paths, self.manifest)
+        self._status = S.effective(self.paths, self.manifest)
         self._show_manifest(self.manifest, self._status)
         self.set_interval(TICK_S, self._draw_one)
         self.follow()
@@ -294,7 +295,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         poll = Poll(batch, log.read_new(), metrics.offset < M.file_size(self.paths.metrics), manifest_mtime)
         if poll.mtime != mtime or check_status:
             poll.manifest = mf.read(self.paths) if poll.mtime != mtime else self.manifest
-            poll.status = mf.effective_status(self.paths, poll.manifest)
+            poll.status = S.effective(self.paths, poll.manifest)
         return poll
 
     # ---------------------------------------------------------------- messages
@@ -348,7 +349,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         header.title = f"{manifest.get('name', '')} · {kind}/{loss}"
         header.status = status
         header.total_steps = int(manifest.get("resolved", {}).get("total_steps", 0) or 0)
-        header.error = manifest.get("error", "") if status in ("failed", "crashed", "stopped") else ""
+        header.error = manifest.get("error", "") if status in S.RESUMABLE else ""
         try:
             self._started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
         except (KeyError, ValueError):

@@ -10,8 +10,9 @@ from functools import partial
 
 from textual.app import App
 
+from engine.runs import lifecycle
+from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runs import supervisor
 
 from .confirm import ConfirmScreen
 
@@ -20,8 +21,8 @@ STOP_DETAIL = ("SIGINT first: the trainer saves a checkpoint and exits. SIGTERM,
 
 
 def confirm_stop(app: App, paths: mf.RunPaths) -> None:
-    status = mf.effective_status(paths)
-    if status not in ("running", "created", "queued"):
+    status = S.effective(paths)
+    if status not in S.UNFINISHED:
         app.notify(f"{paths.id} is {status}, not running", severity="warning")
         return
 
@@ -35,9 +36,9 @@ def confirm_stop(app: App, paths: mf.RunPaths) -> None:
 
 def confirm_resume(app: App, paths: mf.RunPaths) -> None:
     manifest = mf.read(paths)
-    status = mf.effective_status(paths, manifest)
+    status = S.effective(paths, manifest)
     steps = mf.checkpoint_steps(paths)
-    if status not in ("stopped", "failed", "crashed") or not steps:
+    if status not in S.RESUMABLE or not steps:
         why = "has no complete checkpoint" if not steps else f"is {status}"
         app.notify(f"cannot resume {paths.id}: it {why}", severity="warning")
         return
@@ -52,7 +53,7 @@ def confirm_resume(app: App, paths: mf.RunPaths) -> None:
 
 def _stop(app: App, paths: mf.RunPaths) -> None:
     try:
-        status = supervisor.stop(paths)
+        status = lifecycle.stop(paths)
     except mf.RunError as e:
         app.call_from_thread(app.notify, str(e), severity="error")
         return
@@ -61,7 +62,7 @@ def _stop(app: App, paths: mf.RunPaths) -> None:
 
 def _resume(app: App, paths: mf.RunPaths) -> None:
     try:
-        supervisor.watch(paths, supervisor.resume(paths))
+        lifecycle.watch(paths, lifecycle.resume(paths))
     except (mf.RunError, OSError) as e:
         app.call_from_thread(app.notify, str(e), severity="error")
         return

@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Header, Input, Static
 from aplot_tui.views import listing as store
 from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.run_table import RunTable, parse_query
+from engine.runs import status as S
 
 
 class RunsScreen(Screen):
@@ -100,7 +101,7 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
 
     def _update_status(self) -> None:
         table, rows = self.table, self.table.runs
-        running = sum(r.status == "running" for r in rows)
+        running = sum(r.status == S.RUNNING for r in rows)
         parts = [f"{len(table.shown_ids)} of {len(rows)} runs" if table.filter_text else f"{len(rows)} runs"]
         if running:
             parts.append(f"{running} running")
@@ -109,7 +110,7 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
         wanted = parse_query(table.filter_text)["sweep"]
         for sweep_id, counts in store.sweep_progress(list(rows)).items():
             # the filtered sweep, else every sweep with work left
-            if (wanted and wanted in sweep_id) or (not wanted and counts.get("completed", 0) < counts["total"]):
+            if (wanted and wanted in sweep_id) or (not wanted and counts.get(S.COMPLETED, 0) < counts["total"]):
                 parts.append(store.format_progress(sweep_id, counts))
         self.query_one("#status-line", Static).update(" · ".join(parts))
         empty = self.query_one("#empty", Static)

@@ -20,8 +20,8 @@ SHOW_PAIRS = 5
 
 def reliability_line(data: dict[str, Any]) -> str:
     """The filled bins of the reliability diagram, as `[lo,hi) conf→acc (n)`."""
-    conf, acc, count = (data.get(k) or [] for k in (D.RELIABILITY_CONF, D.RELIABILITY_ACC,
-                                                     D.RELIABILITY_COUNT))
+    conf, acc, count = (data.get(k) or [] for k in (M.RELIABILITY_CONF, M.RELIABILITY_ACC,
+                                                     M.RELIABILITY_COUNT))
     bins = len(count)
     parts = [f"[{b / bins:.1f},{(b + 1) / bins:.1f}) {fmt(conf[b], '.2f')}→{fmt(acc[b], '.2f')} ({n})"
              for b, n in enumerate(count) if n and b < len(conf) and b < len(acc)]
@@ -31,18 +31,18 @@ def reliability_line(data: dict[str, Any]) -> str:
 def render_set(name: str, step: int, data: dict[str, Any]) -> list[str]:
     n = sum(int(data.get(D.BUCKET_N[b]) or 0) for b in D.BUCKETS)
     lines = [f"{M.eval_split(name)} @ step {step}   ({n} pairs; 'similar' = |len⁺ − len⁻| ≤ "
-             f"{fmt(data.get(D.LENGTH_THRESHOLD), '.1f')} tokens)",
+             f"{fmt(data.get(M.LENGTH_THRESHOLD), '.1f')} tokens)",
              f"  accuracy              {fmt(data.get(M.ACCURACY))}",
-             f"  rule 'shorter wins'   {fmt(data.get(D.SHORTER_WINS_ACC))}",
-             f"  rule 'longer wins'    {fmt(data.get(D.LONGER_WINS_ACC))}",
+             f"  rule 'shorter wins'   {fmt(data.get(M.SHORTER_WINS_ACC))}",
+             f"  rule 'longer wins'    {fmt(data.get(M.LONGER_WINS_ACC))}",
              "  by length difference   pairs  accuracy"]
     for b in D.BUCKETS:
         lines.append(f"    {b.replace('_', ' '):<20} {int(data.get(D.BUCKET_N[b]) or 0):>5}  "
                      f"{fmt(data.get(D.BUCKET_ACC[b]))}")
-    lines += [f"  ECE ({len(data.get(D.RELIABILITY_COUNT) or []) or D.ECE_BINS} bins)         "
-              f"{fmt(data.get(D.ECE))}",
-              f"  reward-length corr    {fmt(data.get(D.REWARD_LENGTH_CORR), '+.3f')}"]
-    if data.get(D.RELIABILITY_COUNT):
+    lines += [f"  ECE ({len(data.get(M.RELIABILITY_COUNT) or []) or D.ECE_BINS} bins)         "
+              f"{fmt(data.get(M.ECE))}",
+              f"  reward-length corr    {fmt(data.get(M.REWARD_LENGTH_CORR), '+.3f')}"]
+    if data.get(M.RELIABILITY_COUNT):
         lines.append(f"  reliability           {reliability_line(data)}")
     warning = D.length_bias_warning(data.get(M.ACCURACY), data)
     if warning:

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import metrics as M
 from engine.runs import slurm
+from engine.runs import status as S
 from engine.runs import store as mf
 
 
@@ -70,7 +71,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     cfg = manifest.get("config", {})
     kind = manifest.get("kind", cfg.get("kind", "rm"))
     summary = manifest.get("summary", {})
-    status, reason = mf.status_and_reason(paths, manifest)
+    status, reason = S.with_reason(paths, manifest)
     step, values = latest_values(last_records(paths.metrics))
     metrics = {}
     keys = M.KEY_METRICS.get(kind, ())
@@ -96,7 +97,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
 
 def list_rows(root: Path) -> list[RunRow]:
     runs = mf.list_runs(Path(root))
-    slurm.job_states([slurm.job_of(m) for _, m in runs if m.get("status") not in mf.FINAL])  # one squeue for all
+    slurm.job_states([slurm.job_of(m) for _, m in runs if m.get("status") not in S.FINAL])  # one squeue for all
     return [row(p, m) for p, m in runs]
 
 
@@ -136,7 +137,7 @@ def sweep_progress(rows: list[RunRow]) -> dict[str, dict[str, int]]:
 def format_progress(sweep_id: str, counts: dict[str, int]) -> str:
     """`sweep study-a 2/6 done, 2 running, 2 queued` (the id's date and hash left out)."""
     name = "-".join(sweep_id.split("-")[3:-1]) or sweep_id
-    rest = [f"{counts[k]} {k}" for k in ("running", "created", "queued", "stopped", "failed", "crashed") if counts.get(k)]
+    rest = [f"{counts[k]} {k}" for k in (S.RUNNING, S.CREATED, S.QUEUED, S.STOPPED, S.FAILED, S.CRASHED) if counts.get(k)]
     return f"sweep {name} {counts.get('completed', 0)}/{counts['total']} done" + "".join(f", {x}" for x in rest)
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aplot_tui.views.run_data import RunData, diff_fields, final_best
 from engine import metrics as M
 from engine.analysis import predictions as P
 from engine.analysis import stats
-
-from .report import RunData, diff_fields, final_best
 
 NOT_A_GROUP_FIELD = ("seed", "name", "tags", "notes")
 

@@ -77,8 +77,8 @@ class DiagnosticsTable(Widget):
                        for b in D.BUCKETS]
             table.add_row(name, str(step), Text(fmt(data.get(M.ACCURACY)),
                                                  style="bold yellow" if warning else "bold"),
-                          fmt(data.get(D.SHORTER_WINS_ACC)), fmt(data.get(D.LONGER_WINS_ACC)),
-                          *buckets, fmt(data.get(D.ECE)), fmt(data.get(D.REWARD_LENGTH_CORR), "+.2f"))
+                          fmt(data.get(M.SHORTER_WINS_ACC)), fmt(data.get(M.LONGER_WINS_ACC)),
+                          *buckets, fmt(data.get(M.ECE)), fmt(data.get(M.REWARD_LENGTH_CORR), "+.2f"))
         legend = Text(COMPACT_LEGEND if compact else LEGEND, style="dim", no_wrap=True, overflow="ellipsis")
         return Group(table, legend, *self._warnings())
 

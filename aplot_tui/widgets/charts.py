@@ -19,7 +19,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
-from .series import SMOOTHING, Series, nice_ticks
+from aplot_tui.views.series import SMOOTHING, Series, nice_ticks
 
 # plotext colour names, in the order series are given them (train, then each eval set / each run)
 PALETTE = ("cyan", "orange", "magenta", "green", "red", "blue", "yellow", "gray")

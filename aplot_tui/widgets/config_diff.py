@@ -18,7 +18,7 @@ def format_value(value) -> Text:
 
 
 class ConfigDiff(DataTable):
-    """Rows are dotted field paths (from `report.diff_fields`), columns are runs."""
+    """Rows are dotted field paths (from `run_data.diff_fields`), columns are runs."""
 
     diff: reactive[tuple[tuple[str, tuple], ...]] = reactive(())
     run_labels: reactive[tuple[str, ...]] = reactive(())

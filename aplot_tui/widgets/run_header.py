@@ -7,6 +7,8 @@ from textual.app import RenderResult
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from engine.runs import status as S
+
 from .run_table import STATUS_STYLE
 
 
@@ -59,12 +61,12 @@ class RunHeader(Widget):
         if self.total_steps:
             frac = min(self.step / self.total_steps, 1.0)
             filled = int(round(frac * 20))
-            text.append("  " + "━" * filled, style="green" if self.status == "running" else "blue")
+            text.append("  " + "━" * filled, style="green" if self.status == S.RUNNING else "blue")
             text.append("─" * (20 - filled), style="dim")
             text.append(f" step {self.step}/{self.total_steps} ({frac:.0%})")
         elif self.step:
             text.append(f"  step {self.step}")
-        if self.status == "running":
+        if self.status == S.RUNNING:
             if self.steps_per_s:
                 text.append(f" · {self.steps_per_s:.2f} steps/s")
             eta = eta_seconds(self.step, self.total_steps, self.steps_per_s)

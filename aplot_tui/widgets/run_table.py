@@ -16,9 +16,10 @@ from textual.widgets import DataTable
 
 from aplot_tui.views.listing import RunRow, filter_rows, format_age, sort_rows
 from engine import metrics as M
+from engine.runs import status as S
 
-STATUS_STYLE = {"running": "bold green", "created": "dim", "queued": "magenta", "completed": "blue",
-                "failed": "bold red", "crashed": "bold red", "stopped": "yellow"}
+STATUS_STYLE = {S.RUNNING: "bold green", S.CREATED: "dim", S.QUEUED: "magenta", S.COMPLETED: "blue",
+                S.FAILED: "bold red", S.CRASHED: "bold red", S.STOPPED: "yellow"}
 
 
 def status_cell(row: RunRow) -> Text:
@@ -26,7 +27,7 @@ def status_cell(row: RunRow) -> Text:
     text = Text(row.status, style=STATUS_STYLE.get(row.status, ""))
     if row.job:
         text.append(f" #{row.job}", style="dim")
-    if row.reason and row.status in ("queued", "crashed", "stopped"):
+    if row.reason and row.status in (S.QUEUED, S.CRASHED, S.STOPPED):
         text.append(f" ({row.reason})", style="dim")
     return text
 

@@ -2,7 +2,7 @@
 
 A source string in `[data] train` / `[data.eval]` is one of:
 
-- `pairs.jsonl[.gz]`, `pairs.json[.gz]` — read by `engine.data.pairs` itself;
+- `pairs.jsonl[.gz]`, `pairs.json[.gz]` — read by `engine.data.rows` itself;
 - `shard.parquet`, or a glob such as `data/train-*.parquet` — read with pyarrow (what `datasets` reads
   parquet with), shards in sorted order;
 - a folder written by `Dataset.save_to_disk` (it holds `state.json`) — `datasets.load_from_disk`;
@@ -11,20 +11,27 @@ A source string in `[data] train` / `[data.eval]` is one of:
   Arrow cache `datasets` prepared (`owner___name` under HF_DATASETS_CACHE). Missing both is one
   line saying what to download and where, before `datasets` is asked anything.
 
-Every row then goes through `engine.data.pairs`'s one parser, so parquet, Arrow and JSONL rows of the same
-shape give the same pairs, with the same `source: row i: …` errors. `datasets` and pyarrow are
-imported inside these functions only, and this module itself is torch-free: the CLI's preflight
-calls `check_source` before a run folder exists, and the UI process never loads `datasets`.
+`load_pairs` reads any of them, in full: every row goes through `engine.data.rows`'s one parser, so
+parquet, Arrow and JSONL rows of the same shape give the same pairs, with the same `source: row i: …`
+errors; `synthetic_pairs` makes the demo task's. `datasets` and pyarrow are imported inside the
+functions that read their sources only, and this module is torch-free: the launch preflight
+(`engine.data.sets.check`) reads every set through it before a run folder exists, and a JSONL
+launch from the TUI never loads `datasets`.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from engine.data import row_cache
+from engine.data.rows import DataError, LoadResult, collect, json_rows, read_regular_file
 
 HF_PREFIX = "hf:"
 SUPPORTED = ".jsonl or .json (optionally .gz), .parquet (or a glob of them), a save_to_disk folder, or hf:REPO"
@@ -122,24 +129,57 @@ def missing_hf_message(repo: str) -> str:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def load_dataset_source(spec: str, columns: dict[str, str] | None = None):
-    """Rows of a parquet / Arrow / hub source through `engine.data.pairs`'s parser (a LoadResult); its
-    fingerprint for provenance."""
-    from engine.data.pairs import DataError, _collect
+def load_pairs(spec: str, columns: dict[str, str] | None = None, cache: Path | None = None) -> LoadResult:
+    """Every row of a source, in full, through the one row parser (a LoadResult; the first bad row
+    is a DataError naming the source and the line or row). With `cache` (the run store's row cache)
+    a set parsed before, bytes, mapping and parser alike, is read back instead of parsed again; the
+    preflight publishes what it parsed (`engine.data.sets.check`), this only reads."""
+    spec = str(spec)
+    if is_dataset_source(spec):
+        fingerprint, fmt, rows = _open_dataset(spec)
+    elif spec.removesuffix(".gz").endswith((".jsonl", ".json")):
+        raw = read_regular_file(spec)
+        fingerprint, fmt = hashlib.sha256(raw).hexdigest(), ""
+        rows = functools.partial(json_rows, spec, raw)
+    else:
+        raise DataError(f"{spec}: unsupported file type; expected {SUPPORTED}")
+    if cache is not None and (hit := row_cache.load(cache, row_cache.key(spec, fingerprint, columns), spec)):
+        return hit
+    result = collect(rows(), spec, fingerprint, columns)
+    if fmt:
+        result.format = f"{fmt}:{result.format}"
+    return result
 
+
+def synthetic_pairs(n: int, seed: int, noise: float, length_bias: float = 0.0) -> LoadResult:
+    """The demo task's pairs; the hash covers the generated rows, so it identifies (n, seed, noise,
+    length bias, code)."""
+    from engine.data.synthetic import make_pairs
+
+    rows = make_pairs(n, seed, label_noise=noise, length_bias=length_bias)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    result = collect([(f"synthetic: row {i}", r) for i, r in enumerate(rows, 1)], "synthetic", digest)
+    result.format = "synthetic"
+    return result
+
+
+def _open_dataset(spec: str) -> tuple[str, str, Callable[[], Iterator[tuple[str, Any]]]]:
+    """(fingerprint, format, rows) of a parquet / Arrow / hub source: the fingerprint costs a read of
+    the bytes (or nothing, for a hub snapshot), the rows are read only when asked for."""
     problem = check_source(spec)
     if problem:
         raise DataError(problem)
     if spec.startswith(HF_PREFIX):
-        rows, digest, fmt = _hub_rows(spec)
-    elif _is_arrow_folder(spec):
-        rows, digest, fmt = _disk_rows(spec), _files_digest(_data_files(Path(spec))), "arrow"
-    else:
-        files = sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]
-        rows, digest, fmt = _parquet_rows(spec, files), _files_digest([Path(f) for f in files]), "parquet"
-    result = _collect(rows, spec, digest, columns)
-    result.format = f"{fmt}:{result.format}"
-    return result
+        repo, _, _ = parse_hf(spec)
+        snap = hub_snapshot(repo)
+        if snap is None:  # the Arrow cache `datasets` prepared: its fingerprint comes with the load
+            rows, digest = _hub_rows(spec)
+            return digest, "hf", lambda: rows
+        return _digest(f"{repo}@{snap.name}"), "hf", lambda: _hub_rows(spec)[0]
+    if _is_arrow_folder(spec):
+        return _files_digest(_data_files(Path(spec))), "arrow", lambda: _disk_rows(spec)
+    files = sorted(glob.glob(spec)) if glob.has_magic(spec) else [spec]
+    return _files_digest([Path(f) for f in files]), "parquet", lambda: _parquet_rows(spec, files)
 
 
 def _numbered(spec: str, rows: Iterator[dict]) -> Iterator[tuple[str, Any]]:
@@ -149,8 +189,6 @@ def _numbered(spec: str, rows: Iterator[dict]) -> Iterator[tuple[str, Any]]:
 
 def _parquet_rows(spec: str, files: list[str]) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
-
-    from engine.data.pairs import DataError
 
     def rows() -> Iterator[dict]:
         for f in files:
@@ -167,8 +205,6 @@ def _parquet_rows(spec: str, files: list[str]) -> Iterator[tuple[str, Any]]:
 def _disk_rows(spec: str) -> Iterator[tuple[str, Any]]:
     from datasets import DatasetDict, load_from_disk
 
-    from engine.data.pairs import DataError
-
     try:
         ds = load_from_disk(spec)
     except Exception as e:  # a folder datasets cannot read: one line, not its traceback
@@ -180,12 +216,10 @@ def _disk_rows(spec: str) -> Iterator[tuple[str, Any]]:
     return _numbered(spec, iter(ds))
 
 
-def _hub_rows(spec: str) -> tuple[Iterator[tuple[str, Any]], str, str]:
+def _hub_rows(spec: str) -> tuple[Iterator[tuple[str, Any]], str]:
     repo, config, split = parse_hf(spec)
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"  # read before datasets' import
     from datasets import load_dataset
-
-    from engine.data.pairs import DataError
 
     snap = hub_snapshot(repo)
     try:
@@ -197,7 +231,11 @@ def _hub_rows(spec: str) -> tuple[Iterator[tuple[str, Any]], str, str]:
             digest = f"{repo}@{ds._fingerprint}"
     except Exception as e:  # an unknown split or config, a corrupt cache
         raise DataError(f"{spec}: cannot load from the local cache ({str(e).splitlines()[0][:300]})") from None
-    return _numbered(spec, iter(ds)), hashlib.sha256(digest.encode()).hexdigest(), "hf"
+    return _numbered(spec, iter(ds)), _digest(digest)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _data_files(folder: Path) -> list[Path]:

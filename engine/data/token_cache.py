@@ -4,8 +4,8 @@ The tenth run on a 100k-pair set should not tokenise it again. The key covers ev
 ids depend on: the pairs' own text (a content digest, so a changed file, split or parser can never
 hit a stale entry), the tokenizer (its serialised vocabulary, merges and templates), `max_length`,
 the prompt floor and this module's format version. An entry is one `.npz` of flat int32 arrays plus
-offsets, written to a private temp folder and renamed into place: two runs that race both tokenise,
-one rename wins, neither reads half an entry.
+offsets, published atomically (`engine.data.cache`): two runs that race both tokenise, one rename
+wins, neither reads half an entry.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = 1
+from engine.data import cache
+
+FORMAT = 2  # 2: `no_prompt` is any pair with no prompt token, an empty prompt included
 ITEMS = "items.npz"
 FLAGS = ("prompt_len", "chosen_len", "rejected_len", "truncated", "no_prompt")
 
 
 def cache_root(runs_root: Path) -> Path:
-    return Path(runs_root) / ".cache" / "tokens"
+    return cache.root(runs_root, "tokens")
 
 
 def tokenizer_digest(tokenizer: Any) -> str | None:
@@ -81,28 +81,18 @@ def load(root: Path, k: str) -> list[dict] | None:
 
 
 def store(root: Path, k: str, items: Sequence[dict]) -> bool:
-    """Write an entry atomically; an entry another run finished first is kept as it is.
+    """Write an entry atomically (`engine.data.cache.publish`); an entry another run finished first
+    is kept as it is.
 
     The cache only saves time, so a write that fails (a full disk, a file-size limit, a read-only
     store) costs the run nothing but this one line: it goes on with the ids it has. True if stored."""
-    final = Path(root) / k
-    if final.exists():
-        return True
-    tmp = Path(root) / f".{k}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
     try:
-        tmp.mkdir(parents=True)
-        _write(tmp, items)
-        try:
-            os.rename(tmp, final)  # a folder onto a missing name: atomic; onto an existing one it fails
-        except OSError:
-            pass  # another run stored the same entry first
+        cache.publish(root, k, lambda tmp: _write(tmp, items))
         return True
     except OSError as e:
         print(f"[aplot] token cache not written ({e.strerror or e}): the next run tokenises again",
               file=sys.stderr, flush=True)
         return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write(tmp: Path, items: Sequence[dict]) -> None:

@@ -22,7 +22,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, LlamaForCausalLM
 
 from engine.config import ModelSection
-from engine.data.pairs import Pair, encode_pairs
+from engine.data.pairs import encode_pairs
+from engine.data.rows import Pair
 from engine.models import tiny_config, unwrap
 from engine.rl.losses import entropy_from_logits, logprobs_from_logits
 

@@ -1,6 +1,6 @@
 """PPO against a trained reward model, read top to bottom like CleanRL's ppo.py.
 
-Started by the supervisor (never by hand, though it can be):
+Started by the run service (`engine.runs.lifecycle`) (never by hand, though it can be):
 
     accelerate launch [--multi_gpu] [--num_processes N] [--mixed_precision bf16] \
         [--config_file ds_or_fsdp.yaml] -m engine.rl.train --run-dir runs/<id> [--resume]
@@ -31,12 +31,13 @@ from accelerate.utils import gather_object
 
 from engine import metrics as M
 from engine.data import synthetic
-from engine.data.pairs import ASSISTANT_MARK, render_messages
+from engine.data.rows import ASSISTANT_MARK, render_messages
 from engine.lr_schedule import lr_scheduler
 from engine.models import load_reward_model, load_tokenizer, n_params
 from engine.rl import best_of_n as bon
 from engine.rl import losses as L
 from engine.rl import policy as P
+from engine.runs import status as S
 from engine.runs import store as mf
 from engine.runtime import RunContext, TrainingError, run_main
 
@@ -98,12 +99,17 @@ def step_prompts(train: list[str], step: int, resolved: dict, seed: int, rank: i
 # ---------------------------------------------------------------------------- runs we read from
 
 
-def find_model_run(store: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
-    """The launcher checked these before the run began; a run they name may have gone since."""
+def linked_model(ctx: RunContext, link: str) -> tuple[Path, str]:
+    """(exported model folder, run id or folder) of a run this config names. The preflight found each
+    one before the run began and wrote it to `[links]` by whole id; the trainer never searches the
+    store again, but the run may have gone since."""
+    ref = ctx.manifest.get("links", {}).get(link)
+    if not ref:
+        raise TrainingError(f"[links] {link}: not set; launch this run through aplot, whose preflight sets it")
     try:
-        return mf.find_model_run(store, ref, kind, field)
+        return mf.exported_model(ctx.paths.dir.parent, ref), ref
     except mf.RunError as e:
-        raise TrainingError(str(e)) from None
+        raise TrainingError(f"[links] {link}: {e}") from None
 
 
 class Judge:
@@ -112,9 +118,8 @@ class Judge:
     def __init__(self, ctx: RunContext, rm, rm_tok):
         spec = ctx.cfg.ppo.judge  # "gold" with prompts other than synthetic fails config validation
         self.gold, self.rm, self.tok, self.device = spec == "gold", rm, rm_tok, ctx.accelerator.device
-        self.run_id = None  # another RM run judging, recorded in the manifest's links
         if spec not in ("rm", "gold"):
-            folder, self.run_id = find_model_run(ctx.paths.dir.parent, spec, "rm", "ppo.judge")
+            folder, _ = linked_model(ctx, "judge_run")
             self.rm, self.tok = load_reward_model(folder, self.device)
 
     def scores(self, prompts: list[str], texts: list[str]) -> list[float]:
@@ -202,7 +207,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                             f"{world}; resume with `aplot resume RUN launch.num_processes={saved['world_size']}`")
 
     # 1. the reward model first: a wrong reference should fail in a second, not after SFT
-    rm_dir, rm_id = find_model_run(ctx.paths.dir.parent, p.reward_model_run, "rm", "ppo.reward_model_run")
+    rm_dir, _ = linked_model(ctx, "reward_model_run")
     rm, rm_tok = load_reward_model(rm_dir, dev)
     judge = Judge(ctx, rm, rm_tok)
 
@@ -239,11 +244,10 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     # 3. win-rate opponent: the reference, or another PPO run's final policy (sampled once)
     with acc.split_between_processes(eval_prompts) as eval_local:  # uneven shares; a rank may get none
         eval_local = list(eval_local)
-    links = {"reward_model_run": rm_id, **({"judge_run": judge.run_id} if judge.run_id else {})}
     if p.opponent == "reference":
         opp_lm, opp_tok = ref, tok
     else:
-        opp_dir, links["opponent_run"] = find_model_run(ctx.paths.dir.parent, p.opponent, "ppo", "ppo.opponent")
+        opp_dir, _ = linked_model(ctx, "opponent_run")
         opp_lm, opp_tok = P.load_causal_lm(opp_dir).to(dev).eval(), P.load_folder_tokenizer(opp_dir)
     opponent_texts = sample_texts(opp_lm, opp_tok, eval_local, cfg, seed=cfg.seed + 104729)
     del opp_lm
@@ -268,8 +272,6 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         start_step, best = state["step"] + 1, state.get("best", best)
         kl_ctl.load_state_dict(state["kl_ctl"])
     ctx.start(resolved, hashes)
-    if ctx.is_main:
-        mf.update(ctx.paths, links=links)
     say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
         f"prompts, {total} steps of {resolved['global_rollout']} prompts × {p.samples_per_prompt} samples ({p.advantage}), "
         f"judge {p.judge}, opponent {p.opponent}")
@@ -396,7 +398,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             win = evaluate(step)
         if ctx.stop_requested:
             ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
-            return "stopped", summarize(step, last, win, best)
+            return S.STOPPED, summarize(step, last, win, best)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != total:
             ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
 
@@ -404,7 +406,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     win = evaluate(step)
     ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
     ctx.export_model(policy_lm, tok, "final")
-    return "completed", summarize(step, last, win, best, completed=True)
+    return S.COMPLETED, summarize(step, last, win, best, completed=True)
 
 
 def resolve_ppo(cfg, n_train: int, n_eval: int, world: int) -> dict:

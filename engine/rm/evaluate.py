@@ -1,6 +1,6 @@
 """Evaluate any reward model on named preference sets: a run of kind `eval`.
 
-Started like training, by the supervisor (`aplot eval` builds the config):
+Started like training, by the run service (`aplot eval` builds the config):
 
     accelerate launch [...] -m engine.rm.evaluate --run-dir runs/<id>
 
@@ -18,13 +18,14 @@ from engine.analysis import bias_checks as D
 from engine.analysis.sections import read_sections, section_scores
 from engine.models import load_reward_model, n_params
 from engine.rm.train import data_counts, evaluate, load_data, pair_datasets
+from engine.runs import status as S
 from engine.runtime import RunContext, TrainingError, run_main
 
 
 def run_eval(ctx: RunContext) -> tuple[str, dict]:
     cfg, acc = ctx.cfg, ctx.accelerator
     sections = read_sections(cfg.eval.sections) if cfg.eval.sections else None
-    _, eval_pairs, hashes, skipped = load_data(cfg)
+    _, eval_pairs, hashes, skipped = load_data(cfg, ctx.paths.dir.parent)
     if not eval_pairs:
         raise TrainingError("eval: no pairs to evaluate (data.eval is empty, or every set is)")
     if sections and not any(p.subset is not None for pairs in eval_pairs.values() for p in pairs):
@@ -56,7 +57,7 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
         for key in (M.ACCURACY, M.LOSS, M.SECTIONS_MEAN):
             if key in out:
                 summary[M.metric_key(M.eval_split(name), key)] = out[key]
-    return "completed", summary
+    return S.COMPLETED, summary
 
 
 def main() -> None:

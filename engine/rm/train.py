@@ -1,6 +1,6 @@
 """Reward-model training: Bradley-Terry and its variants, or APLOT's optimal-transport margin.
 
-Started by the supervisor (never by hand, though it can be):
+Started by the run service (`engine.runs.lifecycle`) (never by hand, though it can be):
 
     accelerate launch [--multi_gpu] [--num_processes N] [--mixed_precision bf16] \
         [--config_file ds_or_fsdp.yaml] -m engine.rm.train --run-dir runs/<id> [--resume]
@@ -22,20 +22,16 @@ from engine import config as config_mod
 from engine import metrics as M
 from engine.analysis import bias_checks as D
 from engine.analysis import predictions
+from engine.data import sets as data_sets
 from engine.data import token_cache
-from engine.data.pairs import (
-    DataError,
-    PairDataset,
-    collate_pairs,
-    load_pairs,
-    split_eval,
-    synthetic_pairs,
-)
+from engine.data.pairs import PairDataset, collate_pairs
+from engine.data.rows import DataError
 from engine.lr_schedule import lr_scheduler
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.rm.losses import bt_loss, length_terms, pair_stats, rm_loss
 from engine.rm.ot_margin import aplot_margin, global_margin
 from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
+from engine.runs import status as S
 from engine.runs import store as mf
 from engine.runtime import RunContext, TrainingError, run_main
 
@@ -45,34 +41,16 @@ HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
 # ---------------------------------------------------------------------------- data
 
 
-def load_data(cfg: config_mod.Config):
+def load_data(cfg: config_mod.Config, runs_root=None):
     """Train pairs, named eval sets, the sha256 of every source read (for provenance), and the rows
-    skipped for an empty response, per data set. No train source (an eval run) gives no train pairs."""
-    d = cfg.data
-    train_pairs: list = []
-    evals: dict = {}
-    hashes: dict = {}
-    skipped: dict[str, int] = {}
+    skipped for an empty response, per data set. No train source (an eval run) gives no train pairs.
+    The preflight read every set before the run existed; with the run store `runs_root` its parse is
+    read back from the row cache."""
     try:
-        if d.train:
-            train = synthetic_pairs(d.synthetic_pairs, cfg.seed, d.label_noise, d.length_bias) if d.train == "synthetic" \
-                else load_pairs(d.train, d.columns)
-            train_pairs, heldout = split_eval(train.pairs, d.eval_fraction, cfg.seed)
-            evals = {M.HELDOUT: heldout} if heldout else {}
-            hashes["train"] = train.sha256
-            skipped["train"] = train.skipped_empty
-        for name, path in d.eval.items():
-            res = load_pairs(path, d.columns)
-            evals[name] = res.pairs
-            hashes[name] = res.sha256
-            skipped[name] = res.skipped_empty
+        data = data_sets.read(cfg, runs_root)
     except DataError as e:
         raise TrainingError(str(e)) from None
-    if d.max_train_pairs:
-        train_pairs = train_pairs[: d.max_train_pairs]
-    if d.max_eval_pairs:
-        evals = {k: v[: d.max_eval_pairs] for k, v in evals.items()}
-    return train_pairs, {k: v for k, v in evals.items() if v}, hashes, skipped
+    return data.train, data.evals, data.hashes, data.skipped
 
 
 def pair_datasets(ctx: RunContext, tokenizer, named: dict[str, list]) -> dict[str, PairDataset]:
@@ -246,7 +224,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     say = acc.print
 
     # 1. data, tokenizer, model
-    train_pairs, eval_pairs, hashes, skipped = load_data(cfg)
+    train_pairs, eval_pairs, hashes, skipped = load_data(cfg, ctx.paths.dir.parent)
     texts = [p.prompt + p.chosen for p in train_pairs[:5000]] + [p.rejected for p in train_pairs[:5000]]
     tokenizer = load_tokenizer(cfg.model, texts, save_dir=ctx.paths.dir / "tokenizer") if acc.is_main_process \
         else None
@@ -374,7 +352,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             maybe_best(step, results)
         if ctx.stop_requested:
             checkpoint(step)
-            return "stopped", summarize(step, results, best, last_train)
+            return S.STOPPED, summarize(step, results, best, last_train)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != total:
             checkpoint(step)
 
@@ -384,7 +362,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         maybe_best(step, results)
     checkpoint(step)
     ctx.export_model(model, tokenizer, "final")
-    return "completed", summarize(step, results, best, last_train, completed=True)
+    return S.COMPLETED, summarize(step, results, best, last_train, completed=True)
 
 
 def rebatch_for_resume(ctx: RunContext, saved: dict) -> None:

@@ -1,4 +1,4 @@
-"""How a run is launched, and what the launch must give it. Torch-free: the supervisor and the UI use it.
+"""How a run is launched, and what the launch must give it. Torch-free: the run service and the UI use it.
 
 `[launch]` (or an accelerate config file named there) asks for a topology: a world size, a
 distributed type, a mixed precision. `plan()` merges the file into `[launch]` (a setting the two
@@ -6,10 +6,8 @@ disagree on is a config error, before anything starts), `argv()` builds the `acc
 command that gives that topology, and the trainer compares what it got with `expected()` before its
 first step: a run never trains on one process while its manifest says two.
 
-Run as `python -m engine.runs.launch <accelerate launch arguments>`, this module is that command's first
-process. It takes SIGINT and SIGTERM back from whatever the parent set before Accelerate starts the
-ranks: a parent that ignored SIGINT (`nohup`, a background job in a script) would otherwise hand that
-blindness to the launcher and to every rank until the trainer installs its own handler.
+The command's first process is `python -m engine.launch` (engine/launch.py), which hands stops to the
+ranks before Accelerate starts them.
 """
 
 from __future__ import annotations
@@ -17,14 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from engine import HOLD_STOPS_ENV, STOP_AT_START_ENV, STOP_SIGNALS
-from engine import config as config_mod
 from engine.config import Config, ConfigError
 
 MODULES = {"rm": "engine.rm.train", "ppo": "engine.rl.train", "eval": "engine.rm.evaluate"}
@@ -90,8 +84,9 @@ def plan(cfg: Config, source: str | None = None) -> Config:
 
 
 def expected(cfg: Config, source: str | None = None) -> dict:
-    """World size, distributed type and mixed precision the launch must give the trainer."""
-    cfg = plan(_copy(cfg), source)
+    """World size, distributed type and mixed precision the launch must give the trainer. `cfg` is a
+    run's config as its manifest holds it: `[launch]` was planned before it was written (the preflight,
+    or a resume's overrides), so only the file's distributed type is read here (`source`: the run's copy)."""
     launch = cfg.launch
     dtype = "NO"
     if launch.accelerate_config:
@@ -99,10 +94,6 @@ def expected(cfg: Config, source: str | None = None) -> dict:
     if dtype not in SHARDED:
         dtype = "NO" if launch.num_processes == 1 else "MULTI_CPU" if launch.cpu else "MULTI_GPU"
     return {"world_size": launch.num_processes, "distributed_type": dtype, "mixed_precision": launch.mixed_precision}
-
-
-def _copy(cfg: Config) -> Config:
-    return config_mod.from_dict(config_mod.to_dict(cfg))
 
 
 def keep_accelerate_file(cfg: Config, run_dir: Path) -> None:
@@ -125,7 +116,7 @@ def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = No
     """
     launch = cfg.launch
     slurm = launch.scheduler == "slurm"
-    out = [sys.executable, "-m", "engine.runs.launch", *(["--slurm"] if slurm else [])]
+    out = [sys.executable, "-m", "engine.launch", *(["--slurm"] if slurm else [])]
     own_port = launch.num_processes > 1 and not slurm
     if launch.accelerate_config:  # DeepSpeed / FSDP / multi-node: the file decides the topology
         path = run_accelerate_file(cfg, run_dir)
@@ -150,55 +141,21 @@ def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = No
     return out
 
 
-def env(cfg: Config) -> dict[str, str]:
+def env_for_tree() -> dict[str, str]:
+    """This environment, offline, with the tree this module is in first on the path: a process the
+    run service starts imports the same engine as its parent, installed or not."""
     out = dict(os.environ)
     out.setdefault("HF_HUB_OFFLINE", "1")
     out.setdefault("TOKENIZERS_PARALLELISM", "false")
-    out["PYTHONUNBUFFERED"] = "1"
-    if cfg.launch.cpu:
-        out["ACCELERATE_USE_CPU"] = "1"
-    # the engine must import from the same tree as the supervisor, installed or not
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     out["PYTHONPATH"] = os.pathsep.join([root] + [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p])
     return out
 
 
-def _ranks_stop_themselves(_signum, _frame) -> None:
-    """A stop reaches the whole process group (or the whole Slurm step) at once: the ranks checkpoint
-    and exit, and this launcher goes on waiting for them, so it ends with their exit status instead of
-    a traceback — and, under srun, stays alive while they save (a task that exits first has its step's
-    remaining processes killed). A rank not started yet has not heard the signal: it finds the stop in
-    its environment (`engine.STOP_AT_START_ENV`) and stops after its first step."""
-    os.environ[STOP_AT_START_ENV] = "1"
-
-
-def slurm_task_flags(args: list[str], env: dict[str, str]) -> list[str]:
-    """`args` with this Slurm task's place in the job put before the training module: each task is one
-    machine for accelerate (rank $SLURM_PROCID of $SLURM_NTASKS), meeting at the job's first node."""
-    flags = ["--main_process_port", env["APLOT_MAIN_PROCESS_PORT"]]
-    if int(env.get("SLURM_NTASKS", "1")) > 1:
-        flags = ["--num_machines", env["SLURM_NTASKS"], "--machine_rank", env["SLURM_PROCID"],
-                 "--main_process_ip", env["APLOT_MAIN_PROCESS_IP"], *flags]
-    at = args.index("-m")  # the training module; accelerate's own flags come before it (the last one wins)
-    return [*args[:at], *flags, *args[at:]]
-
-
-def main() -> None:
-    # A handler (not SIG_IGN) here means the default disposition for every process exec'd below.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _ranks_stop_themselves)
-    os.environ[HOLD_STOPS_ENV] = "1"  # each rank holds a stop until its handlers are in place (engine/__init__)
-    from accelerate.commands.launch import main as accelerate_launch
-
-    args = sys.argv[1:]
-    if args[:1] == ["--slurm"]:
-        args = slurm_task_flags(args[1:], dict(os.environ))
-    sys.argv = ["accelerate launch", *args]
-    try:
-        accelerate_launch()
-    except subprocess.CalledProcessError as e:  # the rank has said why in the log; pass its exit status on
-        sys.exit(e.returncode)
-
-
-if __name__ == "__main__":
-    main()
+def env(cfg: Config) -> dict[str, str]:
+    """The training processes' environment."""
+    out = env_for_tree()
+    out["PYTHONUNBUFFERED"] = "1"
+    if cfg.launch.cpu:
+        out["ACCELERATE_USE_CPU"] = "1"
+    return out

@@ -1,42 +1,77 @@
-"""The one way a run is launched: checks first, then the run folder, then the process.
+"""A run's life, from the checks before it exists to its end: the one service every caller uses.
 
-The CLI (`aplot run`, the demo chain), the TUI's new-run screen and the sweep scheduler all come
-here, so a missing data file or an unknown reward-model run fails the same way everywhere: in one
-line, before any folder or process exists. Following a run's progress stays with the caller (the
-CLI draws a progress bar, the TUI opens the run screen, the scheduler only counts).
+    preflight ─▶ create ─▶ spawn ─▶ watch / reap ─▶ stop ─▶ resume        (+ engine.runs.status)
+
+The CLI (`aplot run`, `eval`, the demo chain, `stop`, `resume`), the TUI (new-run form, stop and
+resume keys), the sweep scheduler and the Slurm job's after-job step all come here, so a missing data
+file or an unknown reward-model run fails the same way everywhere: in one line, before any folder or
+process exists. Following a run's progress stays with the caller (the CLI draws a progress bar, the
+TUI opens the run screen, the scheduler only counts).
+
+A run is spawned as `python -m engine.launch <accelerate launch flags> -m engine.<kind>.train
+--run-dir runs/<id>` from an argument list (never a shell string), in a new session so it outlives the
+terminal, the TUI and an SSH drop; its stdout and stderr go to `train.log`. The manifest's `pid` is
+that session's leader and every rank is in its process group, which is what `stop` signals; whether
+the run is alive is the liveness lock's answer (`engine.runs.liveness`), never the pid's. Torch-free,
+and never textual.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import signal
 import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import config as config_mod
+from engine.errors import EXIT_FAILED
+from engine.runs import launch, liveness, slurm
+from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runs import supervisor
+
+POLL_S = 0.1
+SLURM_POLL_S = 1.0
 
 
-def preflight(cfg: config_mod.Config, root: Path | None = None) -> dict | None:
-    """Checks that cost nothing and would otherwise fail minutes later inside the subprocess. With
-    the run store `root`, a PPO run's reward model, judge and opponent must be completed runs of the
-    right kind with an exported model; they are returned as the new run's [links] (None: no links)."""
+# ---------------------------------------------------------------------------- preflight
+
+
+@dataclass
+class Checked:
+    """A config that passed the preflight, with what the launch needs from it: `cfg` with `[launch]`
+    merged with its accelerate file (planned once, here), the runs a PPO config names as the new run's
+    `[links]` by whole id, and what the data checks counted."""
+
+    cfg: config_mod.Config
+    links: dict[str, str] = field(default_factory=dict)
+    data: dict[str, dict] = field(default_factory=dict)
+
+
+def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
+    """Every check that would otherwise fail minutes later inside the subprocess, all at once, before
+    any folder exists: the launch plan (an accelerate file that contradicts `[launch]`, a cluster setting
+    Slurm would refuse), data files, trackers, an eval's model folder and sections, and — with the run
+    store `root` — a PPO run's reward model, judge and opponent, which must be completed runs of the
+    right kind with an exported model."""
     from engine import trackers
-    from engine.data import sources
+    from engine.data import sets as data_sets
 
     problems = []
-    files = [("data.train", cfg.data.train)] + [(f"data.eval.{k}", v) for k, v in cfg.data.eval.items()]
-    if cfg.kind == "ppo":
-        files = [("ppo.prompts", cfg.ppo.prompts)]
-    for field, path in files:
-        if not path or path == "synthetic":
-            continue
-        if cfg.kind == "ppo":
-            if not os.path.isfile(path):  # never raises, unlike Path.is_file
-                what = "not a regular file" if os.path.exists(path) else "no such data file"
-                problems.append(f"{field}: {what} {path!r}")
-        elif (why := sources.check_source(path)) is not None:
-            problems.append(f"{field}: {why}")
+    prompts = cfg.ppo.prompts if cfg.kind == "ppo" else ""
+    if prompts and prompts != "synthetic" and not os.path.isfile(prompts):  # never raises, unlike Path.is_file
+        what = "not a regular file" if os.path.exists(prompts) else "no such data file"
+        problems.append(f"ppo.prompts: {what} {prompts!r}")
+    data: dict[str, dict] = {}
+    try:  # every train and eval set read in full, in this process; the trainer reads back the row cache
+        data = data_sets.check(cfg, root)
+    except config_mod.ConfigError as e:
+        problems += e.problems
     if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
         problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
     problems += trackers.problems(cfg.log.trackers)
@@ -50,58 +85,327 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> dict | None:
                 read_sections(cfg.eval.sections)
             except config_mod.ConfigError as e:
                 problems += e.problems
-    links = None
+    links: dict[str, str] = {}
     if cfg.kind == "ppo" and root is not None:
         links, found = named_runs(cfg.ppo, Path(root))
         problems += found
     if problems:
         raise config_mod.ConfigError(problems)
-    return links
+    launch.plan(cfg)  # the one merge of [launch] with its accelerate file; a contradiction fails here
+    slurm.preflight(cfg)
+    return Checked(cfg, links, data)
 
 
 def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], list[str]]:
-    """The runs a PPO config names, as links (run ids, or resolved model folders), and the problems
-    with them."""
+    """The runs a PPO config names, as links (whole run ids, or resolved model folders), and the
+    problems with them."""
     named = [("ppo.reward_model_run", "reward_model_run", p.reward_model_run, "rm")]  # (field, link, ref, kind)
     if p.judge not in ("rm", "gold"):
         named.append(("ppo.judge", "judge_run", p.judge, "rm"))
     if p.opponent != "reference":
         named.append(("ppo.opponent", "opponent_run", p.opponent, "ppo"))
     links, problems = {}, []
-    for field, link, ref, kind in named:
+    for field_name, link, ref, kind in named:
         try:
-            links[link] = mf.find_model_run(root, ref, kind, field)[1]
+            links[link] = find_model_run(root, ref, kind, field_name)[1]
         except mf.RunError as e:
             problems.append(str(e))
     return links, problems
 
 
-def create(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
-    """Preflight, then the run folder (status `created`); nothing is started."""
-    named = preflight(cfg, root)
-    return supervisor.create_run(cfg, root, links=links if links is not None else named)
+def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
+    """(exported model folder, run id or path) of a completed run of `kind` ("rm", "ppo") in the store,
+    or of a model folder given by path; `field` (the config field that named it) leads the error."""
+    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
+        return Path(ref), str(Path(ref).resolve())
+    try:
+        paths = mf.find_run(root, ref)
+        manifest = mf.read(paths)
+    except mf.RunError as e:
+        raise mf.RunError(f"{field}: {e}") from None
+    status, what = S.effective(paths, manifest), manifest.get("kind")
+    if what != kind or status != S.COMPLETED:
+        raise mf.RunError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
+                       f", not a completed {kind.upper()} run")
+    try:
+        folder = mf.exported_model(root, paths.id)
+    except mf.RunError as e:
+        raise mf.RunError(f"{field}: {e}") from None
+    return folder, paths.id
 
 
-def launch(cfg: config_mod.Config, root: Path, *, links: dict | None = None
-           ) -> tuple[mf.RunPaths, subprocess.Popen | supervisor.SlurmJob]:
-    """Preflight, create and spawn: the run and its process, for a caller that follows it (the CLI)."""
-    paths = create(cfg, root, links=links)
-    return paths, supervisor.spawn(paths)
+# ---------------------------------------------------------------------------- create, spawn
 
 
-def start(cfg: config_mod.Config, root: Path, *, links: dict | None = None) -> mf.RunPaths:
-    """Preflight, create and spawn for a long-lived caller (the TUI): a reaper thread waits on it."""
-    paths, proc = launch(cfg, root, links=links)
-    supervisor.watch(paths, proc)
+def create(checked: Checked | config_mod.Config, root: Path) -> mf.RunPaths:
+    """The run folder with its manifest (status `created`); nothing is started. A bare Config is
+    preflighted first; a `Checked` one (a sweep checks all its points before it makes any) is not
+    checked again."""
+    checked = checked if isinstance(checked, Checked) else preflight(checked, root)
+    cfg = checked.cfg
+    loss = cfg.loss.type if cfg.kind == "rm" else None
+    run_id = mf.new_run_id(cfg.name, cfg.kind, loss)
+    paths = mf.run_paths(Path(root), run_id)
+    mf.create(paths, name=cfg.name, kind=cfg.kind, config=config_mod.to_dict(cfg), tags=cfg.tags,
+              notes=cfg.notes, links=checked.links or None)
+    launch.keep_accelerate_file(cfg, paths.dir)
     return paths
 
 
-def demo_rm_config(overrides: list[str]) -> config_mod.Config:
-    """The demo's first half: an APLOT reward model on the synthetic task (non-`ppo.` overrides)."""
-    return config_mod.load(None, [o for o in overrides if not o.startswith("ppo.")], preset="demo-rm")
+def launch_run(cfg: config_mod.Config, root: Path, links: dict[str, str] | None = None
+               ) -> tuple[mf.RunPaths, subprocess.Popen | SlurmJob]:
+    """Preflight, create and spawn: the run and its process, for a caller that follows it (the CLI).
+    `links` adds to the ones the preflight finds (an eval names the run it scores)."""
+    checked = preflight(cfg, root)
+    checked.links.update(links or {})
+    paths = create(checked, root)
+    return paths, spawn(paths, cfg=checked.cfg)
 
 
-def demo_ppo_config(overrides: list[str], rm_run: str) -> config_mod.Config:
-    """The demo's second half: PPO against the reward model run `rm_run` just made."""
-    ppo_over = [o for o in overrides if o.startswith(("ppo.", "seed"))]
-    return config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_run}"'], preset="demo-ppo")
+def start(cfg: config_mod.Config, root: Path) -> mf.RunPaths:
+    """Preflight, create and spawn for a long-lived caller (the TUI): a reaper thread waits on it."""
+    paths, proc = launch_run(cfg, root)
+    watch(paths, proc)
+    return paths
+
+
+class SlurmJob:
+    """What a caller follows for a Slurm run in place of a `Popen`: `poll()` is None while the run's
+    newest job is queued or running (a resubmitted job included), then the run's exit code."""
+
+    def __init__(self, paths: mf.RunPaths):
+        self.paths = paths
+
+    def poll(self) -> int | None:
+        manifest = mf.read(self.paths)
+        job = slurm.job_of(manifest)
+        state = slurm.job_states([job]).get(job, ("", ""))[0]
+        if state in slurm.ACTIVE_STATES:
+            return None
+        if manifest.get("status") in S.FINAL:
+            return int(manifest.get("exit_code", EXIT_FAILED))
+        return None if state == "" and liveness.alive(self.paths.dir, manifest) else EXIT_FAILED
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("slurm job", timeout)
+            time.sleep(SLURM_POLL_S)
+        return code
+
+
+def spawn(paths: mf.RunPaths, resume: bool = False, cfg: config_mod.Config | None = None
+          ) -> subprocess.Popen | SlurmJob:
+    """Start the training subprocess (or submit the Slurm job) for an existing run folder; returns at once.
+    `cfg` is the run's planned config when the caller has it (a launch); else it is read from the
+    manifest (a resume, a sweep's queued run), whose `[launch]` was planned before it was written."""
+    if cfg is None:
+        cfg = config_mod.from_dict(mf.read(paths)["config"], str(paths.manifest))
+    if cfg.launch.scheduler == "slurm":  # the job script is written anew: a resume may change [launch]
+        slurm.write_job_script(cfg, paths.dir, launch.argv(cfg, paths.dir.resolve()))
+        job = slurm.submit(paths, resume=resume)  # the script's `resume` argument adds --resume
+        with open(paths.log, "ab") as log:
+            log.write(f"\n[aplot] {'resume' if resume else 'launch'}: slurm job {job} ({slurm.JOB_SCRIPT})\n".encode())
+        return SlurmJob(paths)
+    argv = launch.argv(cfg, paths.dir.resolve(), resume=resume)
+    # The liveness lock is taken here and its open file handed to the launcher, so the run counts as
+    # alive from this instant on, through the launcher's start-up, until its last process is gone.
+    alive = liveness.hold(paths.dir, inheritable=True)
+    try:
+        with open(paths.log, "ab") as log:
+            log.write(f"\n[aplot] {'resume' if resume else 'launch'}: {' '.join(argv)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - argv is a list built by launch.argv, never a shell string
+                                    env=launch.env(cfg), start_new_session=True, close_fds=True, pass_fds=(alive,))
+    finally:
+        os.close(alive)
+    mf.update(paths, pid=proc.pid, host=liveness.this_host(), launch_argv=argv, launched_at=mf.now_iso())
+    return proc
+
+
+def watch(paths: mf.RunPaths, proc: subprocess.Popen) -> threading.Thread:
+    """Reap `proc` in the background: no zombie lingers, and a death the trainer could not record
+    (an import error, an OOM kill) is still written to the manifest."""
+    def run() -> None:
+        try:
+            reap(paths, proc)
+        except (mf.RunError, OSError):
+            proc.wait()  # the run folder was removed meanwhile: nothing left to record
+
+    thread = threading.Thread(target=run, name=f"reap-{paths.id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def resume(paths: mf.RunPaths, overrides: list[str] | None = None) -> subprocess.Popen | SlurmJob:
+    """Continue a stopped, failed or crashed run from its newest complete checkpoint.
+
+    `overrides` may change `[launch]` only (e.g. `launch.num_processes=3` after a node was lost): the
+    trainer then keeps the effective batch and says in the manifest that the run is no longer
+    bit-exact, or refuses in one line. Check and spawn happen under a lock on the run folder: two
+    resumes pressed at once (a double key press, the TUI and a script) must not both see the run as
+    crashed and start two trainers.
+    """
+    bad = [o for o in overrides or [] if not o.startswith("launch.")]
+    if bad:
+        raise config_mod.ConfigError([f"{bad[0].split('=')[0]}: a resume keeps the run's config; only launch.* "
+                                      "settings can change"])
+    with open(paths.dir / ".resume.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the loser waits, then finds the winner's live process
+        manifest = mf.read(paths)
+        status = S.effective(paths, manifest)
+        if status in (S.RUNNING, S.CREATED, S.QUEUED) and mf.launched(manifest):
+            raise mf.RunError(f"{paths.id}: is {status}; stop it before resuming")
+        if status == S.COMPLETED:
+            raise mf.RunError(f"{paths.id}: already completed; nothing to resume")
+        steps = mf.checkpoint_steps(paths)
+        if not steps:
+            raise mf.RunError(f"{paths.id}: has no complete checkpoint to resume from")
+        changes: dict = {}
+        if overrides:
+            data = config_mod.apply_overrides(manifest["config"], overrides)
+            cfg = launch.plan(config_mod.from_dict(data, "resume overrides"))
+            changes["config"] = {"launch": config_mod.to_dict(cfg)["launch"]}
+        mark_resumed(paths, manifest, stop_requested_at="", **changes)
+        return spawn(paths, resume=True)
+
+
+def mark_resumed(paths: mf.RunPaths, manifest: dict, **changes) -> dict:
+    """The manifest's resume bookkeeping, for `resume` and for a Slurm job's own resubmission alike."""
+    return mf.update(paths, status=S.CREATED, resumed_at=mf.now_iso(),
+                     resume_count=manifest.get("resume_count", 0) + 1, **changes)
+
+
+def wait_exit(paths: mf.RunPaths, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Wait until no process of the run is left on this host (its liveness lock is free); False on
+    timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None:
+            proc.poll()  # reap our own child so it does not linger as a zombie
+        if not liveness.held_here(paths.dir):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None = None) -> str:
+    """SIGINT (the trainer checkpoints and exits), then SIGTERM, then SIGKILL; the final status.
+
+    Each signal goes to the whole process group, so every rank hears it at once. The trainer's own
+    handlers make the stop work whatever dispositions the process that launched it had.
+    """
+    manifest = mf.read(paths)
+    status, pid, host = S.effective(paths, manifest), manifest.get("pid"), manifest.get("host")
+    if slurm.job_of(manifest) and status in (S.QUEUED, *S.GOING):
+        return stop_job(paths, grace)
+    if status not in S.GOING or not pid:
+        raise mf.RunError(f"{paths.id}: is {status}, not running")
+    if host and host != liveness.this_host():
+        raise mf.RunError(f"{paths.id}: runs on {host}; stop it from there")
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        if wait_exit(paths, wait, proc):
+            break
+    manifest = mf.read(paths)
+    if manifest.get("status") in S.GOING:  # the trainer could not record it itself
+        mf.update(paths, status=S.STOPPED, exit_code=-int(signal.SIGKILL), finished_at=mf.now_iso(),
+                  error="stopped by signal before the trainer could record it")
+    return mf.read(paths)["status"]
+
+
+def stop_job(paths: mf.RunPaths, grace: float = 30.0) -> str:
+    """A Slurm run: SIGINT to every task of the job (the trainer checkpoints), then the job cancelled
+    after `grace`; a queued job is just cancelled. Marked as asked for, so the job's auto-resume
+    leaves it stopped."""
+    manifest = mf.update(paths, stop_requested_at=mf.now_iso())
+    job = slurm.job_of(manifest)
+    if S.effective(paths, manifest) == S.QUEUED:
+        slurm.cancel(job)
+        mf.update(paths, status=S.STOPPED, exit_code=S.exit_code(S.STOPPED), finished_at=mf.now_iso(),
+                  error=f"slurm job {job} cancelled before it started")
+        return S.STOPPED
+    handle = SlurmJob(paths)
+    slurm.cancel(job, signal="INT")
+    try:
+        handle.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        slurm.cancel(job)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            handle.wait(timeout=30)
+    if mf.read(paths).get("status") in S.GOING:  # the trainer could not record it itself
+        mf.update(paths, status=S.STOPPED, exit_code=-int(signal.SIGKILL), finished_at=mf.now_iso(),
+                  error=f"slurm job {job} cancelled before the trainer could record the stop")
+    return mf.read(paths)["status"]
+
+
+def reap(paths: mf.RunPaths, proc: subprocess.Popen | SlurmJob) -> str:
+    """After our own child exits: record a failure the trainer could not (import error, OOM kill).
+    A Slurm job's end is the scheduler's word (`status.effective`), not recorded here."""
+    code = proc.wait()
+    if isinstance(proc, SlurmJob):
+        return S.effective(paths)
+    wait_exit(paths, 30.0)
+    manifest = mf.read(paths)
+    if manifest.get("status") in S.GOING:
+        tail = last_log_line(paths)
+        mf.update(paths, status=S.FAILED, exit_code=code, finished_at=mf.now_iso(),
+                  error=f"training process exited with code {code}" + (f": {tail}" if tail else ""))
+    return mf.read(paths)["status"]
+
+
+def last_log_line(paths: mf.RunPaths) -> str:
+    """The last meaningful line of train.log (an exception's message, usually)."""
+    try:
+        with open(paths.log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        line = line.strip()
+        if line and not line.startswith(("[aplot] launch", "[aplot] resume", "W", "  ")):
+            return line[:300]
+    return ""
+
+
+# ---------------------------------------------------------------------------- after a Slurm job
+
+
+def after_job(run_dir: Path) -> str | None:
+    """Run by the job script once the launch returns: resubmit a run stopped by its time limit or by
+    preemption (not by `aplot stop`) while `auto_resume` allows; the new job id, or None."""
+    paths = mf.RunPaths(Path(run_dir))
+    manifest = mf.read(paths)
+    cfg = config_mod.from_dict(manifest["config"], str(paths.manifest))
+    limit, used = cfg.launch.slurm.auto_resume, int(manifest.get("auto_resumes", 0))
+    if manifest.get("status") != S.STOPPED or manifest.get("stop_requested_at") or used >= limit:
+        return None
+    if not mf.checkpoint_steps(paths):
+        return None
+    mark_resumed(paths, manifest, auto_resumes=used + 1)
+    job = slurm.submit(paths, resume=True)
+    print(f"[aplot] stopped by the scheduler: resubmitted as job {job} (auto_resume {used + 1}/{limit})", flush=True)
+    return job
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m engine.runs.lifecycle after-job RUN_DIR`, the last line of every Slurm job script."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "after-job":
+        sys.exit("usage: python -m engine.runs.lifecycle after-job RUN_DIR")
+    try:
+        after_job(Path(args[1]))
+    except (mf.RunError, config_mod.ConfigError) as e:
+        print(f"[aplot] after the job: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@
 A pid cannot answer: a killed rank that nobody reaped is a zombie and still answers `kill(pid, 0)`,
 a pid can be reused, and a run on another machine that shares the run store has no pid here at all.
 So every process of a run holds a shared `flock` on `runs/<id>/.alive.lock` for its whole life: the
-supervisor takes it before it spawns the launcher and hands the open file over (the launcher keeps
+run service takes it before it spawns the launcher and hands the open file over (the launcher keeps
 it), and each rank takes its own when it starts. The kernel drops a process's locks the instant it
 exits, zombie or not, so "nobody holds the lock" means "no process of this run is left on this host".
 
@@ -44,10 +44,12 @@ def hold(run_dir: Path, inheritable: bool = False) -> int:
     return fd
 
 
-def lock_held(run_dir: Path) -> bool:
-    """Whether any live process on this host holds the run's liveness lock."""
+def lock_held(path: Path) -> bool:
+    """Whether any live process on this host holds the lock file `path` (a run's liveness lock, a
+    sweep's scheduler lock): an exclusive probe that fails while anyone holds it. The kernel drops a
+    lock when its last holder exits, zombie or not, so this never trusts a pid."""
     try:
-        fd = os.open(Path(run_dir) / ALIVE_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -57,6 +59,11 @@ def lock_held(run_dir: Path) -> bool:
     finally:
         os.close(fd)  # closing also releases the probe's own lock
     return False
+
+
+def held_here(run_dir: Path) -> bool:
+    """Whether a process of the run is alive on this host."""
+    return lock_held(Path(run_dir) / ALIVE_LOCK)
 
 
 def beat(run_dir: Path, now: float | None = None) -> None:
@@ -101,7 +108,7 @@ def alive(run_dir: Path, manifest: dict, now: float | None = None) -> bool:
     """The one rule: on this host, the lock; on another host, a heartbeat fresher than STALE_AFTER."""
     host = manifest.get("host")
     if not host or host == this_host():
-        return lock_held(run_dir)
+        return held_here(run_dir)
     seen = last_beat(run_dir)
     if seen is None:  # launched there but not beating yet: the launch time stands in for a first beat
         seen = _launch_time(manifest)

@@ -22,15 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from engine import config as config_mod
 from engine.config import Config, ConfigError
 from engine.runs import store as mf
 
 JOB_SCRIPT = "job.sbatch"
 CACHE_S = 2.0  # one squeue answer serves every question asked within this many seconds
-ACTIVE = ("PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "RUNNING", "COMPLETING", "STAGE_OUT", "SUSPENDED",
+ACTIVE_STATES = ("PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "RUNNING", "COMPLETING", "STAGE_OUT", "SUSPENDED",
           "SIGNALING", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT")
-QUEUED = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT")
+QUEUED_STATES = ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT")
 # why a job ended, in words, when the trainer could not record it itself
 ENDINGS = {"CANCELLED": "cancelled", "TIMEOUT": "hit its time limit", "NODE_FAIL": "a node failed",
            "PREEMPTED": "preempted", "OUT_OF_MEMORY": "out of memory", "FAILED": "the job failed",
@@ -73,9 +72,9 @@ def machines(cfg: Config) -> int:
 
 
 def job_script(cfg: Config, run_dir: Path, launch_argv: list[str]) -> str:
-    """The batch script for a run; `launch_argv` is the `python -m engine.runs.launch …` command of one task."""
+    """The batch script for a run; `launch_argv` is the `python -m engine.launch …` command of one task."""
     s, run_dir = cfg.launch.slurm, Path(run_dir).resolve()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     opts = [f"--job-name=aplot-{run_dir.name}", f"--output={run_dir / mf.LOG}", "--open-mode=append",
             f"--nodes={s.nodes}", f"--ntasks-per-node={s.tasks_per_node}"]
     opts += [f"--{k.replace('_', '-')}={v}" for k, v in (("partition", s.partition), ("cpus_per_task", s.cpus_per_task),
@@ -97,7 +96,7 @@ def job_script(cfg: Config, run_dir: Path, launch_argv: list[str]) -> str:
              "set -u",
              *s.setup,
              *[f"export {k}={v}" for k, v in env.items()],
-             "# every task is one machine for accelerate: engine.runs.launch --slurm adds --num_machines $SLURM_NTASKS",
+             "# every task is one machine for accelerate: engine.launch --slurm adds --num_machines $SLURM_NTASKS",
              "# --machine_rank $SLURM_PROCID --main_process_ip $APLOT_MAIN_PROCESS_IP --main_process_port ...",
              'export APLOT_MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
              "export APLOT_MAIN_PROCESS_PORT=$((20000 + SLURM_JOB_ID % 20000))",
@@ -106,7 +105,7 @@ def job_script(cfg: Config, run_dir: Path, launch_argv: list[str]) -> str:
              'echo "[aplot] slurm job $SLURM_JOB_ID on $SLURM_JOB_NODELIST (${1:-launch})"',
              "srun --kill-on-bad-exit=1 " + shlex.join(launch_argv) + ' "${RESUME[@]}"',
              "code=$?",
-             f"{py} -m engine.runs.slurm after-job {shlex.quote(str(run_dir))}",
+             f"{py} -m engine.runs.lifecycle after-job {shlex.quote(str(run_dir))}",
              "exit $code", ""]
     return "\n".join(lines)
 
@@ -192,61 +191,3 @@ def job_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
 
 def job_of(manifest: dict) -> str:
     return str(manifest.get("slurm", {}).get("job_id", ""))
-
-
-def scheduled_status(manifest: dict, alive: bool) -> tuple[str, str]:
-    """(status, reason) of a Slurm run whose manifest is not final, from its job's state.
-
-    The trainer's own record wins whenever it has one (stopped, completed, failed); this decides only
-    what the trainer could not say: queued and why, running, or ended without a word (crashed, with
-    the scheduler's reason) — `alive` (lock or heartbeat) speaks only when Slurm has forgotten the job.
-    """
-    status = manifest.get("status", "created")
-    job = job_of(manifest)
-    state, reason = job_states([job]).get(job, ("", "")) if job else ("", "")
-    if state in QUEUED:
-        return "queued", reason  # Slurm gives its reason (Resources, Priority, JobHeldUser…) within a moment
-    if state in ACTIVE:
-        return "running", ""
-    if state:  # ended, and the trainer did not record how
-        why = ENDINGS.get(state, state.lower())
-        if state == "CANCELLED" and status == "created" and not manifest.get("started_at"):
-            return "stopped", f"slurm job {job} {why} before it started"
-        return "crashed", f"slurm job {job}: {why}" + (f" ({reason})" if reason else "")
-    return (status if alive else "crashed"), ""
-
-
-# ---------------------------------------------------------------------------- after the job
-
-
-def after_job(run_dir: Path) -> str | None:
-    """Run by the job script once the launch returns: resubmit a run stopped by its time limit or by
-    preemption (not by `aplot stop`) while `auto_resume` allows; the new job id, or None."""
-    paths = mf.RunPaths(Path(run_dir))
-    manifest = mf.read(paths)
-    cfg = config_mod.from_dict(manifest["config"], str(paths.manifest))
-    limit, used = cfg.launch.slurm.auto_resume, int(manifest.get("auto_resumes", 0))
-    if manifest.get("status") != "stopped" or manifest.get("stop_requested_at") or used >= limit:
-        return None
-    if not mf.checkpoint_steps(paths):
-        return None
-    mf.update(paths, status="created", auto_resumes=used + 1, resume_count=manifest.get("resume_count", 0) + 1,
-              resumed_at=mf.now_iso())
-    job = submit(paths, resume=True)
-    print(f"[aplot] stopped by the scheduler: resubmitted as job {job} (auto_resume {used + 1}/{limit})", flush=True)
-    return job
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "after-job":
-        sys.exit("usage: python -m engine.runs.slurm after-job RUN_DIR")
-    try:
-        after_job(Path(args[1]))
-    except (mf.RunError, ConfigError) as e:
-        print(f"[aplot] after the job: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The run folder and its manifest, the single source of truth about a run.
 
 `manifest.toml` is written atomically (temp file in the same folder, fsync, rename) under an
-advisory lock, so a reader never sees half a file and two writers (the supervisor and the
+advisory lock, so a reader never sees half a file and two writers (the run service and the
 trainer) never lose each other's fields. Torch-free: the UI reads and writes it too.
 """
 
@@ -23,7 +23,6 @@ from typing import Any
 import tomli_w
 
 from engine.errors import AplotError
-from engine.runs import liveness
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.toml"
@@ -32,7 +31,6 @@ LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 HARD_PAIRS = "hard_pairs.jsonl"
 
-FINAL = ("completed", "failed", "stopped")
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{4,6}-[a-z0-9][a-z0-9-]{0,60}\Z")  # \Z: "$" allows a final \n
 
 
@@ -232,30 +230,6 @@ def launched(manifest: dict) -> bool:
     return bool(manifest.get("launched_at") or manifest.get("pid") or manifest.get("host"))
 
 
-def effective_status(paths: RunPaths, manifest: dict | None = None) -> str:
-    """The status to show: `running` (or launched, not yet started) with nothing alive is `crashed`."""
-    return status_and_reason(paths, manifest)[0]
-
-
-def status_and_reason(paths: RunPaths, manifest: dict | None = None) -> tuple[str, str]:
-    """(status, why) as `aplot ls`, `show`, the TUI, `stop` and `resume` all see it.
-
-    A final status is the trainer's own record. Otherwise: a Slurm run asks its scheduler (queued and
-    why, running, or ended without a word), a local one asks `engine.runs.liveness` (a lock on this host, a
-    heartbeat from another), never a pid. `manifest` saves a read when the caller has it already.
-    """
-    manifest = read(paths) if manifest is None else manifest
-    status = manifest.get("status", "created")
-    if status in FINAL or (status in ("created", "queued") and not launched(manifest)):
-        return status, ""  # nothing was started yet (a sweep's queued run): nothing to ask
-    alive = liveness.alive(paths.dir, manifest)
-    if manifest.get("slurm", {}).get("job_id"):
-        from engine.runs import slurm  # only runs that have a job pay for the scheduler
-
-        return slurm.scheduled_status(manifest, alive)
-    return (status, "") if alive else ("crashed", "")
-
-
 def list_runs(root: Path) -> list[tuple[RunPaths, dict]]:
     """Every readable run in the store, oldest first; unreadable folders are skipped."""
     root = Path(root)
@@ -291,24 +265,18 @@ def find_run(root: Path, ref: str) -> RunPaths:
     return matches[0]
 
 
-def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
-    """(exported model folder, run id or path) of a completed run of `kind` ("rm", "ppo") in the store,
-    or of a model folder given by path; `field` (the config field that named it) leads the error."""
-    if Path(ref).is_dir() and (Path(ref) / "config.json").exists():
-        return Path(ref), str(Path(ref).resolve())
-    try:
-        paths = find_run(root, ref)
-        manifest = read(paths)
-    except RunError as e:
-        raise RunError(f"{field}: {e}") from None
-    status, what = effective_status(paths, manifest), manifest.get("kind")
-    if what != kind or status != "completed":
-        raise RunError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
-                       f", not a completed {kind.upper()} run")
-    folder = paths.dir / manifest.get("summary", {}).get("final_model", "checkpoints/final")
+def exported_model(root: Path, ref: str) -> Path:
+    """The exported model folder of a `[links]` entry: a run id of the store `root`, or a folder's path."""
+    folder = Path(ref)
+    if not RUN_ID_RE.match(ref):
+        if not (folder / "config.json").exists():
+            raise RunError(f"{ref}: not a model folder (no config.json)")
+        return folder
+    paths = run_paths(Path(root), ref)
+    folder = paths.dir / read(paths).get("summary", {}).get("final_model", "checkpoints/final")
     if not (folder / "config.json").exists():
-        raise RunError(f"{field}: run {paths.id} has no exported model at {folder}")
-    return folder, paths.id
+        raise RunError(f"run {ref} has no exported model at {folder}")
+    return folder
 
 
 def checkpoint_steps(paths: RunPaths) -> list[int]:

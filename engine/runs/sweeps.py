@@ -7,7 +7,7 @@ detached scheduler whose whole state is in the run store, `runs/sweeps/<id>/`.
     scheduler.log    what it did
 
 The scheduler is `python -m engine.runs.sweeps --runs-dir ROOT ID`, started in a session of its own (as
-the supervisor starts runs), so it outlives the terminal and the TUI. It never trains anything
+runs are started), so it outlives the terminal and the TUI. It never trains anything
 itself and never imports torch: each poll it reads the runs' statuses, and while fewer than
 `max_parallel` are alive it claims the next queued run (a compare-and-set on its manifest,
 `engine.runs.store.claim`) and only then spawns it. Killed at any instant, it leaves each run either
@@ -41,14 +41,16 @@ from pathlib import Path
 
 import tomli_w
 
-from engine.runs import lifecycle as launcher
+from engine.config import ConfigError
+from engine.runs import launch, lifecycle, liveness, sweep_spec
+from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runs import supervisor, sweep_spec
 
 SWEEPS = "sweeps"
 STATE, SPEC, LOCK, LOG = "sweep.toml", "spec.toml", "scheduler.lock", "scheduler.log"
 POLL_S = 0.5
-ACTIVE = ("running", "created")  # launched and alive (created: spawned, the trainer not up yet)
+# a sweep's own status, beside its runs' (engine.runs.status)
+SWEEP_RUNNING, SWEEP_DONE, SWEEP_STOPPED = "running", "done", "stopped"
 
 
 def sweeps_root(root: Path) -> Path:
@@ -112,13 +114,12 @@ def run_paths(root: Path, state: dict) -> list[mf.RunPaths]:
 
 def create(sweep: sweep_spec.Sweep, root: Path) -> str:
     """Every run of the sweep, queued and tagged; nothing is started. All checks run first."""
+    checked = []
     for point in sweep.points:  # a missing data file fails before any folder exists, not halfway
         try:
-            launcher.preflight(point.cfg, root)
-            supervisor.plan(point.cfg)
-        except sweep_spec.config_mod.ConfigError as e:
-            raise sweep_spec.config_mod.ConfigError([f"{sweep.source}: run {point.index} "
-                                                     f"({point.cfg.name}): {e.problems[0]}"]) from None
+            checked.append(lifecycle.preflight(point.cfg, root))
+        except ConfigError as e:
+            raise ConfigError([f"{sweep.source}: run {point.index} ({point.cfg.name}): {e.problems[0]}"]) from None
     sweep_id = mf.new_run_id(sweep.name, "sweep")
     folder = sweep_dir(root, sweep_id)
     folder.mkdir(parents=True)
@@ -128,10 +129,10 @@ def create(sweep: sweep_spec.Sweep, root: Path) -> str:
         "max_parallel": sweep.max_parallel, "scheduler": sweep.scheduler, "seeds": sweep.seeds,
         "axes": list(sweep.axes), "zip": list(sweep.zipped), "runs": []}))
     ids: list[str] = []
-    for point in sweep.points:  # each run joins the state as it is made: an interrupted create loses none
-        paths = launcher.create(point.cfg, root)
+    for point, ok in zip(sweep.points, checked, strict=True):  # each run joins the state as it is made
+        paths = lifecycle.create(ok, root)
         tags = [*point.cfg.tags, f"sweep:{sweep_id}", *(f"{k}={v}" for k, v in point.values.items())]
-        mf.update(paths, status="queued", tags=tags,
+        mf.update(paths, status=S.QUEUED, tags=tags,
                   sweep={"id": sweep_id, "index": point.index, "seed": point.seed, "axes": point.values})
         ids.append(paths.id)
         update_state(root, sweep_id, runs=ids)
@@ -150,7 +151,7 @@ class RunState:
     @property
     def pending(self) -> bool:
         """Waiting to be started: queued, or stopped by `sweep stop` and due to be resumed."""
-        return self.status == "queued" or (self.status == "stopped" and self.manifest.get("sweep", {}).get("resume"))
+        return self.status == S.QUEUED or (self.status == S.STOPPED and self.manifest.get("sweep", {}).get("resume"))
 
 
 def run_states(root: Path, state: dict) -> list[RunState]:
@@ -160,22 +161,13 @@ def run_states(root: Path, state: dict) -> list[RunState]:
             manifest = mf.read(paths)
         except mf.RunError:
             continue  # a run deleted by hand is no longer part of the sweep
-        out.append(RunState(paths, manifest, mf.effective_status(paths, manifest)))
+        out.append(RunState(paths, manifest, S.effective(paths, manifest)))
     return out
 
 
 def scheduler_alive(root: Path, sweep_id: str) -> bool:
     """Whether a scheduler holds this sweep's lock (the kernel drops it when that process ends)."""
-    path = sweep_dir(root, sweep_id) / LOCK
-    if not path.exists():
-        return False
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    return liveness.lock_held(sweep_dir(root, sweep_id) / LOCK)
 
 
 def progress(root: Path, sweep_id: str, states: list[RunState] | None = None) -> dict[str, int]:
@@ -192,13 +184,13 @@ def sweep_status(root: Path, sweep_id: str, counts: dict[str, int] | None = None
     (work left, nothing running: `sweep resume` continues), `submitted` for a Slurm sweep."""
     counts = counts or progress(root, sweep_id)
     state = read_state(root, sweep_id)
-    live = sum(counts.get(s, 0) for s in ACTIVE)
+    live = sum(counts.get(s, 0) for s in S.GOING)
     if state.get("scheduler") == "slurm":
-        return "running" if live or counts.get("queued") else "done"
+        return SWEEP_RUNNING if live or counts.get(S.QUEUED) else SWEEP_DONE
     if scheduler_alive(root, sweep_id) or live:
-        return "running"
-    left = counts.get("queued", 0) + sum(1 for s in run_states(root, state) if s.pending and s.status == "stopped")
-    return "stopped" if left else "done"
+        return SWEEP_RUNNING
+    left = counts.get(S.QUEUED, 0) + sum(1 for s in run_states(root, state) if s.pending and s.status == S.STOPPED)
+    return SWEEP_STOPPED if left else SWEEP_DONE
 
 
 # --------------------------------------------------------------------------- the scheduler
@@ -208,9 +200,7 @@ def spawn_scheduler(root: Path, sweep_id: str) -> subprocess.Popen:
     """Start the detached scheduler: its own session, no terminal, output to scheduler.log."""
     folder = sweep_dir(root, sweep_id)
     argv = [sys.executable, "-m", "engine.runs.sweeps", "--runs-dir", str(Path(root).resolve()), sweep_id]
-    tree = str(Path(__file__).resolve().parents[1])  # the scheduler imports the same tree as its caller
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, *filter(None, os.environ.get("PYTHONPATH", "").split(
-        os.pathsep))]))
+    env = launch.env_for_tree()  # the scheduler imports the same tree as its caller
     with open(folder / LOG, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,  # noqa: S603 - our own module, an argument list
                                 start_new_session=True, close_fds=True, cwd=os.getcwd())
@@ -235,16 +225,16 @@ def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
     state = update_state(root, sweep_id, scheduler_pid=os.getpid(), scheduler_started_at=mf.now_iso())
     parallel = int(state.get("max_parallel", 1))
     for rs in run_states(root, state):  # claimed by a scheduler that died before it could launch them
-        if rs.manifest.get("status") == "created" and not mf.launched(rs.manifest) and rs.manifest.get("sweep", {}).get(
+        if rs.manifest.get("status") == S.CREATED and not mf.launched(rs.manifest) and rs.manifest.get("sweep", {}).get(
                 "claimed_at"):
-            mf.update(rs.paths, status="queued")
+            mf.update(rs.paths, status=S.QUEUED)
             _say(f"{rs.paths.id}: claimed but never launched; back in the queue")
     _say(f"{sweep_id}: scheduling {len(state.get('runs', []))} runs, {parallel} at a time")
     while not quit_event.is_set():
         if read_state(root, sweep_id).get("stop_requested_at"):
             break
         states = run_states(root, state)
-        live = sum(s.status in ACTIVE for s in states)
+        live = sum(s.status in S.GOING for s in states)
         pending = [s for s in states if s.pending]
         if not pending and not live:
             _say(f"{sweep_id}: nothing left to start; done ({progress(root, sweep_id, states)})")
@@ -261,20 +251,20 @@ def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
 def _start(rs: RunState) -> None:
     paths = rs.paths
     try:
-        if rs.status == "queued":
-            if not mf.claim(paths, "queued", status="created", sweep={"claimed_at": mf.now_iso()}):
+        if rs.status == S.QUEUED:
+            if not mf.claim(paths, S.QUEUED, status=S.CREATED, sweep={"claimed_at": mf.now_iso()}):
                 return  # someone else's now (a hand-started run): not ours to start
-            proc = supervisor.spawn(paths)
+            proc = lifecycle.spawn(paths)
             _say(f"{paths.id}: started (pid {proc.pid})")
         else:
-            proc = supervisor.resume(paths)
+            proc = lifecycle.resume(paths)
             mf.update(paths, sweep={"resume": False})
             _say(f"{paths.id}: resumed from step {mf.checkpoint_steps(paths)[-1]}")
-        supervisor.watch(paths, proc)
-    except (mf.RunError, sweep_spec.config_mod.ConfigError, OSError) as e:
+        lifecycle.watch(paths, proc)
+    except (mf.RunError, ConfigError, OSError) as e:
         _say(f"{paths.id}: could not start: {e}")
         with contextlib.suppress(mf.RunError, OSError):
-            mf.update(paths, status="failed", finished_at=mf.now_iso(), error=f"sweep could not start it: {e}")
+            mf.update(paths, status=S.FAILED, finished_at=mf.now_iso(), error=f"sweep could not start it: {e}")
 
 
 # --------------------------------------------------------------------------- start / stop / resume
@@ -283,8 +273,8 @@ def _start(rs: RunState) -> None:
 def submit_slurm(root: Path, sweep_id: str) -> None:
     """A Slurm sweep: every run submitted now as its own job; Slurm's queue does the rest."""
     for rs in run_states(root, read_state(root, sweep_id)):
-        if rs.status == "queued" and mf.claim(rs.paths, "queued", status="created", sweep={"claimed_at": mf.now_iso()}):
-            supervisor.spawn(rs.paths)
+        if rs.status == S.QUEUED and mf.claim(rs.paths, S.QUEUED, status=S.CREATED, sweep={"claimed_at": mf.now_iso()}):
+            lifecycle.spawn(rs.paths)
 
 
 def start(root: Path, sweep_id: str) -> subprocess.Popen | None:
@@ -317,18 +307,18 @@ def stop(root: Path, sweep_id: str, grace: float = 30.0, drain: bool = False) ->
         while scheduler_alive(root, sweep_id) and time.monotonic() < deadline:
             time.sleep(0.05)
     if drain:
-        return {s.paths.id: s.status for s in run_states(root, state) if s.status in ACTIVE}
+        return {s.paths.id: s.status for s in run_states(root, state) if s.status in S.GOING}
     if state.get("scheduler") == "slurm":
-        live = [s for s in run_states(root, state) if s.status in (*ACTIVE, "queued")]
+        live = [s for s in run_states(root, state) if s.status in (*S.GOING, S.QUEUED)]
     else:
-        live = [s for s in run_states(root, state) if s.status in ACTIVE]
+        live = [s for s in run_states(root, state) if s.status in S.GOING]
 
     def one(rs: RunState) -> tuple[str, str]:
         mf.update(rs.paths, sweep={"resume": True})
         try:
-            return rs.paths.id, supervisor.stop(rs.paths, grace=grace)
+            return rs.paths.id, lifecycle.stop(rs.paths, grace=grace)
         except mf.RunError:  # it ended meanwhile
-            return rs.paths.id, mf.effective_status(rs.paths)
+            return rs.paths.id, S.effective(rs.paths)
 
     with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
         return dict(pool.map(one, live))

@@ -75,18 +75,6 @@ def test_missing_data_file(tiny_config, runs_dir):
     assert not list(runs_dir.iterdir())  # nothing launched
 
 
-def test_broken_jsonl_line_fails_the_run_naming_file_and_line(tiny_config, tmp_path, runs_dir):
-    data = tmp_path / "pairs.jsonl"
-    row = {"prompt": "p", "chosen": "good", "rejected": "bad"}
-    data.write_text(json.dumps(row) + "\n{broken\n" + json.dumps(row) + "\n")
-    proc = aplot("run", tiny_config, f'data.train="{data}"', "-q", runs_dir=runs_dir)
-    line = one_line_error(proc)
-    assert proc.returncode == 1
-    assert "pairs.jsonl:2: invalid JSON" in line
-    (run,) = mf.list_runs(runs_dir)
-    assert run[1]["status"] == "failed" and "pairs.jsonl:2" in run[1]["error"]
-
-
 def test_unknown_run_and_path_escape(runs_dir):
     assert "no such run" in one_line_error(aplot("show", "zzzz", runs_dir=runs_dir))
     assert "not a run id" in one_line_error(aplot("stop", "../../etc", runs_dir=runs_dir))

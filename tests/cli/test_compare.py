@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _cli import aplot
 
-from aplot_tui.views import report, significance
+from aplot_tui.views import report, run_data, significance
 from engine.analysis import predictions as P
 from engine.analysis import stats
 
@@ -57,7 +57,7 @@ def test_csv_stays_wide_and_markdown_carries_the_verdict(store, tmp_path):
     assert rows[0][f"{key} diff"] == "" and float(rows[1][f"{key} mcnemar_p"]) < 1
     assert "eval/heldout/accuracy final" in rows[0]
     md = report.export_compare([store / BT, store / APLOT], tmp_path / "t.md").read_text()
-    analysis = significance.analyse([report.load_run(store / BT), report.load_run(store / APLOT)])
+    analysis = significance.analyse([run_data.load_run(store / BT), run_data.load_run(store / APLOT)])
     assert analysis.pairs[0].result.verdict("A", "B") in md and "McNemar p" in md
 
 
@@ -82,7 +82,7 @@ def test_two_groups_over_seeds_get_mean_sd_and_a_difference_paired_by_seed(store
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\n  A = ood=None type=bt\n  B = ood=data/ood.jsonl type=aplot\n" in out
-    data = [report.load_run(store / r) for r in runs]
+    data = [run_data.load_run(store / r) for r in runs]
     (heldout, *_) = significance.analyse(data).groups
     r = heldout.result
     assert r.seeds == [1, 5] and r.n_a == r.n_b == 2

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from engine.config import ModelSection
-from engine.data.pairs import Pair, collate_pairs, encode_pair
+from engine.data.pairs import collate_pairs, encode_pairs
+from engine.data.rows import Pair
 from engine.models import INPUTS_FILE, build_reward_model, load_tokenizer, save_reward_model
 
 
@@ -31,7 +32,7 @@ PAIRS = [
 
 
 def aplot_score(model, tok, pair: Pair) -> float:
-    batch = collate_pairs([encode_pair(tok, pair, 64, 0.25)], tok.pad_token_id)
+    batch = collate_pairs(encode_pairs(tok, [pair], 64, 0.25), tok.pad_token_id)
     with torch.no_grad():
         rewards, _ = model(batch["input_ids"], batch["attention_mask"])
     return float(rewards[0])  # the chosen (longer) response
@@ -46,7 +47,7 @@ def test_plain_transformers_reproduces_aplots_score(minilm_export):
     assert json.loads((out / INPUTS_FILE).read_text())["max_length"] == 64
     for pair in PAIRS:
         inputs = plain_tok(pair.prompt, pair.chosen, truncation="only_first", return_tensors="pt")
-        assert inputs["input_ids"][0].tolist() == encode_pair(tok, pair, 64, 0.25)["chosen_ids"]
+        assert inputs["input_ids"][0].tolist() == encode_pairs(tok, [pair], 64, 0.25)[0]["chosen_ids"]
         # aplot feeds one token type (the model's default of zeros when the tokenizer gives none)
         assert set(inputs.get("token_type_ids", torch.zeros(1)).flatten().tolist()) == {0}
         with torch.no_grad():

@@ -14,19 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from engine.data.pairs import (
-    DataError,
-    Pair,
-    PairDataset,
-    collate_pairs,
-    encode_pair,
-    load_pairs,
-    parse_row,
-    render_messages,
-    special_layout,
-    split_eval,
-    synthetic_pairs,
-)
+from engine.data.pairs import PairDataset, collate_pairs, encode_pairs, special_layout
+from engine.data.rows import DataError, Pair, parse_row, render_messages, split_eval
+from engine.data.sources import load_pairs, synthetic_pairs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -226,7 +216,7 @@ def test_split_is_the_same_in_another_process():
     pairs = _pairs_with_repeated_prompts()
     here = [p.prompt + p.chosen for p in split_eval(pairs, 0.25, seed=7)[1]]
     code = (
-        "from engine.data.pairs import Pair, split_eval\n"
+        "from engine.data.rows import Pair, split_eval\n"
         "pairs = [Pair(f'prompt {i % 40}', f'good {i}', f'bad {i}') for i in range(200)]\n"
         "print([p.prompt + p.chosen for p in split_eval(pairs, 0.25, seed=7)[1]])\n"
     )
@@ -273,7 +263,7 @@ def test_encoder_layout_matches_the_tokenizers_own_pair_encoding(minilm):
     cls, sep = minilm.cls_token_id, minilm.sep_token_id
     assert (layout.prefix, layout.middle, layout.suffix) == ([cls], [sep], [sep])
     pair = Pair("\n\nHuman: How are you?\n\nAssistant:", " Fine, thanks.", " Go away.")
-    enc = encode_pair(minilm, pair, max_length=64)
+    enc = encode_pairs(minilm, [pair], max_length=64)[0]
     assert enc["chosen_ids"] == minilm(pair.prompt, pair.chosen)["input_ids"]
     assert enc["rejected_ids"] == minilm(pair.prompt, pair.rejected)["input_ids"]
     assert enc["prompt_len"] == 2 + len(_ids(minilm, pair.prompt))  # [CLS] prompt [SEP]
@@ -283,7 +273,7 @@ def test_encoder_layout_matches_the_tokenizers_own_pair_encoding(minilm):
 
 def test_decoder_layout_appends_eos_after_the_response(bpe):
     pair = Pair("\n\nHuman: How do I boil an egg?\n\nAssistant:", " Put it in boiling water.", " Why?", 0.5)
-    enc = encode_pair(bpe, pair, max_length=64)
+    enc = encode_pairs(bpe, [pair], max_length=64)[0]
     p, c = _ids(bpe, pair.prompt), _ids(bpe, pair.chosen)
     assert enc["chosen_ids"] == p + c + [bpe.eos_token_id]
     assert enc["chosen_ids"][-1] == bpe.eos_token_id != bpe.pad_token_id
@@ -295,7 +285,7 @@ def test_long_prompt_is_cut_from_the_left_with_the_same_context_on_both_sides(mi
     prompt = " ".join(f"word{i}" for i in range(60)) + " the final question?"
     pair = Pair(prompt, " a short answer", " a much longer answer than the other one")
     p, c, r = (_ids(minilm, t) for t in (pair.prompt, pair.chosen, pair.rejected))
-    enc = encode_pair(minilm, pair, max_length=32)
+    enc = encode_pairs(minilm, [pair], max_length=32)[0]
     keep = 32 - 3 - len(r)  # the longer response decides how much prompt fits
     cls, sep = minilm.cls_token_id, minilm.sep_token_id
     assert enc["rejected_ids"] == [cls] + p[-keep:] + [sep] + r + [sep]
@@ -308,7 +298,7 @@ def test_long_prompt_is_cut_from_the_left_with_the_same_context_on_both_sides(mi
 def test_response_longer_than_max_length_loses_its_end_not_the_closing_token(bpe):
     pair = Pair("\n\nHuman: How?", " boiling water" * 30, " Why?")
     c = _ids(bpe, pair.chosen)
-    enc = encode_pair(bpe, pair, max_length=16)
+    enc = encode_pairs(bpe, [pair], max_length=16)[0]
     assert enc["chosen_ids"] == c[:15] + [bpe.eos_token_id]
     assert enc["prompt_len"] == 0 and enc["chosen_len"] == 15
     assert enc["rejected_ids"] == _ids(bpe, pair.rejected) + [bpe.eos_token_id]

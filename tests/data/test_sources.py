@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from _cli import aplot, one_line_error
 
-from engine.data.pairs import DataError, load_pairs
+from engine.data.rows import DataError
+from engine.data.sources import load_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 50
@@ -105,7 +106,7 @@ def test_a_fingerprint_changes_with_the_data(tmp_path):
 def test_a_bad_row_names_the_source_the_row_and_the_field(tmp_path):
     rows = base_rows()
     rows[11]["chosen"] = None  # a null cell
-    with pytest.raises(DataError, match=r"bad\.parquet: row 12: prompt, chosen and rejected must all be text"):
+    with pytest.raises(DataError, match=r"bad\.parquet: row 12: chosen is null; expected text or a message list$"):
         load_pairs(write_parquet(tmp_path / "bad.parquet", rows))
     renamed = [{RENAMED[k]: v for k, v in r.items()} for r in base_rows()]
     with pytest.raises(DataError, match=r"row 1: no column 'better' \(data.columns.chosen\)"):
@@ -133,7 +134,7 @@ def hub_env(home: Path) -> dict:
                   "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
-LOAD = ("import sys, json; from engine.data.pairs import load_pairs, DataError\n"
+LOAD = ("import sys, json; from engine.data.rows import DataError; from engine.data.sources import load_pairs\n"
         "try:\n    r = load_pairs(sys.argv[1])\n"
         "except DataError as e:\n    print('ERR', e); sys.exit(3)\n"
         "print(json.dumps([[p.prompt, p.chosen, p.rejected, p.margin, p.subset] for p in r.pairs]))\n")
@@ -151,7 +152,7 @@ def test_hf_source_loads_from_a_faked_offline_hub_cache(tmp_path):
 
 def test_a_missing_hub_dataset_fails_in_one_line_within_a_second(tmp_path):
     env = hub_env(tmp_path / "empty")
-    code = ("import time, sys; from engine.data.pairs import load_pairs, DataError\nt = time.perf_counter()\n"
+    code = ("import time, sys; from engine.data.rows import DataError; from engine.data.sources import load_pairs\nt = time.perf_counter()\n"
             "try:\n    load_pairs('hf:nobody/nothing:main@test')\nexcept DataError as e:\n"
             "    print(time.perf_counter() - t); print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,

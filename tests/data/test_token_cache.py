@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from engine.data import token_cache
-from engine.data.pairs import Pair, PairDataset, encode_pair, synthetic_pairs
+from engine.data.pairs import PairDataset, encode_pairs
+from engine.data.rows import Pair
+from engine.data.sources import synthetic_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +58,8 @@ def test_a_cache_that_cannot_be_written_costs_the_run_nothing(tmp_path, tok, cap
 
 RACE = """
 import sys, pickle
-from engine.data.pairs import PairDataset, synthetic_pairs
+from engine.data.pairs import PairDataset
+from engine.data.sources import synthetic_pairs
 from engine.models import train_tokenizer
 pairs = synthetic_pairs(3000, 1, 0.1).pairs
 tok = train_tokenizer([p.prompt + p.chosen + p.rejected for p in pairs[:200]], 300)
@@ -86,14 +89,20 @@ def test_the_prompt_keeps_its_floor_and_the_responses_lose_their_end(tok):
     pair = Pair(prompt, " " + "long answer " * 30, " short")
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     c = tok(pair.chosen, add_special_tokens=False)["input_ids"]
-    old = encode_pair(tok, pair, 64, 0.0)
+    old = encode_pairs(tok, [pair], 64, 0.0)[0]
     assert old["prompt_len"] == 0 and old["no_prompt"]  # the long answer left nothing for the prompt
-    new = encode_pair(tok, pair, 64, 0.25)
+    new = encode_pairs(tok, [pair], 64, 0.25)[0]
     floor = 16  # 0.25 × 64
     assert new["prompt_len"] == floor and not new["no_prompt"]
     assert new["chosen_ids"][:floor] == p[-floor:]  # the prompt's end: the turn being answered
     assert new["chosen_ids"][floor:-1] == c[: 64 - 1 - floor]  # the response keeps its start
     assert new["truncated"] and len(new["chosen_ids"]) == 64
-    short = encode_pair(tok, Pair("hi?", " " + "long " * 80, " no"), 64, 0.25)  # under the floor: kept whole
+    short = encode_pairs(tok, [Pair("hi?", " " + "long " * 80, " no")], 64, 0.25)[0]  # under the floor: kept whole
     assert 0 < short["prompt_len"] == len(tok("hi?", add_special_tokens=False)["input_ids"]) < floor
     assert short["chosen_len"] == 63 - short["prompt_len"]
+
+
+def test_a_pair_with_an_empty_prompt_counts_as_one_with_no_prompt(tok):
+    """`no_prompt_pairs` counts every pair the model sees without context, not only those cut to none."""
+    ds = PairDataset([Pair("", " plum fig", " dog"), Pair("fruit: dog red plum.", " fig", " cat")], tok, 32)
+    assert [item["no_prompt"] for item in ds.items] == [True, False] and ds.no_prompt == 1

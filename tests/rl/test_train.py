@@ -21,11 +21,13 @@ from safetensors.torch import load_file
 from engine import config as C
 from engine import metrics as M
 from engine.data import synthetic
-from engine.data.pairs import Pair, encode_pair
+from engine.data.pairs import encode_pairs
+from engine.data.rows import Pair
 from engine.models import build_reward_model, save_reward_model, train_tokenizer
 from engine.rl import policy as P
+from engine.runs import launch, lifecycle
+from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runs import supervisor
 from engine.runtime import TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +70,7 @@ def ppo_config(rm_run: str, **optim) -> C.Config:
 
 def kill_after_step_3_checkpoint(paths: mf.RunPaths) -> None:
     """Launch the run, SIGKILL its whole group once step 3's checkpoint is complete; it reads crashed."""
-    proc = supervisor.spawn(paths)
+    proc = lifecycle.spawn(paths)
     deadline = time.monotonic() + 90
     while not (paths.checkpoints / "step-3" / "done").exists():
         assert proc.poll() is None, paths.log.read_text()[-3000:]
@@ -77,20 +79,20 @@ def kill_after_step_3_checkpoint(paths: mf.RunPaths) -> None:
     members = group_members(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)  # a hard kill: no chance to save anything more
     wait_exited(members)  # exited, not reaped: the ranks may stay zombies, and zombies hold no lock
-    assert mf.effective_status(paths) == "crashed"  # at once: no pid is asked, no sleep
+    assert S.effective(paths) == "crashed"  # at once: no pid is asked, no sleep
     proc.wait()
 
 
 def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer)
     cfg = ppo_config(rm_id, max_steps=30)
-    paths = supervisor.create_run(cfg, tmp_path)
+    paths = lifecycle.create(cfg, tmp_path)
     kill_after_step_3_checkpoint(paths)
     newest = mf.checkpoint_steps(paths)[-1]
     assert newest < 30
 
-    proc = supervisor.resume(paths)
-    assert supervisor.reap(paths, proc) == "completed", paths.log.read_text()[-3000:]
+    proc = lifecycle.resume(paths)
+    assert lifecycle.reap(paths, proc) == "completed", paths.log.read_text()[-3000:]
     assert f"continuing at step {newest + 1}" in paths.log.read_text()
 
     manifest = mf.read(paths)
@@ -123,11 +125,11 @@ def test_grpo_trains_no_value_head_survives_sigkill_and_resumes(tmp_path, tokeni
     rm_id = make_rm_run(tmp_path, tokenizer)
     cfg = ppo_config(rm_id, max_steps=8)
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch = "grpo", 2, 4
-    paths = supervisor.create_run(cfg, tmp_path)
+    paths = lifecycle.create(cfg, tmp_path)
     kill_after_step_3_checkpoint(paths)
     newest = mf.checkpoint_steps(paths)[-1]
     assert newest < 8
-    assert supervisor.reap(paths, supervisor.resume(paths)) == "completed", paths.log.read_text()[-3000:]
+    assert lifecycle.reap(paths, lifecycle.resume(paths)) == "completed", paths.log.read_text()[-3000:]
     assert f"continuing at step {newest + 1}" in paths.log.read_text()
 
     resolved = mf.read(paths)["resolved"]
@@ -152,8 +154,8 @@ def test_rloo_on_two_ranks_puts_the_kl_in_the_reward(tmp_path, tokenizer):
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "rloo", 2, 3, 2
     cfg.ppo.bon_samples, cfg.ppo.eval_prompts, cfg.ppo.judge = 4, 5, "gold"  # 5 prompts: 3 on one rank, 2 on the other
     cfg.launch.num_processes = 2
-    paths = supervisor.create_run(cfg, tmp_path)
-    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    paths = lifecycle.create(cfg, tmp_path)
+    assert lifecycle.reap(paths, lifecycle.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
     assert mf.read(paths)["resolved"]["samples_per_step"] == 3 * 2 * 2
     records = M.read_all(paths.metrics)
     (bon,) = [r for r in records if r.split == M.BON_SPLIT]  # the reference's best-of-n curve, gathered once
@@ -209,12 +211,12 @@ def test_the_runs_a_ppo_run_names_are_checked_before_launch(runs_dir, tokenizer,
 def test_a_ppo_run_links_the_runs_it_names_by_their_full_ids_before_it_starts(runs_dir, tokenizer):
     """Named by a unique part of its id, the reward model is linked by its whole id in the new run's
     manifest from the moment the folder exists (the preflight found it; nothing is started here)."""
-    from engine.runs import lifecycle as launcher
+    from engine.runs import lifecycle
 
     rm_id, judge_id = make_rm_run(runs_dir, tokenizer), make_rm_run(runs_dir, tokenizer)
     cfg = ppo_config(rm_id[-9:], max_steps=2)
     cfg.ppo.judge = judge_id[-9:]
-    paths = launcher.create(cfg, runs_dir)
+    paths = lifecycle.create(cfg, runs_dir)
     assert mf.read(paths)["links"] == {"reward_model_run": rm_id, "judge_run": judge_id}
     assert mf.read(paths)["status"] == "created"
 
@@ -229,8 +231,8 @@ def test_ppo_on_several_ranks_counts_every_eval_prompt_once(tmp_path, tokenizer,
     cfg.ppo.eval_prompts, cfg.ppo.rollout_batch, cfg.ppo.minibatch_size = eval_prompts, 3, 2
     cfg.ppo.win_rate_every, cfg.ppo.sft_steps = 1, 2
     cfg.launch.num_processes = world
-    paths = supervisor.create_run(cfg, tmp_path)
-    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    paths = lifecycle.create(cfg, tmp_path)
+    assert lifecycle.reap(paths, lifecycle.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
     manifest = mf.read(paths)
     assert manifest["provenance"]["world_size"] == manifest["resolved"]["world_size"] == world
     assert manifest["resolved"]["global_rollout"] == 3 * world
@@ -253,13 +255,13 @@ def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
     weights[head] = torch.full_like(weights[head], float("nan"))
     save_file(weights, rm_final)
 
-    failing = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
-    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2, skip_nonfinite=True), tmp_path)
-    procs = [supervisor.spawn(failing), supervisor.spawn(paths)]  # the two runs side by side
-    assert supervisor.reap(failing, procs[0]) == "failed"
+    failing = lifecycle.create(ppo_config(rm_id, max_steps=2), tmp_path)
+    paths = lifecycle.create(ppo_config(rm_id, max_steps=2, skip_nonfinite=True), tmp_path)
+    procs = [lifecycle.spawn(failing), lifecycle.spawn(paths)]  # the two runs side by side
+    assert lifecycle.reap(failing, procs[0]) == "failed"
     assert mf.read(failing)["error"].startswith("non-finite loss at step 1;")
 
-    assert supervisor.reap(paths, procs[1]) == "completed", paths.log.read_text()[-3000:]
+    assert lifecycle.reap(paths, procs[1]) == "completed", paths.log.read_text()[-3000:]
     assert "[aplot] step 1: non-finite loss, batch skipped" in paths.log.read_text()
     train = [r for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
     assert [r.data[M.SKIPPED_NONFINITE] for r in train] == [4, 4]  # 2 epochs x 2 minibatches, every step
@@ -271,8 +273,8 @@ def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
     """judge = an RM run whose head is all zeros (every comparison a tie), opponent = a finished PPO
     run: every eval is 16 ties (rate 0.5, standard error 0), and both runs are linked in the manifest."""
     rm_id = make_rm_run(tmp_path, tokenizer)
-    opponent = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
-    assert supervisor.reap(opponent, supervisor.spawn(opponent)) == "completed", opponent.log.read_text()[-3000:]
+    opponent = lifecycle.create(ppo_config(rm_id, max_steps=2), tmp_path)
+    assert lifecycle.reap(opponent, lifecycle.spawn(opponent)) == "completed", opponent.log.read_text()[-3000:]
     judge_id = make_rm_run(tmp_path, tokenizer)
     judge_final = mf.run_paths(tmp_path, judge_id).checkpoints / "final" / "model.safetensors"
     from safetensors.torch import save_file
@@ -283,8 +285,8 @@ def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
 
     cfg = ppo_config(rm_id, max_steps=2)
     cfg.ppo.judge, cfg.ppo.opponent, cfg.ppo.win_rate_every = judge_id, opponent.id, 1
-    paths = supervisor.create_run(cfg, tmp_path)
-    assert supervisor.reap(paths, supervisor.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
+    paths = lifecycle.create(cfg, tmp_path)
+    assert lifecycle.reap(paths, lifecycle.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
     assert mf.read(paths)["links"] == {"reward_model_run": rm_id, "judge_run": judge_id, "opponent_run": opponent.id}
     win = [r for r in M.read_all(paths.metrics) if r.split == M.eval_split("win")]
     assert [r.step for r in win] == [0, 1, 2]
@@ -297,8 +299,8 @@ def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
 
 def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer, status="running")
-    paths = supervisor.create_run(ppo_config(rm_id, max_steps=2), tmp_path)
-    env = supervisor.launch_env(C.from_dict(mf.read(paths)["config"]))
+    paths = lifecycle.create(ppo_config(rm_id, max_steps=2), tmp_path)
+    env = launch.env(C.from_dict(mf.read(paths)["config"]))
     proc = subprocess.run([sys.executable, "-m", "engine.rl.train", "--run-dir", str(paths.dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
@@ -309,7 +311,7 @@ def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
 
 
 def test_model_runs_are_checked_before_use(tmp_path, tokenizer):
-    from engine.rl.train import find_model_run
+    find_model_run = lifecycle.find_model_run
 
     rm_id = make_rm_run(tmp_path, tokenizer)
     folder, run_id = find_model_run(tmp_path, rm_id[-4:], "rm", "ppo.reward_model_run")  # a unique suffix works
@@ -377,7 +379,7 @@ def test_scores_use_the_rm_training_layout(tokenizer):
     prompts, responses = ["fruit: dog red plum.", "color: cat."], [" apple pear", " red"]
     got = P.score(rm, tokenizer, prompts, responses, max_length=32, device="cpu")
     for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        ids = torch.tensor([encode_pair(tokenizer, Pair(p, r, r), 32)["chosen_ids"]])
+        ids = torch.tensor([encode_pairs(tokenizer, [Pair(p, r, r)], 32)[0]["chosen_ids"]])
         with torch.no_grad():
             want, _ = rm(ids, torch.ones_like(ids))
         assert got[i].item() == pytest.approx(want.item(), abs=1e-5)

@@ -16,7 +16,9 @@ import torch
 from _cli import aplot, eval_records, launch_eval, one_line_error
 
 from engine import metrics as M
-from engine.data.pairs import collate_pairs, encode_pairs, split_eval, synthetic_pairs
+from engine.data.pairs import collate_pairs, encode_pairs
+from engine.data.rows import split_eval
+from engine.data.sources import synthetic_pairs
 from engine.runs import store as mf
 
 README_LINES = ('tok = AutoTokenizer.from_pretrained(out); rm = AutoModelForSequenceClassification.from_pretrained(out)\n'

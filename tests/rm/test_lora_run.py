@@ -28,7 +28,7 @@ def size(folder) -> int:
 def lora_run(tmp_path_factory):
     """A base model folder (a tiny Llama RM with its tokenizer) and a finished 12-step LoRA run on it."""
     from engine.config import ModelSection, TinyModelConfig
-    from engine.data.pairs import synthetic_pairs
+    from engine.data.sources import synthetic_pairs
     from engine.models import build_reward_model, save_reward_model, train_tokenizer
 
     root = tmp_path_factory.mktemp("lora")

@@ -18,7 +18,8 @@ from transformers import (
 )
 
 from engine.config import LoraConfig, ModelSection, TinyModelConfig
-from engine.data.pairs import Pair, PairDataset, collate_pairs
+from engine.data.pairs import PairDataset, collate_pairs
+from engine.data.rows import Pair
 from engine.models import RewardModel, build_reward_model, train_tokenizer
 from engine.rm.losses import bt_loss
 from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported

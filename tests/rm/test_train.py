@@ -149,7 +149,7 @@ def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
     assert manifest["status"] == "stopped" and manifest["exit_code"] == 130
     step = manifest["summary"]["step"]
     assert mf.checkpoint_steps(paths) == [step]  # the stop saved exactly where it stopped
-    assert not liveness.lock_held(paths.dir)
+    assert not liveness.held_here(paths.dir)
     # the resumed run must reach max_steps; shorten the (huge) target through the manifest's config
     cfg = manifest["config"]
     cfg["optim"]["max_steps"] = step + 3

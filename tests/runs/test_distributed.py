@@ -24,7 +24,8 @@ from conftest import TINY_RM
 from engine import config as C
 from engine import metrics as M
 from engine.rm.train import micro_batch_indices, rebatch_for_resume
-from engine.runs import liveness, supervisor
+from engine.runs import lifecycle, liveness
+from engine.runs import status as S
 from engine.runs import store as mf
 from engine.runs.launch import free_port
 from engine.runtime import TrainingError
@@ -227,8 +228,8 @@ def test_an_accelerate_file_that_contradicts_launch_fails_before_anything(tmp_pa
 def test_the_trainer_refuses_a_launch_that_is_not_what_the_run_asked_for(tmp_path, runs_dir):
     """A run for one process started by hand on two ranks: it fails before training, in one line."""
     cfg = C.load(write_config(tmp_path))
-    paths = supervisor.create_run(cfg, runs_dir)
-    argv = [sys.executable, "-m", "engine.runs.launch", "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision",
+    paths = lifecycle.create(cfg, runs_dir)
+    argv = [sys.executable, "-m", "engine.launch", "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision",
             "no", "--num_processes", "2", "--multi_gpu", "--main_process_port", str(free_port()),
             "-m", "engine.rm.train", "--run-dir", str(paths.dir)]
     proc = subprocess.run(argv, env=cpu_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -263,7 +264,7 @@ def test_a_run_launched_with_sigint_ignored_stops_cleanly_with_a_checkpoint(tmp_
     ((paths, _),) = mf.list_runs(runs_dir)
     tail, deadline = M.MetricsTail(paths.metrics), time.monotonic() + 120
     while not any(r.split == M.TRAIN for r in tail.read_new()):  # polls for its first train line
-        assert liveness.lock_held(paths.dir) and time.monotonic() < deadline, paths.log.read_text()[-3000:]
+        assert liveness.held_here(paths.dir) and time.monotonic() < deadline, paths.log.read_text()[-3000:]
         time.sleep(0.05)
     launcher = mf.read(paths)["pid"]
     bit = 1 << (signal.SIGINT - 1)
@@ -273,12 +274,12 @@ def test_a_run_launched_with_sigint_ignored_stops_cleanly_with_a_checkpoint(tmp_
                 assert not sig_mask(int(pid), "SigIgn") & bit, Path(f"/proc/{pid}/cmdline").read_bytes()
         except (ProcessLookupError, FileNotFoundError):
             continue
-    assert supervisor.stop(paths, grace=120) == "stopped"
+    assert lifecycle.stop(paths, grace=120) == "stopped"
     manifest = mf.read(paths)
     assert manifest["exit_code"] == 130 and manifest["error"] == ""
     step = manifest["summary"]["step"]
     assert mf.checkpoint_steps(paths) == [step] and (paths.checkpoints / f"step-{step}" / "done").exists()
-    assert mf.effective_status(paths) == "stopped" and not liveness.lock_held(paths.dir)
+    assert S.effective(paths) == "stopped" and not liveness.held_here(paths.dir)
 
 
 def rank_pids(pgid: int) -> list[int]:
@@ -295,16 +296,16 @@ def assert_stopped_after_its_first_step(paths: mf.RunPaths) -> None:
     manifest = mf.read(paths)
     assert manifest["status"] == "stopped" and manifest["exit_code"] == 130, paths.log.read_text()[-3000:]
     assert manifest["summary"]["step"] == 1 and mf.checkpoint_steps(paths) == [1]
-    assert "Traceback" not in paths.log.read_text() and not liveness.lock_held(paths.dir)
+    assert "Traceback" not in paths.log.read_text() and not liveness.held_here(paths.dir)
 
 
 def test_a_stop_while_the_rank_still_imports_torch_ends_stopped_after_its_first_step(tmp_path, runs_dir):
     """An `aplot stop` pressed at launch, a Slurm warning signal in a job's first second: the rank holds
     the signal from its first line (SigBlk) until its handlers are in place, then stops with a
     checkpoint after one step — not a KeyboardInterrupt in the middle of `import torch`."""
-    paths = supervisor.create_run(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
+    paths = lifecycle.create(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
                                                                   "eval.every=0"]), runs_dir)
-    proc = supervisor.spawn(paths)
+    proc = lifecycle.spawn(paths)
     bit = 1 << (signal.SIGINT - 1)
     wait_for(lambda: any(sig_mask(pid, "SigBlk") & bit for pid in rank_pids(proc.pid)), 60, "a rank holding SIGINT")
     os.killpg(proc.pid, signal.SIGINT)  # what `aplot stop` sends: the launcher and every rank at once
@@ -315,9 +316,9 @@ def test_a_stop_while_the_rank_still_imports_torch_ends_stopped_after_its_first_
 def test_a_stop_before_any_rank_exists_reaches_the_ranks_when_they_start(tmp_path, runs_dir):
     """Only the launcher was there to hear it (accelerate was still importing): the ranks it starts
     afterwards find the stop in their environment."""
-    paths = supervisor.create_run(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
+    paths = lifecycle.create(C.load(write_config(tmp_path), ["optim.max_steps=100000", "checkpoint.every=0",
                                                                   "eval.every=0"]), runs_dir)
-    proc = supervisor.spawn(paths)
+    proc = lifecycle.spawn(paths)
     term = 1 << (signal.SIGTERM - 1)  # Python catches SIGINT from its start; SIGTERM only once main() ran
     wait_for(lambda: sig_mask(proc.pid, "SigCgt") & term, 60, "the launcher's stop handlers")
     assert not rank_pids(proc.pid)  # accelerate takes seconds to import; its ranks come after
@@ -328,7 +329,7 @@ def test_a_stop_before_any_rank_exists_reaches_the_ranks_when_they_start(tmp_pat
 
 
 def test_resume_refuses_overrides_outside_launch(runs_dir, tmp_path):
-    paths = supervisor.create_run(C.load(write_config(tmp_path)), runs_dir)
+    paths = lifecycle.create(C.load(write_config(tmp_path)), runs_dir)
     line = one_line_error(aplot("resume", paths.id, "optim.lr=1", runs_dir=runs_dir))
     assert line == "aplot: optim.lr: a resume keeps the run's config; only launch.* settings can change"
     assert np.isclose(mf.read(paths)["config"]["optim"]["lr"], 1e-3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 from pathlib import Path
 
 from _cli import aplot
@@ -73,10 +74,11 @@ class Events:
 
 def record(monkeypatch, log: Path) -> None:
     """The hook, in this process."""
-    namespace: dict = {}
     monkeypatch.setenv(LOG_ENV, str(log))
+    hook = log.with_name("fsync_hook.py")
+    hook.write_text(HOOK)
     saved = os.fsync, os.replace
-    exec(compile(HOOK, "hook", "exec"), namespace)  # noqa: S102 - the test's own hook text
+    runpy.run_path(str(hook))
     patched = os.fsync, os.replace
     os.fsync, os.replace = saved
     monkeypatch.setattr(os, "fsync", patched[0])

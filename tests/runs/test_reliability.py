@@ -29,7 +29,8 @@ from conftest import TINY_RM
 
 from engine import config as C
 from engine import metrics as M
-from engine.runs import liveness, supervisor
+from engine.runs import launch, lifecycle, liveness
+from engine.runs import status as S
 from engine.runs import store as mf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +127,7 @@ def test_resume_is_refused_when_completed_running_or_already_resuming(ended_run,
     def press():
         barrier.wait()
         try:
-            results.append(supervisor.resume(paths))
+            results.append(lifecycle.resume(paths))
         except mf.RunError as e:
             results.append(e)
 
@@ -148,7 +149,7 @@ def test_resume_is_refused_when_completed_running_or_already_resuming(ended_run,
         assert f"{paths.id}: is running; stop it before resuming" in line
         assert mf.read(paths)["resume_count"] == 1
     finally:
-        assert supervisor.stop(paths, proc=proc) == "stopped"
+        assert lifecycle.stop(paths, proc=proc) == "stopped"
     assert mf.checkpoint_steps(paths)[-1] == mf.read(paths)["summary"]["step"] > 3
 
 
@@ -246,12 +247,12 @@ def resume_with_file_size_limit(paths: mf.RunPaths, limit: int) -> tuple[int, st
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.Popen(supervisor.launch_argv(cfg, paths.dir.resolve(), resume=True),
-                            env=supervisor.launch_env(cfg), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(launch.argv(cfg, paths.dir.resolve(), resume=True),
+                            env=launch.env(cfg), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limit_writes)
-    mf.update(paths, status="created", pid=proc.pid)  # what supervisor.resume records
+    mf.update(paths, status="created", pid=proc.pid)  # what lifecycle.resume records
     out = proc.communicate(timeout=240)[0].decode(errors="replace")
-    wait_for(lambda: not liveness.lock_held(paths.dir), 30, "the run's processes to exit")
+    wait_for(lambda: not liveness.held_here(paths.dir), 30, "the run's processes to exit")
     return proc.returncode, out
 
 
@@ -309,7 +310,7 @@ def test_disk_full_for_the_manifest_leaves_the_old_one_and_shows_crashed(ended_r
         code, out = resume_with_file_size_limit(paths, limit)
     assert code != 0
     assert paths.manifest.read_bytes() == snapshot[-1]  # byte for byte what was there before the run
-    assert mf.effective_status(paths) == "crashed"
+    assert S.effective(paths) == "crashed"
     assert not [p for p in paths.dir.iterdir() if p.name.endswith(".tmp")]  # no half-written temp files
     assert "File too large" in out
     assert mf.checkpoint_steps(paths) == [3]
@@ -368,7 +369,7 @@ def test_stop_pressed_during_a_checkpoint_save_ends_stopped_with_a_complete_chec
     torn = freeze_inside_a_save(paths)
     trainer = trainer_pid(paths)
     result: list[str] = []
-    stopper = threading.Thread(target=lambda: result.append(supervisor.stop(paths, grace=120)))
+    stopper = threading.Thread(target=lambda: result.append(lifecycle.stop(paths, grace=120)))
     stopper.start()  # stop sends SIGINT to the frozen group: it waits, pending, inside the save
     wait_for(lambda: sigint_pending(trainer), 10, "SIGINT to reach the frozen trainer")
     os.killpg(mf.read(paths)["pid"], signal.SIGCONT)
@@ -393,7 +394,7 @@ def test_a_second_sigint_inside_the_stop_save_keeps_the_previous_checkpoint_resu
     os.killpg(pgid, signal.SIGINT)  # second press lands inside that save: "now"
     wait_for(lambda: sigint_pending(trainer), 10, "SIGINT to reach the frozen trainer")
     os.killpg(pgid, signal.SIGCONT)
-    wait_for(lambda: not liveness.lock_held(paths.dir), 60, "the run to exit")
+    wait_for(lambda: not liveness.held_here(paths.dir), 60, "the run to exit")
     manifest = mf.read(paths)
     assert manifest["status"] == "stopped" and manifest["exit_code"] == 130
     assert manifest["error"] == "interrupted before a checkpoint could be saved"
@@ -417,16 +418,16 @@ def test_runs_outlive_a_killed_ui_and_are_listed_after(tmp_path, runs_dir):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY_RM)
     ui = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom aplot_tui import supervisor\nfrom engine import config\n"
+        "import sys, time\nfrom engine import config\nfrom engine.runs import lifecycle\n"
         f"cfg = config.load({str(cfg)!r}, ['optim.max_steps=20', 'eval.every=0', 'checkpoint.every=0'])\n"
-        f"ids = [supervisor.start(cfg, {str(runs_dir)!r}).id for _ in range(2)]\n"
+        f"ids = [lifecycle.start(cfg, {str(runs_dir)!r}).id for _ in range(2)]\n"
         "print(' '.join(ids), flush=True)\ntime.sleep(600)\n")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     ids = ui.stdout.readline().split()
     ui.kill()  # SIGKILL: no handler, no cleanup, like a closed terminal or an OOM kill of the UI
     ui.wait()
     assert len(ids) == 2
     for run_id in ids:
-        assert mf.effective_status(mf.run_paths(runs_dir, run_id)) in ("created", "running")
+        assert S.effective(mf.run_paths(runs_dir, run_id)) in ("created", "running")
     wait_for(lambda: all(mf.read(mf.run_paths(runs_dir, i))["status"] == "completed" for i in ids), 240,
              "both runs to complete", poll=0.2)
     rows = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)

@@ -21,10 +21,10 @@ from slurm_cluster import available, slurm_cluster
 
 from engine import config as C
 from engine import metrics as M
+from engine.launch import slurm_task_flags
 from engine.runs import slurm
 from engine.runs import store as mf
 from engine.runs.launch import argv as launch_argv
-from engine.runs.launch import slurm_task_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,10 +53,10 @@ def test_the_job_script_is_readable_and_complete(tmp_path):
         assert f"#SBATCH {opt}" in lines, opt
     assert "module load cuda/12.4" in lines  # verbatim, before the launch
     (srun,) = [x for x in lines if x.startswith("srun ")]
-    assert "-m engine.runs.launch --slurm" in srun and f"--run-dir {run_dir}" in srun and "--num_processes 16" in srun
+    assert "-m engine.launch --slurm" in srun and f"--run-dir {run_dir}" in srun and "--num_processes 16" in srun
     assert "--multi_gpu" in srun and "--main_process_port" not in srun  # the task adds it from the job's env
     assert lines.index("module load cuda/12.4") < lines.index(srun)
-    assert lines[-1] == "exit $code" and "-m engine.runs.slurm after-job" in lines[-2]
+    assert lines[-1] == "exit $code" and "-m engine.runs.lifecycle after-job" in lines[-2]
 
 
 def test_each_slurm_task_is_one_machine_of_the_launch():

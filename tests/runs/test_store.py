@@ -8,6 +8,7 @@ import pytest
 from _procs import fake_trainer, is_zombie, wait_exited
 
 from engine.runs import liveness
+from engine.runs import status as S
 from engine.runs import store as mf
 
 
@@ -59,10 +60,10 @@ def test_running_is_alive_exactly_while_a_process_holds_the_lock(tmp_path):
     paths = _new(tmp_path)
     proc = fake_trainer(paths.dir, paths.id)
     mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
-    assert mf.effective_status(paths) == "running"
+    assert S.effective(paths) == "running"
     proc.stdin.close()
     proc.wait()
-    assert mf.effective_status(paths) == "crashed"
+    assert S.effective(paths) == "crashed"
 
 
 def test_a_killed_trainer_left_a_zombie_is_crashed_at_once(tmp_path):
@@ -75,7 +76,7 @@ def test_a_killed_trainer_left_a_zombie_is_crashed_at_once(tmp_path):
     try:
         assert is_zombie(proc.pid)
         os.kill(proc.pid, 0)  # the pid still "exists"
-        assert mf.effective_status(paths) == "crashed"
+        assert S.effective(paths) == "crashed"
     finally:
         proc.wait()
 
@@ -87,7 +88,7 @@ def test_a_live_pid_without_the_lock_is_not_the_run(tmp_path):
                             stdin=subprocess.PIPE, start_new_session=True)
     try:
         mf.update(paths, status="running", pid=proc.pid, host=liveness.this_host())
-        assert mf.effective_status(paths) == "crashed"
+        assert S.effective(paths) == "crashed"
     finally:
         proc.stdin.close()
         proc.wait()
@@ -98,21 +99,21 @@ def test_a_run_on_another_host_is_judged_by_its_heartbeat(tmp_path):
     mf.update(paths, status="running", pid=4242, host="gpu-node-17")  # a pid of that host means nothing here
     stale = liveness.STALE_AFTER * liveness.HEARTBEAT_S
     liveness.beat(paths.dir, now=time.time() - stale - 1)
-    assert mf.effective_status(paths) == "crashed"
+    assert S.effective(paths) == "crashed"
     liveness.beat(paths.dir, now=time.time() - stale + 5)
-    assert mf.effective_status(paths) == "running"
+    assert S.effective(paths) == "running"
     liveness.beat(paths.dir)
-    assert mf.effective_status(paths) == "running"
+    assert S.effective(paths) == "running"
     # the other host's lock file is not consulted: a lock held here says nothing about that host
     mf.update(paths, host=liveness.this_host())
-    assert mf.effective_status(paths) == "crashed"
+    assert S.effective(paths) == "crashed"
 
 
 def test_a_created_run_is_created_until_launched(tmp_path):
     paths = _new(tmp_path)
-    assert mf.effective_status(paths) == "created"  # never launched: queued, not crashed
+    assert S.effective(paths) == "created"  # never launched: queued, not crashed
     mf.update(paths, launched_at=mf.now_iso(), host=liveness.this_host())
-    assert mf.effective_status(paths) == "crashed"  # launched, and nothing of it is left
+    assert S.effective(paths) == "crashed"  # launched, and nothing of it is left
 
 
 def test_the_heartbeat_thread_beats_and_stops(tmp_path):

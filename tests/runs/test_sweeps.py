@@ -18,8 +18,9 @@ from _cli import aplot
 from _procs import wait_for
 from conftest import TINY_RM
 
-from aplot_tui.views import report, significance
+from aplot_tui.views import run_data, significance
 from engine.analysis import predictions as P
+from engine.runs import status as S
 from engine.runs import store as mf
 from engine.runs import sweeps as sweep
 
@@ -98,7 +99,7 @@ def test_a_2x3_sweep_runs_every_run_once_never_more_than_two_at_a_time(sweep_fil
     assert pred is not None and pred.step == 6 and len(pred.index) == 24
     assert (done[0].paths.dir / "predictions" / "heldout" / "step-6.npy").stat().st_size <= 24 * 16 + 256
     # and compare sees two groups over three seeds
-    runs = [report.load_run(s.paths) for s in done]
+    runs = [run_data.load_run(s.paths) for s in done]
     analysis = significance.analyse(runs)
     assert analysis.group_labels == ["type=bt", "type=aplot"]
     assert analysis.groups[0].result.seeds == [0, 1, 2]
@@ -146,7 +147,7 @@ def test_sweep_stop_leaves_queued_runs_queued_and_stops_running_ones_with_checkp
     assert all(not mf.launched(s.manifest) for s in after if s.status == "queued")
     # resume continues the stopped runs from their checkpoints (and would then start the queue)
     assert aplot("sweep", "resume", sweep_id, "--detach", runs_dir=runs_dir).returncode == 0
-    wait_for(lambda: all(mf.read(s.paths).get("resume_count") == 1 and mf.effective_status(s.paths) == "running"
+    wait_for(lambda: all(mf.read(s.paths).get("resume_count") == 1 and S.effective(s.paths) == "running"
                          for s in stopped), 180, "the stopped runs to resume")
     sweep.stop(runs_dir, sweep_id, grace=30)
     assert sorted(s.status for s in states(runs_dir, sweep_id)) == ["queued"] * 4 + ["stopped"] * 2

@@ -6,15 +6,14 @@ import pytest
 
 from aplot_tui.screens.new_run import NewRunScreen
 from engine import config as config_mod
-from engine.runs import lifecycle as launcher
-from engine.runs import supervisor
+from engine.runs import lifecycle
 
 from .helpers import drive, runs_loaded, wait_for
 
 
 def test_the_tui_launch_fails_fast_in_one_line_on_a_missing_data_file(make_app, store, monkeypatch):
     started = []
-    monkeypatch.setattr(supervisor.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("spawned"))
+    monkeypatch.setattr(lifecycle.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("spawned"))
     before = sorted(p.name for p in store.iterdir())
     said: list[str] = []
 
@@ -42,6 +41,6 @@ def test_the_tui_launch_fails_fast_in_one_line_on_a_missing_data_file(make_app, 
 def test_launcher_checks_before_it_creates_anything(tmp_path):
     cfg = config_mod.load(None, ['data.train="nope.jsonl"'])
     with pytest.raises(config_mod.ConfigError) as err:
-        launcher.create(cfg, tmp_path)
+        lifecycle.create(cfg, tmp_path)
     assert err.value.problems == ["data.train: no such data file 'nope.jsonl'"]
     assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from aplot_tui.screens.run import RunScreen
 from aplot_tui.widgets.config_form import ConfigForm, fid, to_overrides
 from aplot_tui.widgets.run_table import RunTable
 from engine import config as config_mod
+from engine.runs import status as S
 from engine.runs import store as mf
 
 from .helpers import APLOT, EMD, drive, runs_loaded, wait_for
@@ -144,7 +145,7 @@ def test_launch_a_tiny_run_for_real_and_follow_it_to_completed(make_app, store):
         run = pilot.app.screen
         assert run.paths.id.split("-")[2:5] == ["rm", "aplot", "tui"]
         deadline = time.monotonic() + 180
-        while mf.read(run.paths)["status"] not in mf.FINAL and time.monotonic() < deadline:
+        while mf.read(run.paths)["status"] not in S.FINAL and time.monotonic() < deadline:
             await pilot.pause(0.2)
         manifest = mf.read(run.paths)
         assert manifest["status"] == "completed", (manifest.get("error"), run.paths.log.read_text()[-2000:])

@@ -6,6 +6,7 @@ import os
 
 from aplot_tui.screens.run import RunScreen
 from aplot_tui.widgets.run_table import RunTable, parse_query
+from engine.runs import status as S
 from engine.runs import store as mf
 
 from .helpers import ALL, APLOT, BT, EMD, LS, PPO, drive, runs_loaded, wait_for
@@ -132,4 +133,4 @@ def test_quitting_the_tui_leaves_training_running(make_app, store, fake_training
     drive(make_app(), script)
     assert proc.poll() is None
     os.kill(proc.pid, 0)  # still there after the app exited
-    assert mf.effective_status(mf.RunPaths(store / EMD)) == "running"
+    assert S.effective(mf.RunPaths(store / EMD)) == "running"

@@ -9,10 +9,10 @@ import msgspec
 
 from aplot_tui.screens.run import columnize, fields_for
 from aplot_tui.screens.tail import LogTail
+from aplot_tui.views.series import SMOOTHING, Series, downsample, ema, nice_ticks
 from aplot_tui.widgets.config_form import form_text, problem_field
 from aplot_tui.widgets.log_pane import last_frame
 from aplot_tui.widgets.run_header import eta_seconds, format_duration, step_rate
-from aplot_tui.widgets.series import SMOOTHING, Series, downsample, ema, nice_ticks
 from engine.metrics import MetricsTail, Record
 
 

@@ -1,6 +1,6 @@
 """`aplot compare` puts the marked runs' diagnostics side by side (accuracy against the length rules)."""
 
-from aplot_tui.views import report
+from aplot_tui.views import report, run_data
 from engine.analysis import bias_checks as D
 from engine.metrics import MetricsWriter
 from engine.runs import store as mf
@@ -19,7 +19,7 @@ def _run(root, rid, rewards_c, rewards_r):
 def test_compare_table_has_each_runs_diagnostics(tmp_path):
     a, da = _run(tmp_path, "20260101-000000-rm-bt-a-0001", [1, 2, 0.5, 3], [0, 2.5, 1, 1])
     b, db = _run(tmp_path, "20260101-000001-rm-bt-b-0002", [-10, 5, 0, -8], [-40, 1, 0, -20])  # ≈ −length
-    rows = {r["id"]: r for r in report.compare_table([a.dir, b.dir])}
+    rows = {r["id"]: r for r in run_data.table_rows([run_data.load_run(d) for d in [a.dir, b.dir]])}
     key = "eval/ood/" + D.REWARD_LENGTH_CORR
     assert rows[a.id][f"{key} final"] == da[D.REWARD_LENGTH_CORR]
     assert rows[b.id][f"{key} final"] == db[D.REWARD_LENGTH_CORR]

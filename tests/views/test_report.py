@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from aplot_tui.views import report
+from aplot_tui.views import report, run_data
+from engine import metrics as M
 from engine.runs import store as mf
 
 
@@ -33,7 +34,7 @@ def two_runs(tmp_path):
 
 
 def test_compare_table_final_and_best_by_direction(two_runs):
-    alpha, beta = report.compare_table(two_runs)
+    alpha, beta = run_data.table_rows([run_data.load_run(d) for d in two_runs])
     assert (alpha["name"], alpha["loss"], alpha["steps"]) == ("alpha", "bt", 3)
     assert (alpha["loss final"], alpha["loss best"]) == (0.7, 0.5)  # a loss: best is the minimum
     assert (alpha["accuracy final"], alpha["accuracy best"]) == (0.6, 0.8)  # best is the maximum
@@ -42,7 +43,7 @@ def test_compare_table_final_and_best_by_direction(two_runs):
 
 
 def test_tables_as_csv_markdown_and_text(two_runs):
-    rows = report.compare_table(two_runs)
+    rows = run_data.table_rows([run_data.load_run(d) for d in two_runs])
     parsed = list(csv.DictReader(io.StringIO(report.format_table(rows, "csv"))))
     assert parsed[0]["loss best"] == "0.5" and parsed[1]["eval/heldout/accuracy final"] == ""
     md = report.format_table(rows, "md").splitlines()
@@ -61,18 +62,18 @@ def test_diff_fields_lists_only_differing_paths():
     a = {"loss": {"type": "bt", "aplot": {"epsilon": 0.1}}, "seed": 0, "tags": [], "data": {"eval": {}}}
     b = {"loss": {"type": "bt", "aplot": {"epsilon": 0.2}}, "seed": 0, "tags": [], "data": {"eval": {}}}
     c = {"loss": {"type": "aplot", "aplot": {"epsilon": 0.1}}, "seed": 0, "tags": [], "data": {"eval": {"ood": "x"}}}
-    assert report.diff_fields([a, b, c]) == [("data.eval.ood", [None, None, "x"]),
+    assert run_data.diff_fields([a, b, c]) == [("data.eval.ood", [None, None, "x"]),
                                              ("loss.aplot.epsilon", [0.1, 0.2, 0.1]),
                                              ("loss.type", ["bt", "bt", "aplot"])]
-    assert report.diff_fields([a, a]) == []
+    assert run_data.diff_fields([a, a]) == []
 
 
 def test_metric_keys_name_train_bare_and_eval_with_their_set():
-    assert report.split_key("eval/heldout/accuracy") == ("eval/heldout", "accuracy")
-    assert report.split_key("objective/kl") == ("train", "objective/kl")
-    assert report.metric_key("eval/win", "win_rate") == "eval/win/win_rate"
-    assert not report.higher_is_better("objective/kl") and not report.higher_is_better("loss/value_avg")
-    assert report.higher_is_better("eval/win/win_rate")
+    assert M.split_key("eval/heldout/accuracy") == ("eval/heldout", "accuracy")
+    assert M.split_key("objective/kl") == ("train", "objective/kl")
+    assert M.metric_key("eval/win", "win_rate") == "eval/win/win_rate"
+    assert not M.higher_is_better("objective/kl") and not M.higher_is_better("loss/value_avg")
+    assert M.higher_is_better("eval/win/win_rate")
 
 
 def test_export_svg_png_csv_md(two_runs, tmp_path):
