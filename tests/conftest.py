@@ -69,6 +69,30 @@ def _end_leftover_runs(tmp_path):
     end_runs_under(tmp_path)
 
 
+def _built_once(name: str, defs: dict) -> bool:
+    """Whether fixture `name` is module-scoped and writes a temp folder (a training run, an export, a
+    cluster: tmp_path_factory, itself or through another such fixture) — too dear to build twice."""
+    fixture = defs.get(name)
+    if not fixture or fixture[-1].scope != "module":
+        return False
+    args = fixture[-1].argnames
+    return "tmp_path_factory" in args or any(_built_once(a, defs) for a in args)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the marks
+def pytest_collection_modifyitems(items):
+    """The suite runs on two pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
+    that share such a module fixture go to one worker, so it is built once rather than once per
+    worker; a test that names its own `xdist_group` keeps it. Cheap module fixtures (a tokenizer)
+    are built on each worker and their tests spread over both."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        if any(_built_once(name, info.name2fixturedefs) for name in info.names_closure):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_sessionfinish(session):
     """The same for runs under module-scoped temp folders, and after an interrupted session."""
     factory = getattr(session.config, "_tmp_path_factory", None)

@@ -27,6 +27,8 @@ from engine.runs import store as mf
 from engine.runs.launch import argv as launch_argv
 
 ROOT = Path(__file__).resolve().parents[2]
+# one worker for every test of a cluster (here and test_slurm_cluster.py): the clusters share munged and the node
+pytestmark = pytest.mark.xdist_group("slurm")
 
 
 def slurm_config(tmp_path: Path, *lines: str) -> Path:

@@ -8,6 +8,8 @@ import time
 import pytest
 from slurm_cluster import _marked_pids, available, slurm_cluster
 
+pytestmark = pytest.mark.xdist_group("slurm")  # never beside test_slurm.py's cluster: one munged, one node
+
 
 def _wait(check, timeout: float = 30.0):
     """Poll check() until it returns something truthy; fail after timeout seconds."""
