@@ -26,7 +26,7 @@ import numpy as np
 from engine.data import cache
 from engine.data.rows import LoadResult, Pair
 
-FORMAT = 1
+FORMAT = 2  # 2: the mapped columns a set lacks
 ROWS = "rows.npz"
 TEXTS = ("prompt", "chosen", "rejected")
 PARSERS = ("rows.py", "sources.py", "row_cache.py")  # the code a cached parse depends on
@@ -76,7 +76,8 @@ def store(root: Path, k: str, result: LoadResult) -> bool:
         arrays["has_subset"] = np.fromiter((p.subset is not None for p in result.pairs), dtype=bool)
         arrays["has_margin"] = np.fromiter((p.margin is not None for p in result.pairs), dtype=bool)
         arrays["margin"] = np.fromiter((0.0 if p.margin is None else p.margin for p in result.pairs), dtype=np.float64)
-        meta = {"skipped_empty": result.skipped_empty, "sha256": result.sha256, "format": result.format}
+        meta = {"skipped_empty": result.skipped_empty, "sha256": result.sha256, "format": result.format,
+                "absent": result.absent, "columns": result.columns}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with open(tmp / ROWS, "wb") as fh:
             np.savez(fh, **arrays)
@@ -101,4 +102,5 @@ def load(root: Path, k: str, spec: str) -> LoadResult | None:
                                                      strict=True)]
     subsets = [s if has else None for s, has in zip(subset, arrays["has_subset"].tolist(), strict=True)]
     pairs = [Pair(*row) for row in zip(prompt, chosen, rejected, margins, subsets, strict=True)]
-    return LoadResult(pairs, meta["skipped_empty"], spec, meta["sha256"], meta["format"])
+    return LoadResult(pairs, meta["skipped_empty"], spec, meta["sha256"], meta["format"], meta["absent"],
+                      meta["columns"])

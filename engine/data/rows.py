@@ -35,7 +35,7 @@ import random
 import stat
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import AplotError
@@ -66,6 +66,10 @@ class LoadResult:
     path: str
     sha256: str  # of the file's bytes as stored (compressed if .gz): provenance for the manifest
     format: str  # detected row shape(s): "standard", "conversational", "hh", joined by "+" if mixed
+    # mapped margin/subset columns no row of this set has (ours -> theirs), and then the columns its rows
+    # do have: a set may lack margins, but a mapping no set of a config has is a typo (engine.data.sets)
+    absent: dict[str, str] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -191,8 +195,8 @@ def rename_columns(row: Any, columns: dict[str, str] | None) -> Any:
 def collect(rows: Iterable[tuple[str, Any]], path: str, sha256: str,
             columns: dict[str, str] | None = None) -> LoadResult:
     """Rows (any iterable of (where, row)) to pairs; the first bad row stops it with where + why.
-    An empty set, a set of empty responses only, or a mapped margin/subset column found in no row
-    is an error naming `path`."""
+    An empty set, or a set of empty responses only, is an error naming `path`; a mapped margin or
+    subset column found in no row is noted in `absent`."""
     pairs, shapes, skipped, n = [], [], 0, 0
     unseen = {ours: theirs for ours, theirs in (columns or {}).items() if ours in OPTIONAL}
     found: set[str] = set()
@@ -213,13 +217,9 @@ def collect(rows: Iterable[tuple[str, Any]], path: str, sha256: str,
             shapes.append(shape)
     if n == 0:
         raise DataError(f"{path}: no rows (the data set is empty)")
-    if unseen:
-        ours, theirs = next(iter(unseen.items()))
-        raise DataError(f"{path}: no column {theirs!r} (data.columns.{ours}) in any of its {n} rows; "
-                        f"columns found: {', '.join(sorted(found))}")
     if not pairs:
         raise DataError(f"{path}: no preference pairs ({skipped} rows skipped for an empty response)")
-    return LoadResult(pairs, skipped, path, sha256, "+".join(shapes))
+    return LoadResult(pairs, skipped, path, sha256, "+".join(shapes), unseen, sorted(found) if unseen else [])
 
 
 # ---------------------------------------------------------------------------------------- files

@@ -101,9 +101,22 @@ def check(cfg: config_mod.Config, runs_root: Path | None = None) -> dict[str, di
                 why = str(e)
         if why is not None:
             problems.append(f"{fld}: {why}")
+    problems += _absent_everywhere(cfg, list(results.values()))
     if problems:  # nothing is written before every set passed: a refused launch leaves nothing behind
         raise config_mod.ConfigError(problems)
     if runs_root is not None:
         for res in results.values():  # an entry already there (the set was read back) is kept as it is
             row_cache.store(row_cache.cache_root(runs_root), row_cache.key(res.path, res.sha256, cfg.data.columns), res)
     return assemble(cfg, results).counts()
+
+
+def _absent_everywhere(cfg: config_mod.Config, results: list[LoadResult]) -> list[str]:
+    """A mapped margin or subset column that no set read has: a typo, since one `[data.columns]`
+    serves every set and any one set may lack margins or subsets."""
+    out = []
+    for ours, theirs in cfg.data.columns.items():
+        if results and all(ours in r.absent for r in results):
+            found = sorted(set().union(*(r.columns for r in results)))
+            out.append(f"data.columns.{ours}: no column {theirs!r} in any row of {', '.join(r.path for r in results)}; "
+                       f"columns found: {', '.join(found)}")
+    return out

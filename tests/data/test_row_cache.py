@@ -12,7 +12,7 @@ from engine.data.sources import load_pairs
 def odd_pairs() -> LoadResult:
     pairs = [Pair("", "a", "b"), Pair("π ≠ 3 \U0001f600", " lone \ud800 surrogate", "\x00\u2028", 1.5, "chat"),
              Pair("p", "c", "d", math.nan, ""), Pair("p", "e", "f", -math.inf, None), Pair("q", "g", "h", 0.0)]
-    return LoadResult(pairs, 2, "x.jsonl", "ab" * 32, "standard+hh")
+    return LoadResult(pairs, 2, "x.jsonl", "ab" * 32, "standard+hh", {"subset": "kind"}, ["chosen", "prompt"])
 
 
 def test_a_stored_set_reads_back_exactly(tmp_path):
@@ -20,6 +20,7 @@ def test_a_stored_set_reads_back_exactly(tmp_path):
     assert row_cache.store(tmp_path, "k", original)
     back = row_cache.load(tmp_path, "k", "y.jsonl")
     assert (back.skipped_empty, back.sha256, back.format, back.path) == (2, "ab" * 32, "standard+hh", "y.jsonl")
+    assert (back.absent, back.columns) == ({"subset": "kind"}, ["chosen", "prompt"])
     assert [(p.prompt, p.chosen, p.rejected, p.subset) for p in back.pairs] == \
         [(p.prompt, p.chosen, p.rejected, p.subset) for p in original.pairs]
     assert [p.margin for p in back.pairs][:2] == [None, 1.5] and math.isnan(back.pairs[2].margin)

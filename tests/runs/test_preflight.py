@@ -70,6 +70,12 @@ def bad_column_mapping(tmp):
         f"data.train: {p}:1: no column 'nope' (data.columns.prompt); columns found: chosen, prompt, rejected", None
 
 
+def bad_margin_mapping(tmp):  # an optional column: a set may lack it, but not every set of the config
+    p = jsonl(tmp / "pairs.jsonl", *good_rows())
+    return [f'data.train="{p}"', 'data.columns.margin="scroe"'], \
+        f"data.columns.margin: no column 'scroe' in any row of {p}; columns found: chosen, prompt, rejected", None
+
+
 def corrupt_gzip(tmp):
     p = tmp / "pairs.jsonl.gz"
     packed = bytearray(gzip.compress(json.dumps(GOOD).encode() * 50))
@@ -105,8 +111,9 @@ def unknown_hf_split(tmp):
                                                       "['test'].)"), hub_env(tmp / "hf")
 
 
-KINDS = [bad_json, missing_field, null_field, null_prompt, wrong_type, empty_file, bad_column_mapping, corrupt_gzip,
-         bad_eval_line, parquet_without_a_column, dataset_dict_without_a_split, unknown_hf_split]
+KINDS = [bad_json, missing_field, null_field, null_prompt, wrong_type, empty_file, bad_column_mapping,
+         bad_margin_mapping, corrupt_gzip, bad_eval_line, parquet_without_a_column, dataset_dict_without_a_split,
+         unknown_hf_split]
 # the three each other launch path is tried with: a JSON line, a column mapping, a file `datasets`' side reads
 ACROSS_PATHS = [bad_json, bad_column_mapping, parquet_without_a_column]
 
