@@ -16,6 +16,7 @@ from data.test_sources import fake_hub_cache, hub_env, write_parquet
 from engine import config as C
 from engine.data import sets
 from engine.runs import lifecycle
+from engine.runs import store as mf
 
 GOOD = {"prompt": "\n\nHuman: hi?\n\nAssistant:", "chosen": " hello there", "rejected": " go away"}
 
@@ -118,10 +119,10 @@ KINDS = [bad_json, missing_field, null_field, null_prompt, wrong_type, empty_fil
 ACROSS_PATHS = [bad_json, bad_column_mapping, parquet_without_a_column]
 
 
-def refused(proc, expected: str, runs_dir: Path) -> None:
+def refused(proc, expected: str, runs_dir: Path, before: list[str] | None = None) -> None:
     assert one_line_error(proc) == f"aplot: {expected}", proc.stderr
     assert proc.returncode == 2
-    assert list(runs_dir.iterdir()) == []  # no run folder, no sweep folder, no cache entry
+    assert sorted(p.name for p in runs_dir.iterdir()) == (before or [])  # no run, sweep or cache folder
 
 
 @pytest.mark.parametrize("case", KINDS, ids=lambda c: c.__name__)
@@ -141,21 +142,29 @@ def test_a_sweep_file_refuses_bad_data_before_any_folder(case, tiny_config, tmp_
     refused(proc, f"{sweep}: run 0 (sweep-bt-s0): {expected}", runs_dir)
 
 
-@pytest.fixture
-def model_folder(tmp_path) -> Path:
-    """What an eval's preflight asks of a model folder (the trainer would load it: never reached here)."""
-    folder = tmp_path / "model"
-    folder.mkdir()
+def model_to_score(tmp_path: Path, runs_dir: Path, kind: str) -> str:
+    """What `aplot eval` is pointed at: a reward-model run of the store (its best model), or a model
+    folder. Only what the preflight asks of it exists: the trainer that would load it is never reached."""
+    if kind == "run":
+        paths = mf.run_paths(runs_dir, mf.new_run_id("scored", "rm", "bt"))
+        mf.create(paths, name="scored", kind="rm", config=C.to_dict(C.Config()))
+        folder, ref = paths.checkpoints / "best", paths.id
+    else:
+        folder = ref = tmp_path / "model"
+    folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    return folder
+    return str(ref)
 
 
-@pytest.mark.parametrize("case", ACROSS_PATHS, ids=lambda c: c.__name__)
-def test_aplot_eval_refuses_a_bad_data_set_before_any_folder(case, model_folder, tmp_path, runs_dir):
+@pytest.mark.parametrize("case, model", [(bad_json, "run"), (bad_column_mapping, "folder"),
+                                         (parquet_without_a_column, "run")], ids=lambda c: getattr(c, "__name__", c))
+def test_aplot_eval_refuses_a_bad_data_set_before_any_folder(case, model, tmp_path, runs_dir):
     overrides, expected, _ = case(tmp_path)
     source = overrides[0].split("=", 1)[1].strip('"')
-    proc = aplot("eval", model_folder, "--data", f"ood={source}", *overrides[1:], "-q", runs_dir=runs_dir)
-    refused(proc, expected.replace("data.train: ", "data.eval.ood: "), runs_dir)
+    ref = model_to_score(tmp_path, runs_dir, model)
+    before = sorted(p.name for p in runs_dir.iterdir())
+    proc = aplot("eval", ref, "--data", f"ood={source}", *overrides[1:], "-q", runs_dir=runs_dir)
+    refused(proc, expected.replace("data.train: ", "data.eval.ood: "), runs_dir, before)
 
 
 @pytest.mark.parametrize("case", ACROSS_PATHS, ids=lambda c: c.__name__)
