@@ -180,7 +180,7 @@ def parse_row(row: Any) -> tuple[Pair, str]:
 def rename_columns(row: Any, columns: dict[str, str] | None) -> Any:
     """The user's column names onto aplot's (`columns` maps aplot's name to theirs). A mapped prompt,
     chosen or rejected column the row lacks is an error naming both names and the row's columns;
-    a mapped margin or subset may be absent from a row (`collect` checks it is somewhere)."""
+    a mapped margin or subset may be absent from a row (`collect` notes a set that never has it)."""
     if not columns or not isinstance(row, dict):
         return row
     out = {k: v for k, v in row.items() if k not in columns.values()}

@@ -101,7 +101,8 @@ def check(cfg: config_mod.Config, runs_root: Path | None = None) -> dict[str, di
                 why = str(e)
         if why is not None:
             problems.append(f"{fld}: {why}")
-    problems += _absent_everywhere(cfg, list(results.values()))
+    if not problems:  # said only once every set was read: a set that failed may have the column
+        problems = _absent_everywhere(cfg, list(results.values()))
     if problems:  # nothing is written before every set passed: a refused launch leaves nothing behind
         raise config_mod.ConfigError(problems)
     if runs_root is not None:

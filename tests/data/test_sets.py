@@ -26,3 +26,14 @@ def test_a_mapped_margin_column_no_set_has_is_one_line_and_one_set_having_it_is_
     assert err.value.problems == [f"data.columns.margin: no column 'scroe' in any row of {train}, {ood}; "
                                   "columns found: chosen, prompt, rejected, score"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_set_that_failed_is_not_also_blamed_for_a_mapped_column_it_may_have(tmp_path):
+    bad = tmp_path / "t.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "score": 1}\n{\n')
+    ood = jsonl(tmp_path / "o.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    cfg = C.from_dict({"data": {"train": str(bad), "eval": {"ood": ood}, "columns": {"margin": "score"}}})
+    with pytest.raises(C.ConfigError) as err:
+        sets.check(cfg)
+    assert err.value.problems == [f"data.train: {bad}:2: invalid JSON (Expecting property name enclosed in double "
+                                  "quotes: column 2)"]
