@@ -85,6 +85,15 @@ def wait_exited(pids: list[int], timeout: float = 60.0) -> None:
             os.close(fd)
 
 
+def stop_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGSTOP a process group and return once every member is stopped: the signal takes effect only
+    when a process next leaves the kernel (after an fsync, say), and until then it still runs and
+    still takes its other signals."""
+    os.killpg(pgid, signal.SIGSTOP)
+    wait_for(lambda: all((_stat(pid) or ("T",))[0] in "Tt" for pid in group_members(pgid)), timeout,
+             f"process group {pgid} to stop", poll=0.001)
+
+
 def kill_group(pgid: int, timeout: float = 60.0) -> None:
     """SIGKILL a whole process group (frozen members too) and return once every member has exited."""
     members = group_members(pgid)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from _cli import aplot, one_line_error
-from _procs import fake_trainer, group_members, wait_for
+from _procs import fake_trainer, group_members, stop_group, wait_for
 from conftest import TINY_RM
 
 from engine import config as C
@@ -348,7 +348,7 @@ def freeze_inside_a_save(paths: mf.RunPaths, not_before: set[str] = frozenset())
     while time.monotonic() < deadline:
         torn = [d for d in paths.checkpoints.glob("step-*") if d.name not in not_before and not (d / "done").exists()]
         if torn:
-            os.killpg(pgid, signal.SIGSTOP)
+            stop_group(pgid)  # stopped for sure: a signal sent next stays pending, unhandled
             if not (torn[0] / "done").exists():
                 return torn[0].name
             os.killpg(pgid, signal.SIGCONT)
