@@ -112,6 +112,9 @@ def cluster(module_cluster):
     module_cluster.cancel_all()
 
 
+LS_POLL = 0.5  # each look is a whole `aplot ls` process (~0.4 s of a core the run being watched needs)
+
+
 def ls(runs_dir: Path) -> dict:
     proc = aplot("ls", "--json", runs_dir=runs_dir, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -143,19 +146,20 @@ def test_a_run_goes_queued_then_running_then_completed_and_a_held_job_says_why(c
     assert proc.returncode == 0, proc.stderr
     paths = only_run(runs_dir)
     job = slurm.job_of(mf.read(paths))
-    row = wait_for(lambda: (r := ls(runs_dir))["reason"] and r, 30, "Slurm's reason")
+    row = wait_for(lambda: (r := ls(runs_dir))["reason"] and r, 30, "Slurm's reason", poll=LS_POLL)
     assert (row["status"], row["job"], row["reason"]) == ("queued", job, "Resources")
     assert (paths.dir / "job.sbatch").exists() and mf.read(paths)["slurm"]["submit"].startswith("sbatch --parsable")
 
     cluster.slurm("scontrol", "hold", job)
-    row = wait_for(lambda: (r := ls(runs_dir))["reason"].startswith("JobHeld") and r, 30, "the hold to show")
+    row = wait_for(lambda: (r := ls(runs_dir))["reason"].startswith("JobHeld") and r, 30, "the hold to show",
+                   poll=LS_POLL)
     assert row["status"] == "queued"
     assert tui_runs_table_status(runs_dir, paths.id) == f"queued #{job} ({row['reason']})"
 
     cluster.slurm("scontrol", "release", job)
     cluster.slurm("scancel", blocker)
-    wait_for(lambda: ls(runs_dir)["status"] == "running", 60, "the run to start")
-    wait_for(lambda: ls(runs_dir)["status"] == "completed", 120, "the run to complete")
+    wait_for(lambda: ls(runs_dir)["status"] == "running", 60, "the run to start", poll=LS_POLL)
+    wait_for(lambda: ls(runs_dir)["status"] == "completed", 120, "the run to complete", poll=LS_POLL)
     row = ls(runs_dir)
     assert row["job"] == job and row["step"] == 6
     assert mf.read(paths)["provenance"]["world_size"] == 1
@@ -245,7 +249,8 @@ def test_stop_kill_and_resume_through_the_scheduler_match_an_uninterrupted_run(c
     for line in cluster.slurm("scontrol", "listpids", job).splitlines()[1:]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(line.split()[0]), signal.SIGKILL)
-    row = wait_for(lambda: (r := ls(runs_dir))["status"] == "crashed" and r, 60, "the scheduler's word")
+    row = wait_for(lambda: (r := ls(runs_dir))["status"] == "crashed" and r, 60, "the scheduler's word",
+                   poll=LS_POLL)
     assert row["job"] == job and row["reason"].startswith(f"slurm job {job}")
     assert mf.read(paths)["status"] == "running"  # the manifest itself was never told
 
