@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -26,8 +27,21 @@ RUN_ACCELERATE_CONFIG = "accelerate_config.yaml"  # the run's own copy of the fi
 SHARDED = ("FSDP", "DEEPSPEED")  # distributed types Accelerate engages only on GPUs
 
 
+RENDEZVOUS_PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999) that gloo's own sockets use
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port for a run's rendezvous that nothing listens on now. The kernel's pick (port 0) comes from
+    the ephemeral range, where another run's gloo connections take ports at any moment, so two runs
+    started side by side could meet on one; a random free port below that range cannot be taken that way."""
+    for port in secrets.SystemRandom().sample(RENDEZVOUS_PORTS, 64):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the whole sample busy: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

@@ -273,6 +273,8 @@ def exported_model(root: Path, ref: str) -> Path:
             raise RunError(f"{ref}: not a model folder (no config.json)")
         return folder
     paths = run_paths(Path(root), ref)
+    if not paths.manifest.is_file():
+        raise RunError(f"{ref}: no such run in {root}")
     folder = paths.dir / read(paths).get("summary", {}).get("final_model", "checkpoints/final")
     if not (folder / "config.json").exists():
         raise RunError(f"run {ref} has no exported model at {folder}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,17 +298,29 @@ def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
     assert all(r.data[M.WIN_RATE_SE] > 0 for r in own), [r.data for r in own]
 
 
-def test_ppo_on_an_unfinished_rm_run_fails_in_one_line(tmp_path, tokenizer):
+def test_ppo_on_an_unfinished_rm_run_is_refused_before_any_folder_exists(tmp_path, tokenizer):
     rm_id = make_rm_run(tmp_path, tokenizer, status="running")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(C.ConfigError) as e:
+        lifecycle.create(ppo_config(rm_id, max_steps=2), tmp_path)
+    assert e.value.problems == [f"ppo.reward_model_run: run {rm_id} is 'crashed', not a completed RM run"]  # nothing holds it
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_linked_run_gone_since_the_preflight_fails_the_trainer_in_one_line(tmp_path, tokenizer):
+    """The trainer reads the preflight's [links] and never searches the store; a run removed between the
+    preflight and the start is one line, not a traceback."""
+    rm_id = make_rm_run(tmp_path, tokenizer)
     paths = lifecycle.create(ppo_config(rm_id, max_steps=2), tmp_path)
+    assert mf.read(paths)["links"] == {"reward_model_run": rm_id}
+    shutil.rmtree(tmp_path / rm_id)
     env = launch.env(C.from_dict(mf.read(paths)["config"]))
     proc = subprocess.run([sys.executable, "-m", "engine.rl.train", "--run-dir", str(paths.dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    expected = f"ppo.reward_model_run: run {rm_id} is 'crashed', not a completed RM run"  # nothing holds it
-    assert f"[aplot] failed: {expected}" in proc.stderr.splitlines()
     manifest = mf.read(paths)
-    assert (manifest["status"], manifest["error"]) == ("failed", expected)
+    assert manifest["status"] == "failed" and manifest["error"].startswith(f"[links] reward_model_run: {rm_id}: "), manifest
+    assert f"[aplot] failed: {manifest['error']}" in proc.stderr.splitlines()
 
 
 def test_model_runs_are_checked_before_use(tmp_path, tokenizer):
@@ -317,9 +330,9 @@ def test_model_runs_are_checked_before_use(tmp_path, tokenizer):
     folder, run_id = find_model_run(tmp_path, rm_id[-4:], "rm", "ppo.reward_model_run")  # a unique suffix works
     assert (run_id, folder) == (rm_id, tmp_path / rm_id / "checkpoints" / "final")
     assert find_model_run(tmp_path, str(folder), "rm", "ppo.judge")[0] == folder  # so does an export's path
-    with pytest.raises(TrainingError, match=f"^ppo.opponent: run {rm_id} is a rm run, not a completed PPO run$"):
+    with pytest.raises(mf.RunError, match=f"^ppo.opponent: run {rm_id} is a rm run, not a completed PPO run$"):
         find_model_run(tmp_path, rm_id, "ppo", "ppo.opponent")
-    with pytest.raises(TrainingError, match="^ppo.judge: nope: no such run in "):
+    with pytest.raises(mf.RunError, match="^ppo.judge: nope: no such run in "):
         find_model_run(tmp_path, "nope", "rm", "ppo.judge")
 
 

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -21,6 +20,7 @@ from engine import metrics as M
 from engine.config import AplotSection, LossSection
 from engine.rm.losses import bt_loss, rm_loss
 from engine.rm.ot_margin import aplot_margin, normalize_cost, reward_cost, transport_plan
+from engine.runs.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -239,12 +239,6 @@ def _load_worker():
     return mod
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_global_scope_over_two_ranks_matches_one_big_batch(tmp_path):
     worker = _load_worker()
     out, seed = tmp_path / "global.json", 7
@@ -252,7 +246,7 @@ def test_global_scope_over_two_ranks_matches_one_big_batch(tmp_path):
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(_free_port()), str(REPO / "tests" / "_ot_global_worker.py"),
+            "--main_process_port", str(free_port()), str(REPO / "tests" / "_ot_global_worker.py"),
             str(out), str(seed)]
     proc = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
