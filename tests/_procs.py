@@ -136,10 +136,13 @@ def end_runs_under(root: Path) -> list[int]:
 
 
 def write_results(acc, path, results: dict) -> None:
-    """A distributed test worker's answer: rank 0 writes it as JSON, every rank waits for that."""
+    """A distributed test worker's answer: rank 0 writes it as JSON, every rank waits for that, then
+    ends its process group as a run does (`end_training`): a rank that exits with gloo's threads still
+    up can abort ("terminate called without an active exception"), failing a launch that worked."""
     import json
 
     if acc.is_main_process:
         with open(path, "w") as fh:
             json.dump(results, fh)
     acc.wait_for_everyone()
+    acc.end_training()
