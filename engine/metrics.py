@@ -171,6 +171,38 @@ def higher_is_better(key: str) -> bool:
     return not (name in LOWER_IS_BETTER or name.startswith("loss/") or name.endswith("loss"))
 
 
+# which way an eval metric improves, for a "best": the rest of a run's series get none. A train metric
+# is one batch's value (a 16-pair batch's accuracy of 1) or a cost and a setting (KL, the learning
+# rate); the length rules' accuracies are baselines the model is held against; counts, reward scales,
+# margins and a standard error describe and do not rank.
+HIGHER, LOWER, NEARER_ZERO = "higher", "lower", "nearer 0"
+NEARER_ZERO_IS_BETTER = (REWARD_LENGTH_CORR,)  # a reward that tracks length is worse whichever its sign
+NO_BEST = (SHORTER_WINS_ACC, LONGER_WINS_ACC, LENGTH_THRESHOLD, N_CHOSEN_SHORTER, N_SIMILAR, N_CHOSEN_LONGER,
+           N_PAIRS, WIN_RATE_SE, WIN_RATE_N, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD, MARGIN_MEAN,
+           MARGIN_STD, MARGIN_MAX, MARGIN_GAP_CORR, EPOCH, LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S,
+           RELIABILITY_CONF, RELIABILITY_ACC, RELIABILITY_COUNT)
+
+
+def direction(key: str) -> str | None:
+    """HIGHER, LOWER or NEARER_ZERO is better for the key's best; None where a best means nothing."""
+    split, name = split_key(key)
+    if split == TRAIN or name in NO_BEST:
+        return None
+    if name in NEARER_ZERO_IS_BETTER:
+        return NEARER_ZERO
+    return HIGHER if higher_is_better(key) else LOWER
+
+
+def best(key: str, values: Iterable[float]) -> float | None:
+    """The best of `values` by the key's direction (None without one, or with no finite value)."""
+    way, finite = direction(key), [v for v in values if math.isfinite(v)]
+    if way is None or not finite:
+        return None
+    if way == NEARER_ZERO:
+        return min(finite, key=abs)
+    return max(finite) if way == HIGHER else min(finite)
+
+
 # the metrics a run of each kind is judged by at a glance (`aplot ls`, the runs table), as keys
 KEY_METRICS = {
     "rm": (LOSS, ACCURACY, metric_key(eval_split(HELDOUT), ACCURACY)),
