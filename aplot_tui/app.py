@@ -15,7 +15,6 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from engine import config as config_mod
 from engine.runs import store as mf
 
 from .screens import run_actions
@@ -49,6 +48,12 @@ class AplotApp(App):
         self.push_screen(RunsScreen())
         self.call_after_refresh(_freeze_startup)
 
+    def run_to_exit_code(self) -> int:
+        """Run the app; the status for the shell: non-zero when the app died of an exception
+        (Textual prints the traceback and sets `return_code` to 1; `run()` alone returns None)."""
+        self.run()
+        return self.return_code or 0
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
@@ -73,7 +78,9 @@ class AplotApp(App):
         self.push_screen(NewRunScreen(initial, source=source, preset=preset), opened)
 
     def new_run_from_preset(self, name: str) -> None:
-        self.new_run(config_mod.to_dict(config_mod.load(preset=name)), preset=name)
+        from .screens.new_run import preset_values
+
+        self.new_run(preset_values(name), preset=name)
 
     def clone_run(self, ref: str) -> None:
         paths = self.paths(ref)

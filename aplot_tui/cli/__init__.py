@@ -39,7 +39,7 @@ def main_callback(
     if ctx.invoked_subcommand is None:
         from aplot_tui.app import AplotApp
 
-        AplotApp(runs_dir=runs_root(runs_dir)).run()
+        raise typer.Exit(AplotApp(runs_dir=runs_root(runs_dir)).run_to_exit_code())
 
 
 app.add_typer(sweep_app, name="sweep")

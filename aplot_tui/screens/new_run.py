@@ -25,6 +25,16 @@ from engine.runs.launch import plan
 DEFAULTS = "defaults"
 
 
+def preset_values(name: str) -> dict:
+    """A preset's values for the form. A preset that does not validate alone (demo-ppo needs a
+    reward-model run) fills the form as written, and validation flags its field: a preset is a
+    starting point to complete, not a config that must already be whole."""
+    try:
+        return config_mod.to_dict(config_mod.load(preset=name))
+    except config_mod.ConfigError:
+        return config_mod.read_toml(config_mod.preset_path(name))
+
+
 class NewRunScreen(Screen[mf.RunPaths | None]):
     TITLE = "New run"
     HELP = """The fields most runs change first; every other field, with its default and its
@@ -131,7 +141,7 @@ takes one `name = path` row per eval set."""
         elif choice.startswith("run "):
             data = self.initial
         else:
-            data = config_mod.to_dict(config_mod.load(preset=choice))
+            data = preset_values(choice)
         self.form.set_values(data)
 
     # ---------------------------------------------------------------- launch

@@ -67,3 +67,43 @@ def test_palette_launch_from_preset_fills_the_form(make_app):
         assert screen.cfg == preset and screen.query_one("#preset").value == "demo-rm"
 
     drive(make_app(), script)
+
+
+def test_a_preset_that_needs_a_field_opens_the_form_with_the_field_flagged(make_app):
+    """demo-ppo needs a reward-model run: from the palette and from the form's preset picker the
+    form opens filled from the preset, ppo.reward_model_run marked, instead of the app dying."""
+    async def script(pilot):
+        await runs_loaded(pilot)
+        await palette(pilot, "preset demo-ppo")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, NewRunScreen), timeout=15)
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.problems, what="the form's problems")
+        assert screen.cfg is None and any(p.startswith("ppo.reward_model_run") for p in screen.problems)
+        assert screen.form.values()["kind"] == "ppo"
+        await pilot.press("escape")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, NewRunScreen), timeout=15)
+        screen = pilot.app.screen
+        screen.query_one("#preset").value = "demo-ppo"
+        await wait_for(pilot, lambda: any(p.startswith("ppo.reward_model_run") for p in screen.problems),
+                       what="the flagged field")
+        assert pilot.app.return_code is None  # still running
+
+    drive(make_app(), script)
+
+
+def test_an_app_that_dies_of_an_exception_exits_non_zero(store, monkeypatch):
+    """`aplot` with no command: Textual prints the traceback and returns; the shell must see 1."""
+    from textual.app import App
+    from typer.testing import CliRunner
+
+    from aplot_tui.app import AplotApp
+    from aplot_tui.cli import app as cli_app
+
+    def boom(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(AplotApp, "on_mount", boom)
+    monkeypatch.setattr(AplotApp, "run", lambda self, **kw: App.run(self, headless=True))
+    result = CliRunner().invoke(cli_app, ["--runs-dir", str(store)])
+    assert result.exit_code == 1, result.output
