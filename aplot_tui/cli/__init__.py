@@ -22,9 +22,29 @@ from aplot_tui.cli import browse, compare, configs, export  # noqa: F401
 # isort: split
 from aplot_tui.cli.common import STATE, RunsDir, app, err, runs_root
 from aplot_tui.cli.sweep import sweep_app
-from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError
+from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, AplotError
 
 __all__ = ["app", "main"]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"aplot {version('aplot')}")
+        raise typer.Exit(0)
+
+
+def usage_line(e: Exception) -> str:
+    """A usage mistake as one plain line: the command, click's message without its class name, and
+    where the command's help is (`aplot run: no such option: --bogus (see aplot run --help)`)."""
+    ctx = getattr(e, "ctx", None)
+    message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+    message = message[:1].lower() + message[1:]
+    if ctx is None:  # click raised before it knew the command
+        return message
+    command = ctx.command_path.removeprefix("aplot").strip()
+    return f"{command + ': ' if command else ''}{message} (see {ctx.command_path} --help)"
 
 
 @app.callback(invoke_without_command=True)
@@ -32,6 +52,8 @@ def main_callback(
     ctx: typer.Context,
     runs_dir: RunsDir = None,
     debug: Annotated[bool, typer.Option("--debug", help="show full tracebacks on errors")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print aplot's version and exit")] = False,
 ) -> None:
     """With no command, open the terminal UI."""
     STATE["debug"] = debug
@@ -50,7 +72,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        rc = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising it
+        rc = app(standalone_mode=False, prog_name="aplot")  # click returns typer.Exit's code instead of raising it
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -62,14 +84,14 @@ def main() -> None:
         sys.exit(e.code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as e:  # click usage errors and the unforeseen
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(EXIT_INTERRUPTED)
+    except typer.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.TyperException as e:  # typer's own click: a usage mistake (exit 2) or a bad file argument
+        if debug:
+            raise
+        err(usage_line(e))
+        sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+    except Exception as e:  # the unforeseen
         if debug:
             raise
         err(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")

@@ -89,8 +89,9 @@ def _report_end(paths: mf.RunPaths, status: str) -> int:
         shown = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not k.endswith("step")}
         typer.echo(f"{paths.id}: completed  " + "  ".join(f"{k}={fmt(v)}" for k, v in shown.items()))
         return 0
-    line = manifest.get("error") or status
-    err(f"run {paths.id} {status}: {line} (log: {paths.log})")
+    why = f": {manifest['error']}" if manifest.get("error") else ""
+    hint = f"; continue it with `aplot resume {paths.id}`" if status in S.RESUMABLE and mf.checkpoint_steps(paths) else ""
+    err(f"run {paths.id} {status}{why} (log: {paths.log}){hint}")
     return S.exit_code(status)
 
 
@@ -161,7 +162,9 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
         paths = mf.find_run(root, folder.name if folder.is_dir() else model)
         run_manifest = mf.read(paths)
         if run_manifest.get("kind") != "rm":
-            raise UserError(f"{paths.id}: is a {run_manifest.get('kind')} run; aplot eval scores reward models")
+            kind = str(run_manifest.get("kind"))
+            raise UserError(f"{paths.id}: is {'an' if kind[:1] in 'aeiou' else 'a'} {kind} run; "
+                            "aplot eval scores reward models")
         folder = paths.checkpoints / which
         if not (folder / "config.json").is_file():
             raise UserError(f"{paths.id}: has no checkpoints/{which} model yet")

@@ -261,7 +261,8 @@ def find_run(root: Path, ref: str) -> RunPaths:
     if not matches:
         raise RunError(f"{shown}: no such run in {root}")
     if len(matches) > 1:
-        raise RunError(f"{shown}: ambiguous, matches {', '.join(p.id for p in matches[:4])}")
+        more = f" and {len(matches) - 4} more" if len(matches) > 4 else ""
+        raise RunError(f"{shown}: ambiguous, matches {len(matches)} runs: {', '.join(p.id for p in matches[:4])}{more}")
     return matches[0]
 
 
