@@ -445,6 +445,13 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
     def action_clone(self) -> None:
         self.app.clone_run(self.paths.id)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`d` is for reward-model runs: a PPO run writes no bias checks or hard pairs, so the
+        key shows disabled there rather than opening a screen that waits for data never written."""
+        if action == "diagnostics" and self.manifest.get("kind") == "ppo":
+            return None
+        return True
+
     def action_diagnostics(self) -> None:
         """Length bias, calibration and the hardest pairs of each eval set (reward-model runs)."""
         from aplot_tui.screens.diagnostics import DiagnosticsScreen

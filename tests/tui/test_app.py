@@ -107,3 +107,23 @@ def test_an_app_that_dies_of_an_exception_exits_non_zero(store, monkeypatch):
     monkeypatch.setattr(AplotApp, "run", lambda self, **kw: App.run(self, headless=True))
     result = CliRunner().invoke(cli_app, ["--runs-dir", str(store)])
     assert result.exit_code == 1, result.output
+
+
+def test_the_palette_offers_resume_only_for_a_run_with_a_checkpoint(make_app, store):
+    """EMD (stopped) and LS (failed) have no checkpoint in the fixture: no Resume; a complete
+    checkpoint in EMD's folder brings its Resume back."""
+    from aplot_tui.screens.commands import RunCommands
+
+    async def texts(pilot) -> list[str]:
+        provider = RunCommands(pilot.app.screen)
+        await provider.startup()
+        return [text for text, _command, _help in provider.commands()]
+
+    async def script(pilot):
+        await runs_loaded(pilot)
+        assert not [t for t in await texts(pilot) if t.startswith("Resume")]
+        (store / EMD / "checkpoints" / "step-10").mkdir(parents=True)
+        (store / EMD / "checkpoints" / "step-10" / "done").write_text("")
+        assert [t for t in await texts(pilot) if t.startswith("Resume")] == [f"Resume run aplot-emd ({EMD})"]
+
+    drive(make_app(), script)

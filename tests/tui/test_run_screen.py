@@ -227,3 +227,22 @@ def test_a_focus_move_repaints_only_the_two_panels_it_touches(make_app):
         assert rows == set(range(charts[0].region.y, charts[0].region.bottom))
 
     drive(make_app(), script)
+
+
+def test_d_on_a_ppo_run_opens_no_diagnostics_that_never_come(make_app):
+    """A PPO run writes no bias checks: `d` shows disabled and opens nothing."""
+    async def script(pilot):
+        pilot.app.open_run(PPO)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        await pilot.press("d")
+        await pilot.pause()
+        assert pilot.app.screen is screen
+        assert screen.check_action("diagnostics", ()) is None
+        pilot.app.screen.dismiss()
+        await pilot.pause()
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        assert pilot.app.screen.check_action("diagnostics", ()) is True
+
+    drive(make_app(), script)
