@@ -75,6 +75,8 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
     if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
         problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
     problems += trackers.problems(cfg.log.trackers)
+    if cfg.kind != "eval" and (why := model_problem(cfg.model.name)):
+        problems.append(why)
     if cfg.kind == "eval":
         if not os.path.isfile(os.path.join(cfg.model.name, "config.json")):
             problems.append(f"model.name: {cfg.model.name!r} is not a model folder (no config.json)")
@@ -94,6 +96,26 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
     launch.plan(cfg)  # the one merge of [launch] with its accelerate file; a contradiction fails here
     slurm.preflight(cfg)
     return Checked(cfg, links, data)
+
+
+def model_problem(name: str) -> str:
+    """Why a base model name cannot load, caught before any folder exists: it must be `tiny`, a
+    local model folder, or a hub id in the local cache (offline: HF_HUB_OFFLINE) or of hub shape
+    (online, the trainer downloads it). Otherwise the trainer fails ~10 s in, in a folder left behind."""
+    if name == "tiny" or os.path.isfile(os.path.join(name, "config.json")):
+        return ""
+    if os.path.exists(name) or name.startswith((".", "/", "~")):
+        return f"model.name: {name!r} is not a model folder (no config.json)"
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        return f"model.name: {name!r} is neither `tiny`, a model folder nor a hub id (org/name)"
+    if isinstance(cached, str) or not constants.is_offline_mode():
+        return ""
+    return f"model.name: {name!r} is not a model folder and not in the local hub cache (HF_HUB_OFFLINE is set)"
 
 
 def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], list[str]]:

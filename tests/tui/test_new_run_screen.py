@@ -173,3 +173,30 @@ def test_the_reward_model_field_completes_a_finished_reward_model_runs_id(make_a
         assert await field.suggester.get_suggestion("20260302-08") is None
 
     drive(make_app(), script)
+
+
+def test_a_model_name_that_cannot_load_offline_is_refused_by_the_form_and_the_preflight(make_app, store,
+                                                                                          monkeypatch):
+    """Offline, a name that is neither `tiny`, a model folder nor in the hub cache: one line under
+    the field, launch refused; the preflight the launch calls says the same line and creates nothing."""
+    from huggingface_hub import constants
+
+    from engine.runs import lifecycle
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    name = "no-such-org/no-such-model"
+    with pytest.raises(config_mod.ConfigError) as e:
+        lifecycle.preflight(config_mod.load(None, [f"model.name={name}"]), store)
+    assert e.value.problems == [f"model.name: {name!r} is not a model folder and not in the local hub cache "
+                                "(HF_HUB_OFFLINE is set)"]
+    before = sorted(p.name for p in store.iterdir())
+
+    async def script(pilot):
+        screen = await open_form(pilot)
+        screen.form.control("model.name").value = name
+        await wait_for(pilot, lambda: bool(screen.problems), what="the model problem")
+        assert problem(screen.form, "model.name") == f"{name!r} is not a model folder and not in the local hub cache"
+        assert screen.cfg is None and screen.query_one("#launch").disabled
+
+    drive(make_app(), script)
+    assert sorted(p.name for p in store.iterdir()) == before
