@@ -672,7 +672,9 @@ def commented_template(cfg: Config | None = None) -> str:
             if isinstance(value, dict):
                 tables.append(fld)
                 continue
-            lines.append(f"{fld.name} = {_toml_value(value)}".ljust(40) + f"# {fld.metadata['help']}")
+            choices = fld.metadata.get("choices")
+            lines.append(f"{fld.name} = {_toml_value(value)}".ljust(40) + f"# {fld.metadata['help']}"
+                         + (f" (one of: {' | '.join(map(str, choices))})" if choices else ""))
         for fld in tables:
             path = f"{prefix}{fld.name}"
             lines.append("")
