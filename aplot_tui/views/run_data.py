@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine import config as config_mod
 from engine import metrics as M
-from engine.metrics import higher_is_better, metric_key
+from engine.metrics import metric_key
 from engine.runs import status as S
 from engine.runs import store as mf
 
@@ -97,11 +97,31 @@ def default_metrics(runs: list[RunData], table: dict[str, list[str]] = DEFAULT_M
 
 
 def final_best(run: RunData, key: str) -> tuple[float | None, float | None]:
+    """The last finite value and the best one by the metric's direction (`engine.metrics.best`: None
+    for a train batch's value, KL, a baseline rule's accuracy and the like)."""
     xs, ys = run.series.get(key, ([], []))
     ys = [y for y in ys if math.isfinite(y)]
     if not ys:
         return None, None
-    return ys[-1], (max(ys) if higher_is_better(key) else min(ys))
+    return ys[-1], M.best(key, ys)
+
+
+def best_across(key: str, values: list) -> float | None:
+    """The best of several runs' values of one metric (a summary row: `key` may end in ` final` or
+    ` best`), by its direction; None with fewer than two numbers or where no best means anything."""
+    numbers = [v for v in values if isinstance(v, float)]
+    return M.best(key.removesuffix(" final").removesuffix(" best"), numbers) if len(numbers) > 1 else None
+
+
+def last_step(run: RunData) -> int:
+    """The last step the run logged (a series against KL aside)."""
+    return max((xs[-1] for key, (xs, _) in run.series.items() if xs and not key.startswith(M.VS_KL)), default=0)
+
+
+def last_eval_step(run: RunData) -> int | None:
+    """The step of the run's last eval, which its final eval numbers and per-pair predictions are of."""
+    return max((xs[-1] for key, (xs, _) in run.series.items() if xs and M.is_eval(M.split_key(key)[0])),
+               default=None)
 
 
 def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[dict]:
@@ -112,8 +132,7 @@ def table_rows(runs: list[RunData], metrics: list[str] | None = None) -> list[di
         row = {"id": run.id, "name": run.label, "kind": run.kind,
                "loss": M.loss_label(run.kind, cfg),
                "status": S.effective(run.paths, run.manifest),
-               "steps": max((xs[-1] for key, (xs, _) in run.series.items() if xs and not key.startswith(M.VS_KL)),
-                            default=0)}
+               "steps": last_step(run)}
         for key in metrics:
             final, best = final_best(run, key)
             row[f"{key} final"] = final

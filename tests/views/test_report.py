@@ -36,16 +36,36 @@ def two_runs(tmp_path):
 def test_compare_table_final_and_best_by_direction(two_runs):
     alpha, beta = run_data.table_rows([run_data.load_run(d) for d in two_runs])
     assert (alpha["name"], alpha["loss"], alpha["steps"]) == ("alpha", "bt", 3)
-    assert (alpha["loss final"], alpha["loss best"]) == (0.7, 0.5)  # a loss: best is the minimum
-    assert (alpha["accuracy final"], alpha["accuracy best"]) == (0.6, 0.8)  # best is the maximum
+    # a train batch's value is no best: its 16 pairs may all be right by chance
+    assert (alpha["loss final"], alpha["loss best"]) == (0.7, None)
+    assert (alpha["accuracy final"], alpha["accuracy best"]) == (0.6, None)
     assert alpha["eval/heldout/accuracy final"] == 0.75
-    assert beta["eval/heldout/accuracy final"] is None and beta["loss best"] == 0.6
+    assert beta["eval/heldout/accuracy final"] is None and beta["loss best"] is None
+
+
+def test_best_follows_each_metrics_direction_and_baselines_get_none(tmp_path):
+    evals = [{"accuracy": 0.7, "loss": 0.6, "diag/ece": 0.05, "diag/reward_length_corr": -0.1,
+              "diag/shorter_wins_acc": 0.9},
+             {"accuracy": 0.8, "loss": 0.4, "diag/ece": 0.09, "diag/reward_length_corr": 0.3,
+              "diag/shorter_wins_acc": 0.5}]
+    run = run_data.load_run(write_run(tmp_path, "20260101-000000-rm-alpha-0001", {}, [
+        (1, "train", {"objective/kl": -0.027, "accuracy": 1.0}), (2, "train", {"objective/kl": 0.4, "accuracy": 0.6}),
+        *((s, "eval/heldout", d) for s, d in zip((1, 2), evals, strict=True))]))
+    best = {k: run_data.final_best(run, k)[1] for k in run.series}
+    assert best["eval/heldout/accuracy"] == 0.8 and best["eval/heldout/loss"] == 0.4
+    assert best["eval/heldout/diag/ece"] == 0.05  # calibration error: lower
+    assert best["eval/heldout/diag/reward_length_corr"] == -0.1  # the weaker length tie, not the larger number
+    assert best["eval/heldout/diag/shorter_wins_acc"] is None  # a baseline rule, not the model
+    assert best["objective/kl"] is None and best["accuracy"] is None  # a cost, and one train batch
+    assert run_data.best_across("eval/heldout/diag/reward_length_corr final", [0.3, -0.05, None]) == -0.05
+    assert run_data.best_across("eval/heldout/diag/ece best", [0.2, 0.1]) == 0.1
+    assert run_data.best_across("objective/kl final", [-0.027, 0.5]) is None
 
 
 def test_tables_as_csv_markdown_and_text(two_runs):
     rows = run_data.table_rows([run_data.load_run(d) for d in two_runs])
     parsed = list(csv.DictReader(io.StringIO(report.format_table(rows, "csv"))))
-    assert parsed[0]["loss best"] == "0.5" and parsed[1]["eval/heldout/accuracy final"] == ""
+    assert parsed[0]["loss final"] == "0.7" and parsed[1]["eval/heldout/accuracy final"] == ""
     md = report.format_table(rows, "md").splitlines()
     assert md[0].startswith("| id | name |") and md[3].split(" | ")[1] == "beta"
     text = report.format_table(rows, "text").splitlines()
@@ -53,7 +73,8 @@ def test_tables_as_csv_markdown_and_text(two_runs):
     assert text[0].split()[0] == "A" and text[1].split()[2] == "(beta)"
     assert text[3].split() == ["A", "B"]
     body = {line.rsplit(None, 2)[0]: line.split()[-2:] for line in text[4:]}
-    assert body["loss best"] == ["0.5", "0.6"] and body["eval/heldout/accuracy final"] == ["0.75", "—"]
+    assert body["loss final"] == ["0.7", "0.65"] and body["eval/heldout/accuracy final"] == ["0.75", "—"]
+    assert "loss best" not in body  # no run has a best of a train batch's loss
     with pytest.raises(ValueError):
         report.format_table(rows, "xlsx")
 
