@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aplot_tui.views.run_data import RunData, diff_fields, final_best
+from aplot_tui.views.run_data import RunData, diff_fields, final_best, last_eval_step, last_step
 from engine import metrics as M
 from engine.analysis import predictions as P
 from engine.analysis import stats
+from engine.runs import status as S
 
 NOT_A_GROUP_FIELD = ("seed", "name", "tags", "notes")
+GROUP_LABELS = ("G1", "G2")  # not A, B, …: those are the runs' letters in the same output
 
 
 @dataclass
@@ -26,6 +28,10 @@ class PairLine:
     a: RunData
     b: RunData
     result: stats.Paired
+    p_holm: float | None = None  # with several runs against A on this set: the Holm-adjusted p
+
+    def verdict(self, a: str, b: str) -> str:
+        return self.result.verdict(a, b, self.p_holm)
 
 
 @dataclass
@@ -66,7 +72,7 @@ def group_runs(runs: list[RunData]) -> list[tuple[str, list[RunData]]]:
     fields_ = group_fields(runs)
     groups: dict[str, list[RunData]] = {}
     for run in runs:
-        label = " ".join(f"{f.split('.')[-1]}={_value(run.config, f)}" for f in fields_) or "all"
+        label = " ".join(f"{f}={_value(run.config, f)}" for f in fields_) or "all"
         groups.setdefault(label, []).append(run)
     return list(groups.items())
 
@@ -116,8 +122,60 @@ def analyse(runs: list[RunData]) -> Analysis:
                 notes.append(res)
             else:
                 out.pairs.append(PairLine(s, base, other, res))
+    by_set: dict[str, list[PairLine]] = {}
+    for line in out.pairs:
+        by_set.setdefault(line.set_name, []).append(line)
+    for lines in by_set.values():  # several runs against A on one set: one family, Holm-corrected
+        if len(lines) > 1:
+            for line, adjusted in zip(lines, stats.holm([x.result.p for x in lines]), strict=True):
+                line.p_holm = adjusted
     out.note = out.note or "; ".join(notes)
     return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where one run of a comparison stands: its numbers are only comparable at the same eval step,
+    and an unfinished run's are not a finished run's."""
+
+    letter: str
+    status: str
+    step: int  # the last step it logged
+    total: int | None  # the steps it was set to run (the manifest's resolved total)
+    eval_step: int | None  # the step of its last eval: what its final numbers and statistics are
+
+    @property
+    def finished(self) -> bool:
+        return self.status == S.COMPLETED
+
+
+def progress(runs: list[RunData], letters: dict[str, str]) -> list[Progress]:
+    return [Progress(letters.get(r.id, r.label), S.effective(r.paths, r.manifest), last_step(r),
+                     r.manifest.get("resolved", {}).get("total_steps"), last_eval_step(r)) for r in runs]
+
+
+def step_lines(runs: list[RunData], letters: dict[str, str]) -> list[str]:
+    """Which step each side is at, then a warning where the last evals differ in step or a run is
+    unfinished (stopped, failed, crashed, running): `aplot compare` prints these above the statistics
+    and the compare screen shows them beside its verdict."""
+    where = progress(runs, letters)
+    lines = [f"  {p.letter}  step {p.step}" + (f" of {p.total}" if p.total else "") + f", {p.status}"
+             + (f"; last eval at step {p.eval_step}" if p.eval_step is not None else "; no eval") for p in where]
+    evals = {p.eval_step for p in where if p.eval_step is not None}
+    if len(evals) > 1:
+        at = ", ".join(f"{p.letter} {p.eval_step}" for p in where if p.eval_step is not None)
+        lines.append(f"  ⚠ last evals at different steps ({at}): a gap may be training time, not config")
+    for p in where:
+        if not p.finished:
+            how = "is still running" if p.status in S.UNFINISHED else p.status
+            lines.append(f"  ⚠ {p.letter} {how} at step {p.step}" + (f" of {p.total}" if p.total else "")
+                         + ": its numbers are not those of a finished run")
+    return lines
+
+
+def warnings(runs: list[RunData], letters: dict[str, str]) -> list[str]:
+    """Only the warnings of `step_lines` (the compare screen's line under its verdict)."""
+    return [line.strip().removeprefix("⚠ ") for line in step_lines(runs, letters) if line.lstrip().startswith("⚠")]
 
 
 def _pct(x: float) -> str:
@@ -129,21 +187,25 @@ def text_lines(analysis: Analysis, letters: dict[str, str]) -> list[str]:
     lines = []
     if analysis.groups:
         la, lb = analysis.group_labels
-        lines.append(f"groups (seed aside): mean ± sd over seeds; Δ = B − A in points, paired by seed, "
+        g1, g2 = GROUP_LABELS
+        lines.append(f"groups (seed aside): mean ± sd over seeds; Δ = {g2} − {g1} in points, paired by seed, "
                      f"t {analysis.groups[0].result.level:.0%} interval")
-        lines += [f"  A = {la}", f"  B = {lb}"]
+        lines += [f"  {g1} = {la}", f"  {g2} = {lb}"]
         for g in analysis.groups:
             r = g.result
-            lines.append(f"  {M.eval_split(g.set_name)}: A {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  B {r.mean_b:.3f} ± "
-                         f"{r.sd_b:.3f} (n={r.n_b})  Δ {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}]")
-            lines.append(f"    → {r.verdict('A', 'B')}")
+            lines.append(f"  {M.eval_split(g.set_name)}: {g1} {r.mean_a:.3f} ± {r.sd_a:.3f} (n={r.n_a})  {g2} "
+                         f"{r.mean_b:.3f} ± {r.sd_b:.3f} (n={r.n_b})  Δ {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}]")
+            lines.append(f"    → {r.verdict(g1, g2)}")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
         lines.append(f"  {M.eval_split(p.set_name)}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {_pct(r.diff)} "
-                     f"[{_pct(r.low)}, {_pct(r.high)}]  {r.only_a}/{r.only_b} discordant  → {r.verdict(a, b)}")
+                     f"[{_pct(r.low)}, {_pct(r.high)}]  {r.only_a}/{r.only_b} discordant  → {p.verdict(a, b)}")
     if analysis.pairs:
         lines.insert(0, f"pair by pair ({analysis.pairs[0].result.n} pairs): Δ accuracy to A in points, "
                         f"paired bootstrap {analysis.pairs[0].result.level:.0%} interval, exact McNemar p")
+        if any(p.p_holm is not None for p in analysis.pairs):
+            lines.insert(1, "  several runs against A: the verdict follows McNemar p Holm-adjusted over the "
+                            "runs on each set")
     if analysis.note:
         lines.append(f"  ({analysis.note})")
     return lines
@@ -160,7 +222,7 @@ def verdict_line(analysis: Analysis, letters: dict[str, str]) -> str:
         p = analysis.pairs[0]
         a, b = letters.get(p.a.id, p.a.label), letters.get(p.b.id, p.b.label)
         return (f"{M.eval_split(p.set_name)}: {b} − {a} = {_pct(p.result.diff)} points [{_pct(p.result.low)}, "
-                f"{_pct(p.result.high)}]: " + p.result.verdict(a, b))
+                f"{_pct(p.result.high)}]: " + p.verdict(a, b))
     return analysis.note or "no statistics: the runs share no evaluated set"
 
 
@@ -171,7 +233,7 @@ def csv_columns(analysis: Analysis, runs: list[RunData]) -> dict[str, dict[str, 
         cells = out[p.b.id]
         key = f"{M.metric_key(M.eval_split(p.set_name), M.ACCURACY)} vs {p.a.id}"
         cells.update({f"{key} diff": p.result.diff, f"{key} ci_low": p.result.low, f"{key} ci_high": p.result.high,
-                      f"{key} mcnemar_p": p.result.p})
+                      f"{key} mcnemar_p": p.result.p, f"{key} holm_p": p.p_holm})
     return out
 
 
@@ -180,14 +242,41 @@ def markdown(analysis: Analysis, letters: dict[str, str]) -> str:
     rows = []
     for g in analysis.groups:
         r = g.result
-        rows.append(f"| {M.eval_split(g.set_name)} | {g.label_a}: {r.mean_a:.3f} ± {r.sd_a:.3f} | {g.label_b}: {r.mean_b:.3f} ± "
+        rows.append(f"| {M.eval_split(g.set_name)} | {GROUP_LABELS[0]} = {g.label_a}: {r.mean_a:.3f} ± {r.sd_a:.3f} | "
+                    f"{GROUP_LABELS[1]} = {g.label_b}: {r.mean_b:.3f} ± "
                     f"{r.sd_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, {_pct(r.high)}] (t, by seed) | — | "
-                    f"{r.verdict('A', 'B')} |")
+                    f"{r.verdict(*GROUP_LABELS)} |")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
         rows.append(f"| {M.eval_split(p.set_name)} | {a}: {r.acc_a:.3f} | {b}: {r.acc_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, "
-                    f"{_pct(r.high)}] (bootstrap) | {r.p:.3g} | {r.verdict(a, b)} |")
+                    f"{_pct(r.high)}] (bootstrap) | {r.p:.3g} | {p.verdict(a, b)} |")
     if not rows:
         return ""
     return ("| set | A | B | B − A, points (95 % interval) | McNemar p | verdict |\n|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
+
+
+def as_dict(runs: list[RunData], letters: dict[str, str]) -> dict:
+    """The comparison as one JSON-ready object (`aplot compare --json`): the runs with where each
+    stands, the warnings, the summary rows, the statistics with their verdicts, and the config diff."""
+    from aplot_tui.views.run_data import table_rows
+
+    analysis = analyse(runs)
+    where = progress(runs, letters)
+    g1, g2 = GROUP_LABELS
+    return {
+        "runs": [{"letter": p.letter, "id": r.id, "name": r.label, "kind": r.kind, "status": p.status,
+                  "step": p.step, "total_steps": p.total, "eval_step": p.eval_step} for r, p in zip(runs, where, strict=True)],
+        "warnings": warnings(runs, letters),
+        "table": table_rows(runs),
+        "pairs": [{"set": p.set_name, "a": p.a.id, "b": p.b.id, "n": p.result.n, "acc_a": p.result.acc_a,
+                   "acc_b": p.result.acc_b, "diff": p.result.diff, "ci_low": p.result.low, "ci_high": p.result.high,
+                   "only_a": p.result.only_a, "only_b": p.result.only_b, "mcnemar_p": p.result.p, "holm_p": p.p_holm,
+                   "verdict": p.verdict(letters.get(p.a.id, "A"), letters.get(p.b.id, "B"))} for p in analysis.pairs],
+        "groups": [{"set": g.set_name, g1: g.label_a, g2: g.label_b, "mean_a": g.result.mean_a, "sd_a": g.result.sd_a,
+                    "mean_b": g.result.mean_b, "sd_b": g.result.sd_b, "seeds": g.result.seeds, "diff": g.result.diff,
+                    "ci_low": g.result.low, "ci_high": g.result.high, "verdict": g.result.verdict(g1, g2)}
+                   for g in analysis.groups],
+        "note": analysis.note,
+        "config_diff": {path: values for path, values in diff_fields([r.config for r in runs])},
+    }

@@ -71,11 +71,14 @@ class Paired:
     def significant(self) -> bool:
         return self.p < ALPHA
 
-    def verdict(self, a: str = "A", b: str = "B") -> str:
-        """The plain reading: 'difference within noise', or which is better and the p."""
-        if not self.significant:
-            return f"difference within noise (p = {self.p:.2g})"
-        return f"{b if self.diff > 0 else a} better, p = {self.p:.2g}"
+    def verdict(self, a: str = "A", b: str = "B", p_adjusted: float | None = None) -> str:
+        """The plain reading: 'difference within noise', or which is better and the p. With
+        `p_adjusted` (one of several comparisons, see `holm`) the verdict follows the adjusted p."""
+        p = self.p if p_adjusted is None else p_adjusted
+        said = f"p = {self.p:.2g}" if p_adjusted is None else f"p = {self.p:.2g}, Holm {p_adjusted:.2g}"
+        if p >= ALPHA:
+            return f"difference within noise ({said})"
+        return f"{b if self.diff > 0 else a} better, {said}"
 
 
 def paired(correct_a, correct_b, n_resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Paired:
@@ -91,6 +94,19 @@ def paired(correct_a, correct_b, n_resamples: int = RESAMPLES, level: float = LE
     low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     return Paired(n, float(a.mean()), float(b.mean()), float(diff), float(low), float(high), int(counts[1]),
                   int(counts[2]), mcnemar_exact(int(counts[1]), int(counts[2])), level)
+
+
+def holm(ps) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: several runs each tested against one
+    keep the chance of any false "better" at ALPHA (Holm 1979). The i-th smallest of m is scaled by
+    m − i + 1, and the adjusted values are made monotone in that order and capped at 1."""
+    ps = [float(p) for p in ps]
+    out = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(sorted(range(len(ps)), key=ps.__getitem__)):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
 
 
 @dataclass(frozen=True)

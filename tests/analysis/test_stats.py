@@ -107,3 +107,14 @@ def test_mcnemar_for_many_discordant_pairs_agrees_with_the_exact_sum_at_the_swit
     above = stats.mcnemar_exact(d // 2 - 40, d // 2 + 41)  # scipy's cdf, one pair more
     assert below == pytest.approx(above, rel=0.1)
     assert stats.mcnemar_exact(24_000, 24_050) == pytest.approx(0.82, abs=0.01)  # 48,050 discordant: fast
+
+
+def test_holm_scales_the_ith_smallest_by_m_minus_i_and_keeps_the_order():
+    # m = 3, sorted 0.01, 0.03, 0.04: 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 → max(0.06, 0.04) = 0.06
+    assert stats.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([0.032]) == [0.032]  # one comparison: unchanged
+    res = stats.paired(np.array([1] * 20 + [0] * 10, bool), np.array([1] * 20 + [1] * 10, bool))
+    assert res.p < 0.05 and res.verdict("A", "B").startswith("B better")
+    assert res.verdict("A", "B", p_adjusted=0.12).startswith("difference within noise")
+    assert "Holm 0.12" in res.verdict("A", "B", p_adjusted=0.12)
