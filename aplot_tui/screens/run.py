@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
@@ -23,9 +22,11 @@ from textual.containers import Grid
 from textual.message import Message
 from textual.widgets import Header
 
+from aplot_tui.views import health
 from aplot_tui.views.series import Series
 from aplot_tui.widgets.charts import PALETTE, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.footer import KeyFooter
+from aplot_tui.widgets.health_strip import HealthStrip
 from aplot_tui.widgets.log_pane import LogPane
 from aplot_tui.widgets.run_header import RunHeader, step_rate
 from aplot_tui.widgets.samples import SamplesView
@@ -40,6 +41,7 @@ CHUNK = 16 << 20  # bytes of metrics parsed per step of the worker: a huge file 
 DRAW_S = 0.25  # a panel redraws at most this often, and never takes more than a quarter of the time
 TICK_S = 0.04  # one stale panel is redrawn per tick, so a key waits for one panel's drawing at most
 KEY_QUIET_S = 0.15  # after a key press no panel redraws for this long: the key's repaint comes alone
+RATE_POINTS = 30  # train points the step rate is measured over
 LOADING_DRAW_S = 1.0  # while a long file is still being read, panels show progress this often
 
 
@@ -224,7 +226,8 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self.series: dict[str, Series] = {}
         self.records_seen = 0
         self.caught_up = False  # the whole file, as it was when the screen opened, is in the panels
-        self._rate: deque[tuple[float, int]] = deque(maxlen=30)
+        self._times: list[tuple[float, int]] = []  # every train record's (time, step): rate and wall time
+        self._checkpoints: list[str] = []  # checkpoints/ entries, for the best eval's weights
         self._hist: tuple[str, int, list[float], list[float]] | None = None
         self._win: list[tuple[int, float, float]] = []
         self._bon: dict | None = None
@@ -235,12 +238,11 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         # LOADING_DRAW_S draws once, when it is all in (a draw of every panel costs ~0.1 s each)
         self._loading_draw = time.monotonic() + LOADING_DRAW_S
         self._started_at: float | None = None
-        self._t_first: float | None = None  # time of the first and last train record
-        self._t_last: float | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield RunHeader(id="run-header")
+        yield HealthStrip(id="health")
         with Grid(id="panels"):
             for panel in self.panels:
                 if panel.kind == "samples":
@@ -308,10 +310,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             if series is None:
                 series = self.series[key] = Series()
             series.extend(xs, ys)
-        self._rate.extend(batch.times)
-        if batch.times:
-            self._t_first = self._t_first or batch.times[0][0]
-            self._t_last = batch.times[-1][0]
+        self._times += batch.times
         if batch.hist is not None:
             self._hist = split, step, _gaps, _margins = batch.hist
             for chart in self.query(".hist").results(MetricChart):  # set once: a title set repaints its panel
@@ -323,9 +322,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 view.step, view.samples = batch.samples[0], tuple(batch.samples[1])
         header = self.query_one(RunHeader)
         header.step = max(header.step, batch.last_step)
-        header.steps_per_s = step_rate(list(self._rate))
-        if self._t_last:
-            header.elapsed_s = self._t_last - (self._started_at or self._t_first or self._t_last)
+        self._show_time()
+        if self.caught_up:
+            self._show_health()
         if not self.caught_up and time.monotonic() >= self._loading_draw:
             self._draw_all()
             self._loading_draw = time.monotonic() + LOADING_DRAW_S
@@ -333,6 +332,43 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
     def on_run_screen_caught_up(self) -> None:
         self._draw_all()  # the whole file is in: draw it at once, not a panel per tick
         self.caught_up = True
+        self._show_health()
+
+    def _show_time(self) -> None:
+        """The rate over the current attempt only (a window spanning a resume's pause read 1 step/s
+        for 12), and the wall time summed over every attempt (not only the part after a resume)."""
+        header = self.query_one(RunHeader)
+        header.steps_per_s = step_rate(health.rate_points(self._times, self._started_at)[-RATE_POINTS:])
+        header.elapsed_s = health.wall_time_s(self._times, self._started_at)
+
+    def _show_health(self) -> None:
+        """The best eval so far and the flags; a run that failed with nothing to draw shows its
+        error in place of empty panels (the log below says the rest)."""
+        strip = self.query_one(HealthStrip)
+        kind = self.manifest.get("kind", "rm")
+        key = M.KEY_METRICS.get(kind, ("",))[-1]
+        if kind == "ppo":
+            xs, ys = [w[0] for w in self._win], [w[1] for w in self._win]
+        else:
+            series = self.series.get(key)
+            xs, ys = (list(series.xs), list(series.ys)) if series is not None else ([], [])
+        strip.best = health.best_eval(key, xs, ys, self._checkpoints)
+        flags = []
+        train = {name: self.series.get(M.metric_key(M.TRAIN, name)) for name in (M.LOSS, M.KL, M.SCORES, M.GOLD_SCORE)}
+        if train[M.LOSS] is not None:
+            flags += health.loss_flags(list(train[M.LOSS].ys))
+        if train[M.KL] is not None:
+            flags += health.kl_flags(list(train[M.KL].ys))
+        proxy = train[M.SCORES]
+        if proxy is not None:
+            flags += health.hacking_flags("win rate", xs, ys, proxy.xs, proxy.ys) if kind == "ppo" else []
+            if train[M.GOLD_SCORE] is not None:
+                gold = train[M.GOLD_SCORE]
+                flags += health.hacking_flags("gold", gold.xs, gold.ys, proxy.xs, proxy.ys)
+        strip.flags = tuple(flags)
+        failed = self._status in (S.FAILED, S.CRASHED)
+        strip.error = (self.manifest.get("error", "") or f"the run {self._status}") if failed else ""
+        self.set_class(failed and not self.records_seen, "log-only")
 
     def on_run_screen_log_appended(self, message: LogAppended) -> None:
         self.query_one(LogPane).append(message.lines)
@@ -342,6 +378,11 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self._show_manifest(message.manifest, message.status)
 
     def _show_manifest(self, manifest: dict, status: str) -> None:
+        self._status = status
+        try:
+            self._checkpoints = sorted(os.listdir(self.paths.checkpoints))
+        except OSError:
+            self._checkpoints = []
         header = self.query_one(RunHeader)
         cfg = manifest.get("config", {})
         kind = manifest.get("kind", "rm")
@@ -354,6 +395,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             self._started_at = datetime.fromisoformat(manifest["started_at"]).timestamp()
         except (KeyError, ValueError):
             self._started_at = None
+        if self.caught_up:
+            self._show_time()
+            self._show_health()
 
     # ---------------------------------------------------------------- drawing
 

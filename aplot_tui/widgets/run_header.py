@@ -72,6 +72,8 @@ class RunHeader(Widget):
             eta = eta_seconds(self.step, self.total_steps, self.steps_per_s)
             if eta is not None:
                 text.append(f" · ETA {format_duration(eta)}", style="bold")
+        elif self.status in (S.CREATED, S.QUEUED):
+            text.append(" · starting…", style="dim")  # a resume's first seconds: not "took" the last attempt
         elif self.elapsed_s:
             text.append(f" · took {format_duration(self.elapsed_s)}")
         if self.error:
