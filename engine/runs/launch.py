@@ -149,6 +149,9 @@ def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = No
     if own_port:
         out += ["--main_process_port", str(port or free_port())]
     out += ["--mixed_precision", launch.mixed_precision]
+    # Given always: left out, accelerate picks its own and says so in every train.log (even at threads=1)
+    threads = launch.threads or max(1, (os.cpu_count() or 1) // max(launch.num_processes, 1))
+    out += ["--num_cpu_threads_per_process", str(threads)]
     out += ["-m", MODULES[cfg.kind], "--run-dir", str(run_dir)]
     if resume:
         out.append("--resume")
