@@ -14,10 +14,13 @@ from typing import Annotated
 import typer
 
 # each registers its commands; `aplot --help` lists them in this order
-from aplot_tui.cli import runs  # noqa: F401
+from aplot_tui.cli import runs, watch  # noqa: F401
 
 # isort: split
-from aplot_tui.cli import browse, compare, configs, export  # noqa: F401
+from aplot_tui.cli import browse, manage  # noqa: F401
+
+# isort: split
+from aplot_tui.cli import compare, configs, export  # noqa: F401
 
 # isort: split
 from aplot_tui.cli.common import STATE, RunsDir, app, err, runs_root

@@ -37,8 +37,16 @@ EVAL_SHOWN = (M.ACCURACY, M.LOSS, M.REWARD_GAP, M.MARGIN_MEAN, M.N_PAIRS, M.SECT
               M.SHORTER_WINS_ACC, M.ECE)
 
 
-def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
-    """Follow a run to its end with a progress bar and live key metrics; its final status."""
+FOLLOW_POLL_S = 0.25
+STATUS_POLL_S = 1.0  # a run we did not start: its status (lock, heartbeat, Slurm's word) looked up this often
+
+
+def follow(paths: mf.RunPaths, proc=None, quiet: bool = False) -> str:
+    """Follow a run to its end with a progress bar and live key metrics; its final status.
+
+    With `proc` (this command started it) the end is the process's exit, Ctrl-C stops the run and the
+    death is reaped. Without (`aplot follow`: a detached or Slurm run) the end is the run's status
+    leaving going/queued, as every reader sees it, and Ctrl-C only stops watching."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -50,39 +58,47 @@ def follow(paths: mf.RunPaths, proc, quiet: bool = False) -> str:
     kind = mf.read(paths).get("kind", "rm")
     keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}.get(kind, ())
     latest: dict[str, float] = {}
+    looked = 0.0
+    status = ""
     with Progress(TextColumn("[bold]{task.fields[run]}"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
                   TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task("train", total=None, run=paths.id, metrics="starting…")
         try:
             while True:
+                if proc is None and time.monotonic() - looked >= STATUS_POLL_S:  # before the read: no last lines lost
+                    status, looked = S.effective(paths), time.monotonic()
                 total = mf.read(paths).get("resolved", {}).get("total_steps")
                 for rec in tail.read_new():
                     if rec.split == M.TRAIN:
                         latest.update({k: v for k, v in rec.data.items() if k in keys and v is not None})
                         bar.update(task, completed=rec.step)
                     elif M.is_eval(rec.split):
-                        for k in (M.ACCURACY, M.WIN_RATE, M.SECTIONS_MEAN):
-                            if k in rec.data:
-                                latest[f"{M.eval_set(rec.split)}/{k}"] = rec.data[k]
-                                if not quiet:
-                                    console.print(f"  step {rec.step} {rec.split}: " + " ".join(
-                                        f"{k}={fmt(v)}" for k, v in rec.data.items()
-                                        if k in EVAL_SHOWN and isinstance(v, (int, float))))
+                        shown = [k for k in (M.ACCURACY, M.WIN_RATE, M.SECTIONS_MEAN) if k in rec.data]
+                        latest.update({f"{M.eval_set(rec.split)}/{k}": rec.data[k] for k in shown})
+                        if shown and not quiet:  # one line per record, whichever of its keys it has
+                            console.print(f"  step {rec.step} {rec.split}: " + " ".join(
+                                f"{k}={fmt(v)}" for k, v in rec.data.items()
+                                if k in EVAL_SHOWN and isinstance(v, (int, float))))
                 bar.update(task, total=total, metrics=" ".join(f"{k}={fmt(v)}" for k, v in latest.items()))
-                if proc.poll() is not None and tail.offset >= M.file_size(paths.metrics):
+                ended = proc.poll() is not None if proc is not None else status not in S.UNFINISHED
+                if ended and tail.offset >= M.file_size(paths.metrics):
                     break
-                time.sleep(0.25)
+                time.sleep(FOLLOW_POLL_S)
         except KeyboardInterrupt:
+            if proc is None:
+                console.print(f"{paths.id} goes on (`aplot follow {paths.id}` to watch it again, "
+                              f"`aplot stop {paths.id}` to stop it)")
+                raise
             console.print(f"stopping {paths.id} (checkpoint first; Ctrl-C again to force)…")
             try:
                 return lifecycle.stop(paths, proc=proc)
             except KeyboardInterrupt:
                 return lifecycle.stop(paths, grace=0.5, proc=proc)
-    return lifecycle.reap(paths, proc)
+    return lifecycle.reap(paths, proc) if proc is not None else status
 
 
-def _report_end(paths: mf.RunPaths, status: str) -> int:
+def report_end(paths: mf.RunPaths, status: str) -> int:
     manifest = mf.read(paths)
     if status == S.COMPLETED:
         summ = manifest.get("summary", {})
@@ -112,35 +128,106 @@ def run(
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. optim.lr=2e-5")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="a shipped preset instead of CONFIG; "
                                                "`demo` runs the RM→PPO pipeline")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="start and return; follow later in the TUI")] = False,
+    from_run: Annotated[str | None, typer.Option("--from", metavar="RUN", help="launch again with RUN's stored "
+                                                 "config (overrides apply over it)")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="start and return; `aplot follow RUN` or the TUI "
+                                         "watches it")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     runs_dir: RunsDir = None,
 ) -> None:
     """Launch a run and follow it: progress, live metrics; exit 0 only if it completed."""
     root = runs_root(runs_dir)
     overrides = list(overrides or [])
-    if preset == "demo" and config is None:
-        raise typer.Exit(_run_demo(root, overrides, quiet))
-    cfg = _load_config(config, overrides, preset)
+    if from_run is not None:
+        if preset:
+            raise UserError("--from and --preset: give one base config, not both")
+        cfg = _config_from_run(root, from_run, [*([str(config)] if config is not None else []), *overrides])
+    elif preset == "demo" and (config is None or "=" in str(config)):
+        raise typer.Exit(_run_demo(root, [*([str(config)] if config is not None else []), *overrides], quiet,
+                                   detach))
+    else:
+        cfg = _load_config(config, overrides, preset)
     paths, status = _launch_and_follow(cfg, root, detach, quiet)
     if detach:
         typer.echo(paths.id)
         return
-    raise typer.Exit(_report_end(paths, status))
+    raise typer.Exit(report_end(paths, status))
 
 
-def _run_demo(root: Path, overrides: list[str], quiet: bool) -> int:
-    """The embedded default: an APLOT reward model on the synthetic task (the non-`ppo.` overrides),
-    then PPO against it (the `ppo.` ones and the seed)."""
-    rm_cfg = config_mod.load(None, [o for o in overrides if not o.startswith("ppo.")], preset="demo-rm")
-    rm_paths, status = _launch_and_follow(rm_cfg, root, False, quiet)
-    code = _report_end(rm_paths, status)
+def _run_demo(root: Path, overrides: list[str], quiet: bool, detach: bool) -> int:
+    """The embedded default: an APLOT reward model on the synthetic task, then PPO against it; each
+    override goes to the half (or halves) `demo.split` says. Both halves are checked before either
+    starts. Detached, the PPO half is started by a background `aplot` that waits for the RM half."""
+    from aplot_tui.cli import demo
+
+    halves, notes = demo.split(overrides)
+    for line in notes:
+        typer.echo(f"note: {line}", err=True)
+    rm_cfg = config_mod.load(None, halves["rm"], preset="demo-rm")
+    _demo_ppo_config(halves["ppo"], "the-rm-half")  # its values checked now; the RM run is named once it exists
+    rm_paths, status = _launch_and_follow(rm_cfg, root, detach, quiet)
+    if detach:
+        chain = _start_ppo_half(root, rm_paths, halves["ppo"])
+        typer.echo(f"the PPO half starts when {rm_paths.id} completes (`aplot ls`; log: {chain})", err=True)
+        typer.echo(rm_paths.id)
+        return 0
+    code = report_end(rm_paths, status)
     if code:
         return code
-    ppo_over = [o for o in overrides if o.startswith(("ppo.", "seed"))]
-    ppo_cfg = config_mod.load(None, [*ppo_over, f'ppo.reward_model_run="{rm_paths.id}"'], preset="demo-ppo")
-    ppo_paths, status = _launch_and_follow(ppo_cfg, root, False, quiet)
-    return _report_end(ppo_paths, status)
+    ppo_paths, status = _launch_and_follow(_demo_ppo_config(halves["ppo"], rm_paths.id), root, False, quiet)
+    return report_end(ppo_paths, status)
+
+
+def _demo_ppo_config(overrides: list[str], rm_run: str) -> config_mod.Config:
+    return config_mod.load(None, [*overrides, f'ppo.reward_model_run="{rm_run}"'], preset="demo-ppo")
+
+
+DEMO_CHAIN_LOG = "demo-ppo-half.log"
+
+
+def _start_ppo_half(root: Path, rm_paths: mf.RunPaths, overrides: list[str]) -> Path:
+    """`aplot demo-ppo-half RM …` in its own session (it outlives this shell), output to the RM run's folder."""
+    import subprocess
+
+    from engine.runs.launch import env_for_tree
+
+    log = rm_paths.dir / DEMO_CHAIN_LOG
+    argv = [sys.executable, "-m", "aplot_tui.cli", "--runs-dir", str(root.absolute()), "demo-ppo-half", rm_paths.id,
+            "--", *overrides]
+    with open(log, "ab") as out:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603 - a list
+                         env=env_for_tree(), start_new_session=True, close_fds=True)
+    return log
+
+
+@app.command("demo-ppo-half", hidden=True)
+def demo_ppo_half(
+    rm_run: Annotated[str, typer.Argument(metavar="RM_RUN")],
+    overrides: Annotated[list[str] | None, typer.Argument()] = None,
+    runs_dir: RunsDir = None,
+) -> None:
+    """The detached demo's second step: wait for the RM half, then run the PPO half against it."""
+    root = runs_root(runs_dir)
+    rm_paths = mf.find_run(root, rm_run)
+    status = follow(rm_paths, None, quiet=True)
+    if status != S.COMPLETED:
+        raise typer.Exit(report_end(rm_paths, status))
+    ppo_paths, status = _launch_and_follow(_demo_ppo_config(list(overrides or []), rm_paths.id), root, False, True)
+    raise typer.Exit(report_end(ppo_paths, status))
+
+
+def _config_from_run(root: Path, ref: str, overrides: list[str]) -> config_mod.Config:
+    """A run's stored config (the manifest's, as it was launched) with `overrides` over it; a bad value
+    names the run or the override that set it."""
+    paths = mf.find_run(root, ref)
+    if "=" not in "".join(overrides[:1]) and overrides:
+        raise UserError(f"{overrides[0]}: --from RUN takes overrides (key.path=value), not a config file")
+    data = mf.read(paths).get("config")
+    if not isinstance(data, dict):
+        raise UserError(f"{paths.id}: has no stored config to launch from")
+    origins = config_mod.Origins(f"run {paths.id}'s config")
+    config_mod.apply_overrides(data, overrides, origins, over=f"run {paths.id}")
+    return config_mod.from_dict(data, origins)
 
 
 INPUTS_FILE = "aplot_inputs.json"  # how an exported model builds its inputs (written by engine.models)
@@ -233,7 +320,7 @@ def eval_(
     if detach:
         typer.echo(paths.id)
         return
-    raise typer.Exit(_report_end(paths, status))
+    raise typer.Exit(report_end(paths, status))
 
 
 @app.command()
@@ -253,7 +340,7 @@ def resume(
     typer.echo(f"resuming {paths.id} from step {mf.checkpoint_steps(paths)[-1]}", err=True)
     if detach:
         return
-    raise typer.Exit(_report_end(paths, follow(paths, proc, quiet=quiet)))
+    raise typer.Exit(report_end(paths, follow(paths, proc, quiet=quiet)))
 
 
 @app.command()

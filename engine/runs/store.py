@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import time
 import tomllib
@@ -209,6 +210,49 @@ def create(paths: RunPaths, *, name: str, kind: str, config: dict, tags: list[st
     }
     write(paths, manifest)
     return manifest
+
+
+def edit(paths: RunPaths, change) -> dict:
+    """Read-modify-write of what a user keeps on a run (tags, notes, the archived flag) under the
+    lock: `change(manifest)` edits it in place; the written manifest. The trainer's fields written
+    meanwhile are never lost, and a half-written file is never seen."""
+    with _locked(paths):
+        manifest = read(paths)
+        change(manifest)
+        manifest["updated_at"] = now_iso()
+        write_atomic(paths.manifest, tomli_w.dumps(_strip_none(manifest)))
+    return manifest
+
+
+def retag(paths: RunPaths, add: list[str], remove: list[str]) -> list[str]:
+    """Add and remove tags (added in order, no duplicates); the run's tags after."""
+    def change(m: dict) -> None:
+        tags = [t for t in m.get("tags", []) if t not in remove]
+        m["tags"] = tags + [t for t in dict.fromkeys(add) if t not in tags]
+
+    return edit(paths, change)["tags"]
+
+
+def set_notes(paths: RunPaths, text: str, append: bool = False) -> str:
+    """Replace the run's notes, or add `text` as a new line; the notes after."""
+    def change(m: dict) -> None:
+        old = m.get("notes", "")
+        m["notes"] = f"{old}\n{text}" if append and old else text
+
+    return edit(paths, change)["notes"]
+
+
+def set_archived(paths: RunPaths, archived: bool = True) -> None:
+    """Hide a run from `aplot ls` and the runs table (shown again with --all), or bring it back."""
+    edit(paths, lambda m: m.update(archived=archived))
+
+
+def remove(paths: RunPaths) -> None:
+    """Delete the run folder (the caller has made sure nothing of it is alive). The manifest goes
+    first, under its lock, so a listing skips the folder from then on, whatever is left of it."""
+    with _locked(paths):
+        paths.manifest.unlink(missing_ok=True)
+    shutil.rmtree(paths.dir)
 
 
 def claim(paths: RunPaths, expect: str, *, fresh: bool = True, **changes: Any) -> bool:
