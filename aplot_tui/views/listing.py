@@ -35,6 +35,8 @@ class RunRow:
     job: str = ""  # the Slurm job id of a scheduled run
     reason: str = ""  # why it is queued, or how its job ended without the trainer's word
     sweep: str = ""  # the id of the sweep that made it
+    notes: str = ""
+    archived: bool = False  # hidden from `aplot ls` and the runs table unless asked for
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +58,91 @@ def last_records(path: Path, max_bytes: int = 65536) -> list[M.Record]:
     return [r for r in (M.parse_line(line) for line in lines if line.strip()) if r is not None]
 
 
+@dataclass
+class _Scanned:
+    """What a metrics file held up to `offset` (a line's end): its latest step and values, by key."""
+
+    inode: int
+    offset: int
+    step: int
+    values: dict[str, float]
+
+
+_SCANNED: dict[str, _Scanned] = {}  # by path: a refresh reads only what was appended since the last
+COLD_CHUNK = 65536
+COLD_LIMIT = 64 << 20  # a first look reads back at most this far for the newest eval (one RM eval is ~10 KB)
+
+
+def latest_metrics(path: Path) -> tuple[int, dict[str, float]]:
+    """The latest step and each metric's latest value in a metrics file, the newest eval included.
+
+    The first look reads back from the end until it holds the newest eval round whole (an eval line
+    can be longer than a whole tail window of train lines); later looks read only the lines appended
+    since. A resume rewrites the file (the lines past its checkpoint move out): a new inode or a
+    shorter file, so it is looked at afresh and never shows the lines that went."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        _SCANNED.pop(str(path), None)
+        return 0, {}
+    seen = _SCANNED.get(str(path))
+    if seen is None or seen.inode != st.st_ino or st.st_size < seen.offset:
+        seen = _cold(path, st.st_ino)
+    elif st.st_size > seen.offset:
+        seen = _appended(path, seen)
+    if seen is None:
+        return 0, {}
+    _SCANNED[str(path)] = seen
+    return seen.step, dict(seen.values)
+
+
+def _cold(path: Path, inode: int) -> _Scanned | None:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            fh.seek(0)
+            data = b""
+            start = end
+            while True:  # back a doubling window at a time until the newest eval round is inside
+                start = max(0, end - max(COLD_CHUNK, 2 * (end - start)))
+                fh.seek(start)
+                data = fh.read(end - start)
+                cut = data.rfind(b"\n") + 1
+                lines = data[:cut].split(b"\n")
+                if start > 0:
+                    lines = lines[1:]  # the first line is probably cut
+                records = [r for r in (M.parse_line(x) for x in lines if x.strip()) if r is not None]
+                if start == 0 or end - start >= COLD_LIMIT or _has_whole_eval(records):
+                    break
+    except OSError:
+        return None
+    step, values = latest_values(records)
+    return _Scanned(inode, start + cut, step, values)
+
+
+def _has_whole_eval(records: list[M.Record]) -> bool:
+    """Whether the newest eval step's records are all there: a record of an earlier step precedes them."""
+    evals = [r.step for r in records if M.is_eval(r.split)]
+    if not evals:
+        return False
+    first = next(i for i, r in enumerate(records) if M.is_eval(r.split) and r.step == evals[-1])
+    return any(r.step < evals[-1] for r in records[:first])
+
+
+def _appended(path: Path, seen: _Scanned) -> _Scanned | None:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(seen.offset)
+            data = fh.read()
+    except OSError:
+        return None
+    cut = data.rfind(b"\n") + 1  # a line still being written waits for the next look
+    step, values = latest_values([r for r in (M.parse_line(x) for x in data[:cut].split(b"\n") if x.strip())
+                                  if r is not None])
+    return _Scanned(seen.inode, seen.offset + cut, max(seen.step, step), {**seen.values, **values})
+
+
 def latest_values(records: list[M.Record]) -> tuple[int, dict[str, float]]:
     """Latest step and the latest value of each metric, by key (`loss`, `eval/heldout/accuracy`)."""
     step, out = 0, {}
@@ -72,7 +159,7 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
     kind = manifest.get("kind", cfg.get("kind", "rm"))
     summary = manifest.get("summary", {})
     status, reason = S.with_reason(paths, manifest)
-    step, values = latest_values(last_records(paths.metrics))
+    step, values = latest_metrics(paths.metrics)
     metrics = {}
     keys = M.KEY_METRICS.get(kind, ())
     if kind == "eval":  # every scored set: its accuracy, and the sections' mean where there is one
@@ -92,11 +179,13 @@ def row(paths: mf.RunPaths, manifest: dict) -> RunRow:
         metrics=metrics, age_s=mf.age(manifest), tags=list(manifest.get("tags", [])),
         created_at=manifest.get("created_at", ""), error=manifest.get("error", ""), path=str(paths.dir),
         job=slurm.job_of(manifest), reason=reason, sweep=str(manifest.get("sweep", {}).get("id", "")),
+        notes=str(manifest.get("notes", "")), archived=bool(manifest.get("archived", False)),
     )
 
 
-def list_rows(root: Path) -> list[RunRow]:
-    runs = mf.list_runs(Path(root))
+def list_rows(root: Path, archived: bool = False) -> list[RunRow]:
+    """A row per run of the store, oldest first; archived runs only with `archived`."""
+    runs = [(p, m) for p, m in mf.list_runs(Path(root)) if archived or not m.get("archived")]
     slurm.job_states([slurm.job_of(m) for _, m in runs if m.get("status") not in S.FINAL])  # one squeue for all
     return [row(p, m) for p, m in runs]
 
@@ -145,12 +234,17 @@ SORT_KEYS = ("created", "name", "status", "kind", "loss", "step", "metric")
 
 
 def sort_rows(rows: list[RunRow], key: str = "created", reverse: bool = False) -> list[RunRow]:
-    def metric(r: RunRow) -> float:
-        return next(iter(r.metrics.values()), float("-inf"))
-
+    """By a column, by `metric` (each row's first key metric) or by a named metric
+    (`eval/heldout/accuracy`): rows without that metric go last either way."""
+    if key not in SORT_KEYS:
+        have = [r for r in rows if key in r.metrics]
+        return sorted(have, key=lambda r: r.metrics[key], reverse=reverse) + [r for r in rows if key not in r.metrics]
+    if key == "metric":
+        have = [r for r in rows if r.metrics]
+        return (sorted(have, key=lambda r: next(iter(r.metrics.values())), reverse=reverse)
+                + [r for r in rows if not r.metrics])
     keyfun = {"created": lambda r: r.id, "name": lambda r: r.name, "status": lambda r: r.status,
-              "kind": lambda r: r.kind, "loss": lambda r: r.loss, "step": lambda r: r.step,
-              "metric": metric}[key]
+              "kind": lambda r: r.kind, "loss": lambda r: r.loss, "step": lambda r: r.step}[key]
     return sorted(rows, key=keyfun, reverse=reverse)
 
 

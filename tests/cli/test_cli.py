@@ -1,5 +1,6 @@
 """The CLI's user-facing contract: one clear line and a non-zero exit for every mistake."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -90,15 +91,33 @@ def test_init_writes_a_config_that_runs_validation(tmp_path):
     assert one_line_error(aplot("init", out)) == f"aplot: {out}: exists (use --force to overwrite)"
 
 
-def test_ls_json_and_csv_on_an_empty_and_a_filled_store(runs_dir):
-    assert json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout) == []
+def test_ls_json_lines_and_csv_on_an_empty_and_a_filled_store(runs_dir):
+    assert aplot("ls", "--json", runs_dir=runs_dir).stdout == ""  # JSON lines: no run, no line
     paths = mf.run_paths(runs_dir, mf.new_run_id("alpha", "rm", "bt"))
     mf.create(paths, name="alpha", kind="rm", config={"loss": {"type": "bt"}}, tags=["baseline"])
-    mf.update(paths, status="completed", summary={"eval/heldout/accuracy": 0.7})
-    rows = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)
-    assert rows[0]["id"] == paths.id and rows[0]["status"] == "completed" and rows[0]["loss"] == "bt"
+    mf.update(paths, status="completed", summary={"eval/heldout/accuracy": 0.7}, error="disk full")
+    other = mf.run_paths(runs_dir, mf.new_run_id("beta", "rm", "bt"))
+    mf.create(other, name="beta", kind="rm", config={"loss": {"type": "bt"}})
+    mf.update(other, status="completed", summary={"eval/heldout/accuracy": 0.9})
+    rows = [json.loads(line) for line in aplot("ls", "--json", runs_dir=runs_dir).stdout.splitlines()]
+    assert [r["id"] for r in rows] == [paths.id, other.id]  # one object per line
+    assert rows[0]["status"] == "completed" and rows[0]["loss"] == "bt" and rows[0]["tags"] == ["baseline"]
     assert rows[0]["metrics"]["eval/heldout/accuracy"] == 0.7
-    csv_out = aplot("ls", "--csv", runs_dir=runs_dir).stdout.splitlines()
-    assert csv_out[0].startswith("id,name,kind,loss,status") and paths.id in csv_out[1]
-    assert aplot("ls", "--filter", "zzz", "--json", runs_dir=runs_dir).stdout.strip() == "[]"
+    best_first = aplot("ls", "--json", "--sort", "eval/heldout/accuracy", "-r", runs_dir=runs_dir).stdout
+    assert [json.loads(line)["id"] for line in best_first.splitlines()] == [other.id, paths.id]
+    table = list(csv.DictReader(aplot("ls", "--csv", runs_dir=runs_dir).stdout.splitlines()))
+    assert table[0]["id"] == paths.id and table[0]["error"] == "disk full"
+    assert table[1]["eval/heldout/accuracy"] == "0.9"
+    assert aplot("ls", "--filter", "zzz", "--json", runs_dir=runs_dir).stdout == ""
     assert "--sort" in one_line_error(aplot("ls", "--sort", "bogus", runs_dir=runs_dir))
+
+
+@pytest.mark.parametrize(("option", "value", "allowed"), [
+    ("--kind", "foo", "rm | ppo | eval"),
+    ("--status", "bogus", "created | queued | running | completed | failed | stopped | crashed"),
+])
+def test_ls_refuses_a_kind_or_status_that_does_not_exist(runs_dir, option, value, allowed):
+    proc = aplot("ls", option, value, runs_dir=runs_dir)
+    assert one_line_error(proc) == f"aplot: {option}: must be one of {allowed}, got {value!r}"
+    assert proc.returncode == 2
+    assert "eval" in aplot("ls", "--help").stdout.split("--kind")[1].split("--")[0]
