@@ -6,6 +6,7 @@ would be). The work is in `engine.runs.sweeps`; this module only parses and prin
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -96,24 +97,32 @@ def _follow(root: Path, sweep_id: str) -> int:
         return EXIT_INTERRUPTED
 
 
+AsJson = Annotated[bool, typer.Option("--json", help="JSON lines for scripts")]
+
+
 @sweep_app.command("ls")
-def ls(ctx: typer.Context, runs_dir: RunsDir = None) -> None:
-    """Every sweep with its status and progress."""
+def ls(ctx: typer.Context, as_json: AsJson = False, runs_dir: RunsDir = None) -> None:
+    """Every sweep with its status and progress (--json: one object per sweep: id, status, runs per status)."""
     from engine.runs import sweeps as sweep
 
     root = _root(ctx, runs_dir)
     ids = sweep.list_ids(root)
-    if not ids:
+    if not ids and not as_json:
         typer.echo(f"no sweeps in {sweep.sweeps_root(root)}")
         return
     for sweep_id in ids:
         counts = sweep.progress(root, sweep_id)
-        typer.echo(f"{sweep_id:<44} {sweep.sweep_status(root, sweep_id, counts):<8} {_line(counts)}")
+        status = sweep.sweep_status(root, sweep_id, counts)
+        if as_json:
+            typer.echo(json.dumps({"id": sweep_id, "status": status, "counts": counts}))
+        else:
+            typer.echo(f"{sweep_id:<44} {status:<8} {_line(counts)}")
 
 
 @sweep_app.command("show")
-def show(ctx: typer.Context, ref: SweepRef, runs_dir: RunsDir = None) -> None:
-    """One sweep: its axes and every run with its axis values, seed, status and final accuracy."""
+def show(ctx: typer.Context, ref: SweepRef, as_json: AsJson = False, runs_dir: RunsDir = None) -> None:
+    """One sweep: its axes and every run with its axis values, seed, status and final accuracy (--json: one
+    object, its runs a list)."""
     from engine.runs import sweeps as sweep
 
     root = _root(ctx, runs_dir)
@@ -121,6 +130,15 @@ def show(ctx: typer.Context, ref: SweepRef, runs_dir: RunsDir = None) -> None:
     state = sweep.read_state(root, sweep_id)
     states = sweep.run_states(root, state)
     counts = sweep.progress(root, sweep_id, states)
+    if as_json:
+        runs = [{"id": s.paths.id, "status": s.status, "axes": s.manifest.get("sweep", {}).get("axes", {}),
+                 "seed": s.manifest.get("sweep", {}).get("seed"),
+                 "summary": {k: v for k, v in s.manifest.get("summary", {}).items() if isinstance(v, (int, float))}}
+                for s in states]
+        typer.echo(json.dumps({"id": sweep_id, "status": sweep.sweep_status(root, sweep_id, counts),
+                               "name": state.get("name"), "source": state.get("source"),
+                               "max_parallel": state.get("max_parallel"), "counts": counts, "runs": runs}))
+        return
     typer.echo(f"{sweep_id}  [{sweep.sweep_status(root, sweep_id, counts)}]  {state.get('name')}  {_line(counts)}")
     typer.echo(f"source: {state.get('source')}  max_parallel: {state.get('max_parallel')}  "
                f"scheduler: {state.get('scheduler')}")
