@@ -132,6 +132,19 @@ def test_logs_follow_prints_until_the_run_ends(runs_dir):
     assert reader.wait(30) == 0
 
 
+def test_show_prints_config_data_resumes_and_checkpoints(done, runs_dir):
+    runs, paths = done
+    shown = aplot("show", paths.id, runs_dir=runs).stdout
+    assert "\ndata train: synthetic  (sha256 " in shown and "\ndata eval heldout: 0.1 of train\n" in shown
+    config = shown.split("\n[config]")[1]
+    assert "\n  [optim]\n" in config and "\n  max_steps = 6\n" in config
+    assert "checkpoints: step-3, step-6" in shown
+    resumed = _fake(runs_dir, "again", status=S.COMPLETED, resume_count=2, resumed_at="2026-12-01T10:00:00+00:00",
+                    world_size_changes=["resumed on 2 processes from 1: the effective batch is kept"])
+    shown = aplot("show", resumed.id, runs_dir=runs_dir).stdout
+    assert "resumed 2 time(s), last at 2026-12-01T10:00:00+00:00\nresume note: resumed on 2 processes" in shown
+
+
 # --------------------------------------------------------------------------- run --from
 
 
@@ -201,7 +214,7 @@ def test_rm_asks_refuses_a_live_run_and_deletes_with_yes(runs_dir):
 
 
 DEMO_SMALL = ("optim.max_steps=2", "eval.every=2", "data.synthetic_pairs=300", "ppo.sft_steps=1",
-              "ppo.win_rate_every=2", "ppo.bon_samples=0", "ppo.eval_prompts=8", "rm:model.tiny.hidden_size=32")
+              "ppo.win_rate_every=2", "ppo.bon_samples=2", "ppo.eval_prompts=8", "rm:model.tiny.hidden_size=32")
 
 
 def test_a_bad_override_of_the_demo_is_refused_for_the_half_it_reaches(runs_dir):
@@ -225,6 +238,9 @@ def test_the_demo_detaches_and_its_overrides_reach_both_halves(runs_dir):
     assert rm_cfg["optim"]["max_steps"] == 2 and ppo_cfg["optim"]["max_steps"] == 2
     assert rm_cfg["model"]["tiny"]["hidden_size"] == 32 and ppo_cfg["model"]["tiny"]["hidden_size"] == 64
     assert ppo_cfg["ppo"]["sft_steps"] == 1 and mf.read(ppo)["links"]["reward_model_run"] == rm_paths.id
+    shown = aplot("show", ppo.id, runs_dir=runs_dir).stdout
+    assert "\n[best-of-n of the reference]\n" in shown and f"reward_model_run = {rm_paths.id}" in shown
+    assert "data prompts: synthetic" in shown
 
 
 def _cmdline(d) -> bytes:
