@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from aplot_tui.views.run_data import RunData, diff_fields, final_best, last_eval_step, last_step
 from engine import metrics as M
 from engine.analysis import predictions as P
@@ -28,10 +30,21 @@ class PairLine:
     a: RunData
     b: RunData
     result: stats.Paired
+    measure: str = M.ACCURACY  # an RM's pair accuracy; an RL run's win-rate or its judge's score
     p_holm: float | None = None  # with several runs against A on this set: the Holm-adjusted p
 
     def verdict(self, a: str, b: str) -> str:
         return self.result.verdict(a, b, self.p_holm)
+
+    @property
+    def key(self) -> str:
+        """What the line is about: `eval/heldout` for accuracy (as ever), else the metric's key."""
+        split = M.eval_split(self.set_name)
+        return split if self.measure == M.ACCURACY else M.metric_key(split, self.measure)
+
+    def num(self, x: float) -> str:
+        """A rate's difference in points; a score's as it is."""
+        return _pct(x) if self.measure in (M.ACCURACY, M.WIN_RATE) else f"{x:+.3f}"
 
 
 @dataclass
@@ -82,14 +95,31 @@ def _shared_sets(a: RunData, b: RunData) -> list[str]:
     return M.eval_set_order(sets)
 
 
-def pair(a: RunData, b: RunData, set_name: str) -> stats.Paired | str:
-    """The paired test on one set, or why it cannot be done (one line)."""
+def pair(a: RunData, b: RunData, set_name: str) -> list[tuple[str, stats.Paired]] | str:
+    """The paired tests on one set (measure, result), or why they cannot be done (one line)."""
     pa, pb = P.read(a.paths.dir, set_name), P.read(b.paths.dir, set_name)
     if pa is None or pb is None:
         return f"{M.eval_split(set_name)}: no per-pair predictions in both runs"
+    if isinstance(pa, P.Outcomes) != isinstance(pb, P.Outcomes):
+        return f"{M.eval_split(set_name)}: one run's eval is a reward model's, the other's an RL run's"
+    if isinstance(pa, P.Outcomes):
+        return prompt_pairs(pa, pb)
     if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
         return f"{M.eval_split(set_name)}: the runs evaluated different pairs ({len(pa.index)} vs {len(pb.index)})"
-    return stats.paired(pa.correct, pb.correct)
+    return [(M.ACCURACY, stats.paired(pa.correct, pb.correct))]
+
+
+def prompt_pairs(pa: P.Outcomes, pb: P.Outcomes) -> list[tuple[str, stats.Paired]] | str:
+    """Two RL runs on the held-out prompts both evaluated (matched by the prompt's text): the win
+    outcome against the opponent, and the judge's score of the response where both runs have one."""
+    _, ia, ib = np.intersect1d(pa.prompt, pb.prompt, assume_unique=True, return_indices=True)
+    if not len(ia):
+        return f"{M.eval_split(pa.set_name)}: the runs share no held-out prompt"
+    out = [(M.WIN_RATE, stats.paired_values(pa.outcome[ia], pb.outcome[ib]))]
+    ga, gb = pa.gold[ia], pb.gold[ib]
+    if np.isfinite(ga).all() and np.isfinite(gb).all():
+        out.append((M.GOLD_SCORE, stats.paired_values(ga, gb)))
+    return out
 
 
 def final_accuracy(run: RunData, set_name: str) -> float | None:
@@ -121,10 +151,10 @@ def analyse(runs: list[RunData]) -> Analysis:
             if isinstance(res, str):
                 notes.append(res)
             else:
-                out.pairs.append(PairLine(s, base, other, res))
+                out.pairs += [PairLine(s, base, other, r, measure) for measure, r in res]
     by_set: dict[str, list[PairLine]] = {}
     for line in out.pairs:
-        by_set.setdefault(line.set_name, []).append(line)
+        by_set.setdefault(line.key, []).append(line)
     for lines in by_set.values():  # several runs against A on one set: one family, Holm-corrected
         if len(lines) > 1:
             for line, adjusted in zip(lines, stats.holm([x.result.p for x in lines]), strict=True):
@@ -198,11 +228,16 @@ def text_lines(analysis: Analysis, letters: dict[str, str]) -> list[str]:
             lines.append(f"    → {r.verdict(g1, g2)}")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
-        lines.append(f"  {M.eval_split(p.set_name)}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {_pct(r.diff)} "
-                     f"[{_pct(r.low)}, {_pct(r.high)}]  {r.only_a}/{r.only_b} discordant  → {p.verdict(a, b)}")
+        lines.append(f"  {p.key}: {a} {r.acc_a:.3f}  {b} {r.acc_b:.3f}  Δ {p.num(r.diff)} "
+                     f"[{p.num(r.low)}, {p.num(r.high)}]  {r.only_a}/{r.only_b} discordant  → {p.verdict(a, b)}")
     if analysis.pairs:
-        lines.insert(0, f"pair by pair ({analysis.pairs[0].result.n} pairs): Δ accuracy to A in points, "
-                        f"paired bootstrap {analysis.pairs[0].result.level:.0%} interval, exact McNemar p")
+        first = analysis.pairs[0]
+        if first.measure == M.ACCURACY:
+            lines.insert(0, f"pair by pair ({first.result.n} pairs): Δ accuracy to A in points, "
+                            f"paired bootstrap {first.result.level:.0%} interval, exact McNemar p")
+        else:
+            lines.insert(0, f"prompt by prompt ({first.result.n} shared held-out prompts): Δ to A, "
+                            f"paired bootstrap {first.result.level:.0%} interval, exact sign test p")
         if any(p.p_holm is not None for p in analysis.pairs):
             lines.insert(1, "  several runs against A: the verdict follows McNemar p Holm-adjusted over the "
                             "runs on each set")
@@ -221,8 +256,9 @@ def verdict_line(analysis: Analysis, letters: dict[str, str]) -> str:
     if analysis.pairs:
         p = analysis.pairs[0]
         a, b = letters.get(p.a.id, p.a.label), letters.get(p.b.id, p.b.label)
-        return (f"{M.eval_split(p.set_name)}: {b} − {a} = {_pct(p.result.diff)} points [{_pct(p.result.low)}, "
-                f"{_pct(p.result.high)}]: " + p.verdict(a, b))
+        unit = " points" if p.measure in (M.ACCURACY, M.WIN_RATE) else ""
+        return (f"{p.key}: {b} − {a} = {p.num(p.result.diff)}{unit} [{p.num(p.result.low)}, "
+                f"{p.num(p.result.high)}]: " + p.verdict(a, b))
     return analysis.note or "no statistics: the runs share no evaluated set"
 
 
@@ -231,7 +267,7 @@ def csv_columns(analysis: Analysis, runs: list[RunData]) -> dict[str, dict[str, 
     out: dict[str, dict[str, object]] = {r.id: {} for r in runs}
     for p in analysis.pairs:
         cells = out[p.b.id]
-        key = f"{M.metric_key(M.eval_split(p.set_name), M.ACCURACY)} vs {p.a.id}"
+        key = f"{M.metric_key(M.eval_split(p.set_name), p.measure)} vs {p.a.id}"
         cells.update({f"{key} diff": p.result.diff, f"{key} ci_low": p.result.low, f"{key} ci_high": p.result.high,
                       f"{key} mcnemar_p": p.result.p, f"{key} holm_p": p.p_holm})
     return out
@@ -248,8 +284,8 @@ def markdown(analysis: Analysis, letters: dict[str, str]) -> str:
                     f"{r.verdict(*GROUP_LABELS)} |")
     for p in analysis.pairs:
         r, a, b = p.result, letters.get(p.a.id, "A"), letters.get(p.b.id, "B")
-        rows.append(f"| {M.eval_split(p.set_name)} | {a}: {r.acc_a:.3f} | {b}: {r.acc_b:.3f} | {_pct(r.diff)} [{_pct(r.low)}, "
-                    f"{_pct(r.high)}] (bootstrap) | {r.p:.3g} | {p.verdict(a, b)} |")
+        rows.append(f"| {p.key} | {a}: {r.acc_a:.3f} | {b}: {r.acc_b:.3f} | {p.num(r.diff)} [{p.num(r.low)}, "
+                    f"{p.num(r.high)}] (bootstrap) | {r.p:.3g} | {p.verdict(a, b)} |")
     if not rows:
         return ""
     return ("| set | A | B | B − A, points (95 % interval) | McNemar p | verdict |\n|---|---|---|---|---|---|\n"
@@ -269,7 +305,7 @@ def as_dict(runs: list[RunData], letters: dict[str, str]) -> dict:
                   "step": p.step, "total_steps": p.total, "eval_step": p.eval_step} for r, p in zip(runs, where, strict=True)],
         "warnings": warnings(runs, letters),
         "table": table_rows(runs),
-        "pairs": [{"set": p.set_name, "a": p.a.id, "b": p.b.id, "n": p.result.n, "acc_a": p.result.acc_a,
+        "pairs": [{"set": p.set_name, "measure": p.measure, "a": p.a.id, "b": p.b.id, "n": p.result.n, "acc_a": p.result.acc_a,
                    "acc_b": p.result.acc_b, "diff": p.result.diff, "ci_low": p.result.low, "ci_high": p.result.high,
                    "only_a": p.result.only_a, "only_b": p.result.only_b, "mcnemar_p": p.result.p, "holm_p": p.p_holm,
                    "verdict": p.verdict(letters.get(p.a.id, "A"), letters.get(p.b.id, "B"))} for p in analysis.pairs],

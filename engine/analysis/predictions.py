@@ -10,11 +10,21 @@ only aggregates; these files are what `aplot compare` bootstraps over.
     read(run_dir, set_name, step=None)               # the newest step unless one is named
     steps(run_dir, set_name), sets(run_dir)
 
-numpy only: the UI reads these files, and the engine's eval (RM training and `eval` runs) writes them.
+An RL run's win-rate eval writes the same kind of file in `predictions/win/`, one row a held-out
+prompt: `(outcome float32, gold float32, prompt uint64)`: the judge's outcome of the policy's response
+against the opponent's (1 win, 0.5 tie, 0 loss), the judge's own score of that response (the gold
+rule's for synthetic prompts, else the judging RM's reward), and a key of the prompt's text. Runs pair
+up by that key, not by position: runs over seeds hold out the same prompts, in whatever order their
+ranks gathered them.
+
+    write_outcomes(run_dir, set_name, step, outcome, gold, prompts)   # main process only
+
+numpy only: the UI reads these files, and the engine's eval (RM training, `eval` runs, RL) writes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -26,6 +36,7 @@ import numpy as np
 
 DIR = "predictions"
 DTYPE = np.dtype([("r_pos", "<f4"), ("r_neg", "<f4"), ("index", "<i4")])
+RL_DTYPE = np.dtype([("outcome", "<f4"), ("gold", "<f4"), ("prompt", "<u8")])
 _STEP = re.compile(r"step-(\d+)\.npy")
 
 
@@ -43,6 +54,22 @@ class Predictions:
     def correct(self) -> np.ndarray:
         """[n] bool: the chosen answer got the higher reward (a tie counts as wrong, as the accuracy does)."""
         return self.r_pos > self.r_neg
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """One RL win-rate eval: per held-out prompt, the judge's outcome and score of the policy's response."""
+
+    set_name: str
+    step: int
+    outcome: np.ndarray  # [n] float32 in {0, 0.5, 1}
+    gold: np.ndarray  # [n] float32, NaN where no judge score was taken
+    prompt: np.ndarray  # [n] uint64 keys of the prompts' text
+
+
+def prompt_key(prompt: str) -> int:
+    """A prompt's text as 64 bits (the first 8 bytes of its SHA-256): the same prompt in any run."""
+    return int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "little")
 
 
 def _folder_name(set_name: str) -> str:
@@ -66,6 +93,21 @@ def write(run_dir: Path, set_name: str, step: int, r_pos, r_neg, index=None) -> 
     rows = np.empty(len(r_pos), dtype=DTYPE)
     rows["r_pos"], rows["r_neg"] = r_pos, r_neg
     rows["index"] = np.arange(len(r_pos)) if index is None else np.asarray(index)
+    return _save(run_dir, set_name, step, rows)
+
+
+def write_outcomes(run_dir: Path, set_name: str, step: int, outcome, gold, prompts: list[str]) -> Path:
+    """Write one RL win-rate eval's per-prompt outcomes and judge scores (NaN for none), atomically."""
+    outcome, gold = np.asarray(outcome, dtype=np.float32).ravel(), np.asarray(gold, dtype=np.float32).ravel()
+    if not (len(outcome) == len(gold) == len(prompts)):
+        raise ValueError(f"outcomes: {len(outcome)} outcomes, {len(gold)} scores, {len(prompts)} prompts")
+    rows = np.empty(len(outcome), dtype=RL_DTYPE)
+    rows["outcome"], rows["gold"] = outcome, gold
+    rows["prompt"] = np.array([prompt_key(p) for p in prompts], dtype=np.uint64)
+    return _save(run_dir, set_name, step, rows)
+
+
+def _save(run_dir: Path, set_name: str, step: int, rows: np.ndarray) -> Path:
     folder = set_dir(run_dir, set_name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{int(step)}.npy"
@@ -94,13 +136,16 @@ def steps(run_dir: Path, set_name: str) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP.fullmatch(p.name)))
 
 
-def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions | None:
-    """One eval's rewards (the newest unless `step` is given); None when the run has none for that set."""
+def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions | Outcomes | None:
+    """One eval's rewards, or an RL eval's outcomes (the newest unless `step` is given); None when
+    the run has none for that set."""
     have = steps(run_dir, set_name)
     if not have or (step is not None and step not in have):
         return None
     step = have[-1] if step is None else step
     rows = np.load(set_dir(run_dir, set_name) / f"step-{step}.npy", allow_pickle=False)
+    if rows.dtype == RL_DTYPE:
+        return Outcomes(set_name, step, rows["outcome"], rows["gold"], rows["prompt"])
     if rows.dtype != DTYPE:
         raise ValueError(f"{set_dir(run_dir, set_name)}/step-{step}.npy: not a predictions file ({rows.dtype})")
     return Predictions(set_name, step, rows["r_pos"], rows["r_neg"], rows["index"])

@@ -109,6 +109,23 @@ def holm(ps) -> list[float]:
     return out
 
 
+def paired_values(values_a, values_b, n_resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Paired:
+    """Two runs' per-unit values on the same units (an RL run's per-prompt win outcome in {0, ½, 1}, or
+    the judge's score of its response): the mean difference B − A with a paired bootstrap interval
+    (prompts resampled with replacement), and a two-sided exact **sign test** over the prompts where
+    the two differ (McNemar's test, which it is for 0/1 values). `only_a`/`only_b` count the prompts
+    where A's value, or B's, is the higher; `acc_*` are the means."""
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_values: need two equal, non-empty 1-d arrays, got {a.shape} and {b.shape}")
+    d = b - a
+    draws = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
+    low, high = np.quantile(d[draws].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    only_a, only_b = int(np.sum(d < 0)), int(np.sum(d > 0))
+    return Paired(len(d), float(a.mean()), float(b.mean()), float(d.mean()), float(low), float(high), only_a, only_b,
+                  mcnemar_exact(only_a, only_b), level)
+
+
 @dataclass(frozen=True)
 class Grouped:
     """Two groups over seeds: per-group mean ± sd, the per-seed differences B − A, their mean and t interval."""

@@ -30,6 +30,7 @@ import torch
 from accelerate.utils import gather_object
 
 from engine import metrics as M
+from engine.analysis import predictions
 from engine.data import synthetic
 from engine.data.rows import ASSISTANT_MARK, render_messages
 from engine.lr_schedule import lr_scheduler
@@ -39,9 +40,14 @@ from engine.rl import losses as L
 from engine.rl import policy as P
 from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runtime import RunContext, TrainingError, run_main
+from engine.runtime import RunContext, TrainingError, run_process
 
 SYNTHETIC_POOL = 8192  # training prompts drawn for prompts = "synthetic"
+# the held-out win-rate prompts do not follow the run's seed: runs over seeds are judged on the same
+# prompts, so two of them compare prompt by prompt (the seed still draws the training prompts' order
+# and everything sampled). 1 and 0 are the seeds a seed-0 run split with before, so a prompt file splits
+# as it did for seed 0; synthetic training prompts now give way to the held-out ones, not the reverse.
+HELDOUT_SEED_SYNTHETIC, HELDOUT_SEED_FILE = 1, 0
 REFERENCE = "reference"  # checkpoints/reference: the SFT-fitted start, kept for resume
 
 
@@ -72,16 +78,16 @@ def load_prompts(cfg) -> tuple[list[str], list[str], dict]:
     """(training prompts, held-out win-rate prompts, data hashes); the two never share a prompt."""
     p = cfg.ppo
     if p.prompts == "synthetic":
-        train = synthetic.make_prompts(SYNTHETIC_POOL, cfg.seed)
-        seen = set(train)
-        held = [x for x in synthetic.make_prompts(4 * p.eval_prompts + 64, cfg.seed + 1) if x not in seen]
-        held = list(dict.fromkeys(held))[:p.eval_prompts]
+        held = list(dict.fromkeys(synthetic.make_prompts(4 * p.eval_prompts + 64, HELDOUT_SEED_SYNTHETIC)))
+        held = held[:p.eval_prompts]
+        kept = set(held)
+        train = [x for x in synthetic.make_prompts(SYNTHETIC_POOL, cfg.seed) if x not in kept]
         return train, held, {"prompts": "synthetic"}
     prompts = read_prompts(p.prompts)
     digest = hashlib.sha256(Path(p.prompts).read_bytes()).hexdigest()
-    order = np.random.default_rng(cfg.seed).permutation(len(prompts))
+    order = np.random.default_rng(HELDOUT_SEED_FILE).permutation(len(prompts))
     held = [prompts[i] for i in order[:p.eval_prompts]]
-    train = [prompts[i] for i in order[p.eval_prompts:]]
+    train = [prompts[i] for i in order[p.eval_prompts:]]  # rollouts draw from them by the run's seed
     if len(train) < p.rollout_batch:
         raise TrainingError(f"ppo.prompts: {len(prompts)} prompts leave {len(train)} for training after "
                             f"{p.eval_prompts} held out; need at least ppo.rollout_batch = {p.rollout_batch}")
@@ -129,11 +135,16 @@ class Judge:
         return P.score(self.rm, self.tok, prompts, texts, rm_max_length(self.tok), self.device).tolist()
 
     def __call__(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        return self.judged(prompts, a, b)[0]
+
+    def judged(self, prompts: list[str], a: list[str], b: list[str]) -> tuple[list[float], list[float]]:
+        """(the outcome of a against b, the judge's score of a) for each prompt, from one scoring of each side."""
         if self.gold:
-            return [synthetic.gold_judge(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)]
-        sa = P.score(self.rm, self.tok, prompts, a, rm_max_length(self.tok), self.device)
-        sb = P.score(self.rm, self.tok, prompts, b, rm_max_length(self.tok), self.device)
-        return [0.5 if abs(x - y) < 1e-6 else float(x > y) for x, y in zip(sa.tolist(), sb.tolist(), strict=True)]
+            return ([synthetic.gold_judge(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)],
+                    self.scores(prompts, a))
+        sa = P.score(self.rm, self.tok, prompts, a, rm_max_length(self.tok), self.device).tolist()
+        sb = P.score(self.rm, self.tok, prompts, b, rm_max_length(self.tok), self.device).tolist()
+        return [0.5 if abs(x - y) < 1e-6 else float(x > y) for x, y in zip(sa, sb, strict=True)], sa
 
 
 def rm_max_length(tok) -> int:
@@ -159,12 +170,16 @@ def sample_texts(lm, tok, prompts: list[str], cfg, seed: int, batch: int = 64) -
 
 
 def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step) -> dict:
-    """Policy vs opponent on this rank's share of the held-out prompts, gathered, logged."""
+    """Policy vs opponent on this rank's share of the held-out prompts, gathered, logged; each
+    prompt's outcome and judge score kept (predictions/win/step-N.npy) for a paired comparison."""
     cfg = ctx.cfg
     texts = sample_texts(lm, tok, prompts, cfg, seed=cfg.seed + 7919)
-    outcomes = gather_object(judge(prompts, texts, opponent_texts))
+    local_outcomes, local_scores = judge.judged(prompts, texts, opponent_texts)
+    outcomes, scores, every = gather_object(local_outcomes), gather_object(local_scores), gather_object(prompts)
     rate, se, n = L.win_rate(outcomes)
     result = {M.WIN_RATE: rate, M.WIN_RATE_SE: se, M.WIN_RATE_N: n}
+    if ctx.is_main:
+        predictions.write_outcomes(ctx.paths.dir, M.WIN, step, outcomes, scores, every)
     ctx.log(step, M.eval_split(M.WIN), result)
     k = cfg.ppo.samples_logged
     if k and ctx.is_main:
@@ -444,7 +459,8 @@ def summarize(step: int, last: dict, win: dict, best: dict, completed: bool = Fa
 
 
 def main() -> None:
-    run_main(train)
+    with run_process() as ctx:
+        ctx.outcome = train(ctx)
 
 
 if __name__ == "__main__":

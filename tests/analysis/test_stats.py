@@ -118,3 +118,17 @@ def test_holm_scales_the_ith_smallest_by_m_minus_i_and_keeps_the_order():
     assert res.p < 0.05 and res.verdict("A", "B").startswith("B better")
     assert res.verdict("A", "B", p_adjusted=0.12).startswith("difference within noise")
     assert "Holm 0.12" in res.verdict("A", "B", p_adjusted=0.12)
+
+
+def test_paired_values_is_the_sign_test_and_a_bootstrap_of_per_prompt_differences():
+    a = np.array([1.0, 0.5, 0.0, 1.0, 0.0, 0.5])
+    b = np.array([1.0, 1.0, 1.0, 0.0, 1.0, 0.5])  # B higher on 3, A on 1, equal on 2
+    res = stats.paired_values(a, b)
+    assert (res.n, res.only_a, res.only_b) == (6, 1, 3)
+    assert res.diff == pytest.approx(1.5 / 6) and res.acc_b == pytest.approx(4.5 / 6)  # (.5 + 1 − 1 + 1) / 6
+    assert res.p == stats.mcnemar_exact(1, 3) and res.low <= res.diff <= res.high
+    binary = np.random.default_rng(0).random(200) < 0.5
+    other = np.random.default_rng(1).random(200) < 0.6
+    assert stats.paired_values(binary, other).p == stats.paired(binary, other).p  # McNemar on 0/1 values
+    same = stats.paired_values(a, a)
+    assert (same.diff, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
