@@ -368,7 +368,8 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         strip.flags = tuple(flags)
         failed = self._status in (S.FAILED, S.CRASHED)
         strip.error = (self.manifest.get("error", "") or f"the run {self._status}") if failed else ""
-        self.set_class(failed and not self.records_seen, "log-only")
+        if failed and not self.records_seen and not self.has_class("log-only"):
+            self.add_class("log-only")  # only then: a class change restyles the whole screen
 
     def on_run_screen_log_appended(self, message: LogAppended) -> None:
         self.query_one(LogPane).append(message.lines)

@@ -141,8 +141,11 @@ class MetricChart(PlotextPlot, can_focus=True):
                    for n in (max(3, self.size.height // 3), max(6, self.size.height // 2))]
         ticks = next((o for o in options if len(o) >= 3), max(options, key=len)) or [lo]
         rows = max(2, self.size.height - 5)  # plot rows: the border, x axis and x label take the rest
-        ticks = ticks[::-(-len(ticks) // rows)]  # at most one per row: plotext drops a crowded
-        self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])  # label in no fixed order
+        # at most one per row, and on a chart of under 5 rows one per two: plotext drops a crowded
+        # label in no fixed order (string hashing), so a short chart's ticks changed run to run
+        most = rows if rows >= 5 else max(1, rows // 2)
+        ticks = ticks[::-(-len(ticks) // most)]
+        self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])
 
 
 def step_smoothing(charts: list[MetricChart]) -> float:

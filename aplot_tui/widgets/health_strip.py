@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.widget import Widget
 
 from aplot_tui.views.health import Best
 from engine import metrics as M
 
 
-class HealthStrip(Static):
+class HealthStrip(Widget):
     DEFAULT_CSS = """
     HealthStrip {
-        height: auto;
-        max-height: 3;
+        height: 1;  /* one line at any width: a strip that grew when the flags came moved every panel */
         padding: 0 1;
     }
     """
@@ -24,7 +23,7 @@ class HealthStrip(Static):
     error: reactive[str] = reactive("")
 
     def render(self) -> Text:
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")
         if self.error:
             text.append(f"✗ {self.error}", style="bold red")
             return text

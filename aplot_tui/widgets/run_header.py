@@ -52,10 +52,10 @@ class RunHeader(Widget):
     total_steps: reactive[int] = reactive(0)
     steps_per_s: reactive[float] = reactive(0.0)
     elapsed_s: reactive[float] = reactive(0.0)
-    error: reactive[str] = reactive("")
+    error: reactive[str] = reactive("", layout=True)  # its line comes and goes: the layout follows
 
     def render(self) -> RenderResult:
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")  # one line whatever the width: its height never races the panels
         text.append(f"● {self.status or '…'}", style=STATUS_STYLE.get(self.status, "dim"))
         text.append(f"  {self.title}", style="bold")
         if self.total_steps:
