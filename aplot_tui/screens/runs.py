@@ -21,6 +21,8 @@ from aplot_tui.widgets.footer import KeyFooter
 from aplot_tui.widgets.run_table import RunTable, parse_query
 from engine.runs import status as S
 
+from .confirm import ConfirmScreen
+
 
 class RunsScreen(Screen):
     AUTO_FOCUS = "RunTable"
@@ -28,8 +30,10 @@ class RunsScreen(Screen):
     HELP = """Every run in the store, newest first, refreshed every second. Runs started
 elsewhere (`aplot run`, a scheduler) appear on their own. Filter with `/`: free text matches
 id, name, loss and tags; `status:running`, `kind:ppo`, `tag:hh`, `sweep:NAME` narrow further;
-`w` shows only the selected run's sweep (again: every run), with the sweep's progress below. Mark
-runs with `space`, then `m` compares them. Click a header (or press `o`) to sort."""
+`w` shows only the selected run's sweep (again: every run), with the sweep's progress below.
+`space` marks the run and moves to the next one; `m` compares the marked runs. Click a header (or
+press `o`) to sort; rows keep their places while their values change, until the sort or the runs
+do. The id column is the id's unique tail: `aplot show b2c4` finds the run by it. `q` asks, then quits."""
 
     BINDINGS = [
         Binding("enter", "open", "Open"),
@@ -41,9 +45,9 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
         Binding("r", "resume", "Resume"),
         Binding("slash", "filter", "Filter"),
         Binding("o", "sort", "Sort"),
-        Binding("w", "sweep", "Sweep", show=False),
+        Binding("w", "sweep", "Sweep"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "quit", "Quit"),
     ]
 
     class RowsLoaded(Message):
@@ -162,6 +166,15 @@ runs with `space`, then `m` compares them. Click a header (or press `o`) to sort
     def action_resume(self) -> None:
         if run_id := self._current():
             self.app.resume_run(run_id)
+
+    def action_quit(self) -> None:
+        """Elsewhere `q` goes back; here it would end the app, so it asks (ctrl+q quits at once)."""
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.exit()
+
+        self.app.push_screen(ConfirmScreen("Quit aplot?", "Runs keep training: leaving never stops them.",
+                                           yes="Quit"), answered)
 
     def action_sort(self) -> None:
         self.table.cycle_sort()

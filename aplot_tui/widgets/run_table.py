@@ -7,6 +7,7 @@ updated in place, so the cursor and scroll position survive a refresh every seco
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from rich.text import Text
@@ -31,11 +32,30 @@ def status_cell(row: RunRow) -> Text:
         text.append(f" ({row.reason})", style="dim")
     return text
 
-# column key, header, sort key of store.sort_rows (None: sorted here)
-COLUMNS = (("mark", " ", None), ("id", "run", "created"), ("name", "name", "name"), ("kind", "kind", "kind"),
-           ("loss", "loss", "loss"), ("status", "status", "status"), ("step", "step", "step"),
-           ("train", "train", "metric"), ("eval", "eval", "eval"), ("tags", "tags", None),
+# column key, header, sort key of store.sort_rows (None: sorted here). What a glance needs comes
+# first (status, step, the key eval), so at 80 columns they are on screen and the rest scrolls.
+COLUMNS = (("mark", " ", None), ("id", "id", "created"), ("name", "name", "name"), ("status", "status", "status"),
+           ("step", "step", "step"), ("eval", "eval", "eval"), ("train", "train", "metric"),
+           ("kind", "kind", "kind"), ("loss", "loss", "loss"), ("sweep", "sweep", None), ("tags", "tags", None),
            ("age", "age", "created"))
+NAME_WIDTH = 20  # a longer name is cut with an ellipsis: the id column and the filter find the rest
+_SWEEP_ID = re.compile(r"\d{8}-\d{6}-sweep-(.+)-[0-9a-f]{4}")
+
+
+def short_id(run_id: str) -> str:
+    """The id's random tail (`b2c4`): unique in the store, what `aplot show b2c4` takes, and it
+    does not repeat the name the next column shows."""
+    return run_id.rsplit("-", 1)[-1]
+
+
+def sweep_name(sweep_id: str) -> str:
+    """`20260301-090000-sweep-losses-0a0b` → `losses` (an id of another shape as it is)."""
+    m = _SWEEP_ID.fullmatch(sweep_id)
+    return m.group(1) if m else sweep_id
+
+
+def cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 SORTABLE = [c for c in COLUMNS if c[2]]
 
 # the train and the eval column: each kind's first and last key metric
@@ -94,6 +114,7 @@ class RunTable(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._shown: list[str] = []
         self._layout_key: tuple | None = None  # (ids, sort) the table was last built for
+        self._order_key: tuple | None = None  # (filter, sort, reverse) the shown order was sorted by
 
     @property
     def shown_ids(self) -> list[str]:
@@ -153,9 +174,9 @@ class RunTable(DataTable):
         step = f"{row.step}/{row.total_steps}" if row.total_steps else (str(row.step) if row.step else "")
         return [
             Text("●", style="bold magenta") if row.id in self.marked else "",
-            row.id, row.name, row.kind, row.loss,
-            status_cell(row),
-            Text(step, justify="right"), train, evaluation, ",".join(row.tags), format_age(row_age(row, self.now)),
+            short_id(row.id), cut(row.name, NAME_WIDTH), status_cell(row), Text(step, justify="right"),
+            evaluation, train, row.kind, row.loss, sweep_name(row.sweep), ",".join(row.tags),
+            format_age(row_age(row, self.now)),
         ]
 
     def _rebuild(self) -> None:
@@ -165,6 +186,14 @@ class RunTable(DataTable):
         that re-measures after its rows arrive can keep drawing cells cut at the old widths.
         """
         rows = visible_rows(list(self.runs), self.filter_text, self.sort_by, self.sort_reverse)
+        order_key = (self.filter_text, self.sort_by, self.sort_reverse)
+        if order_key == self._order_key and {r.id for r in rows} == set(self._shown):
+            # the same runs under the same sort: keep the order they are shown in. A live value
+            # (step, eval, status) re-sorting the rows every second moved runs under the cursor,
+            # and `space` marked the wrong one. A new run, a filter or a sort re-sorts.
+            by_id = {r.id: r for r in rows}
+            rows = [by_id[i] for i in self._shown]
+        self._order_key = order_key
         cells = [self._cells(r) for r in rows]
         headers = []
         for key, header, sort in COLUMNS:  # the header marks the sort column

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from aplot_tui.screens.confirm import ConfirmScreen
 from aplot_tui.screens.run import RunScreen
 from aplot_tui.widgets.run_table import RunTable, parse_query
 from engine.runs import status as S
@@ -128,9 +129,44 @@ def test_quitting_the_tui_leaves_training_running(make_app, store, fake_training
 
     async def script(pilot):
         await runs_loaded(pilot)
-        await pilot.press("q")
+        await pilot.press("q")  # asks first: elsewhere q means back
+        assert isinstance(pilot.app.screen, ConfirmScreen) and pilot.app.is_running
+        await pilot.press("escape")
+        assert type(pilot.app.screen).__name__ == "RunsScreen"
+        await pilot.press("q", "y")
 
     drive(make_app(), script)
     assert proc.poll() is None
     os.kill(proc.pid, 0)  # still there after the app exited
     assert S.effective(mf.RunPaths(store / EMD)) == "running"
+
+
+def test_the_table_fits_80_columns_with_a_short_id_and_keeps_rows_still_under_the_cursor(make_app, store):
+    """A short id (not the name again), status, step and the key eval inside 80 columns, `w` in the
+    footer; sorted by eval, a run whose eval changes keeps its row until the sort or the runs change."""
+    async def script(pilot):
+        await runs_loaded(pilot)
+        table = pilot.app.screen.query_one(RunTable)
+        assert cell(table, APLOT, "id") == "b2c4"
+        right = 0
+        for key in ("mark", "id", "name", "status", "step", "eval"):
+            right += table.columns[key].get_render_width(table)
+        assert right <= 80, right
+        assert pilot.app.screen.active_bindings["w"].binding.show  # in the footer
+        table.sort_by = "eval"
+        await runs_loaded(pilot)
+        order = table.shown_ids
+        table.move_cursor(row=order.index(BT))
+        # BT's eval jumps to the top; the next refresh must not move it under the cursor
+        with open(store / BT / "metrics.jsonl", "a") as fh:
+            fh.write('{"time": 1772360999.0, "step": 200, "split": "eval/heldout", "data": {"accuracy": 0.99}}\n')
+        await wait_for(pilot, lambda: cell(table, BT, "eval") == "acc 0.990", what="BT's new eval")
+        assert table.shown_ids == order and table.current_id == BT
+        await pilot.press("space")
+        assert BT in table.marked
+        table.sort_reverse = not table.sort_reverse  # an explicit sort re-sorts
+        table.sort_reverse = not table.sort_reverse
+        await runs_loaded(pilot)
+        assert table.shown_ids[0] == BT
+
+    drive(make_app(), script, size=(80, 24))

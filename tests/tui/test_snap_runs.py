@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aplot_tui.widgets.run_table import RunTable
 
 from .helpers import APLOT, SIZE, runs_loaded
@@ -19,3 +21,9 @@ def test_runs_screen_filtered_and_marked(make_app, snap_compare):
         await runs_loaded(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_runs_screen_at_the_small_and_large_sizes(make_app, snap_compare, size):
+    """At 80 columns the short id, name, status, step and key eval are on screen; at 160 every column."""
+    assert snap_compare(make_app(), terminal_size=size, run_before=runs_loaded)
