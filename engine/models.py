@@ -276,8 +276,15 @@ def save_tokenizer(tokenizer, out_dir: Path | str, inputs: dict | None = None) -
     if inputs is None:
         tokenizer.save_pretrained(str(out_dir))
         return
+    from engine.data.pairs import prompt_floor, special_layout
+
     with_pair_template(tokenizer).save_pretrained(str(out_dir))
-    (Path(out_dir) / INPUTS_FILE).write_text(json.dumps(inputs, indent=1) + "\n")
+    # the rule a pair's two inputs are cut by depends on both responses, which no tokenizer setting can
+    # say: its numbers travel here (README, "aplot export"), the special tokens as ids beside them
+    layout = special_layout(tokenizer)
+    rule = {"prompt_floor": prompt_floor(inputs["max_length"], inputs.get("prompt_share", 0.0)),
+            "prefix": layout.prefix, "middle": layout.middle, "suffix": layout.suffix} if "max_length" in inputs else {}
+    (Path(out_dir) / INPUTS_FILE).write_text(json.dumps(inputs | rule, indent=1) + "\n")
     # Loaded as the generic fast tokenizer, tokenizer.json's template is used as saved; a model-specific
     # class (BertTokenizer, LlamaTokenizer, …) would rebuild its own post-processor over it on load.
     config_file = Path(out_dir) / TOKENIZER_FILE
