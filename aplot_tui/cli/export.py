@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,4 +51,16 @@ def export(
     for f in (paths.manifest, paths.metrics):
         if f.exists():
             shutil.copy2(f, dest / f.name)
+    usual_modes(dest)
     typer.echo(str(dest))
+
+
+def usual_modes(folder: Path) -> None:
+    """A new file's and folder's modes under the user's umask (0644 and 0755 under 022): the store writes
+    its files through private temp files (0600), and an export is for sharing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -2,14 +2,19 @@
 the prompt cut from the left), and loads with `from_pretrained(folder)`."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
+from _cli import aplot
 
 from engine.config import ModelSection
 from engine.data.pairs import collate_pairs, encode_pairs
 from engine.data.rows import Pair
 from engine.models import INPUTS_FILE, build_reward_model, load_tokenizer, save_reward_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +62,69 @@ def test_plain_transformers_reproduces_aplots_score(minilm_export):
     naive = plain_tok(PAIRS[0].prompt + PAIRS[0].chosen, return_tensors="pt")
     with torch.no_grad():
         assert abs(plain(**naive).logits[0, 0].item() - aplot_score(model, tok, PAIRS[0])) > 1e-4
+
+
+# ------------------------------------------------------------------- the README's snippet, as written
+
+
+def readme_snippet() -> str:
+    """The README's export snippet, exactly as a user copies it (the python block after `aplot export`)."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("`aplot export RUN --out out/` writes")
+    block = text[text.index("```python\n", start) + len("```python\n"):]
+    return block[:block.index("```")]
+
+
+@pytest.fixture(scope="module")
+def exported_and_evaluated(tmp_path_factory):
+    """A tiny RM trained at max_length 96 on synthetic pairs (its tokenizer makes OASST long), exported
+    with `aplot export`, and scored on the OASST pairs by `aplot eval`."""
+    from conftest import OASST, TINY_RM
+
+    from engine.runs import store as mf
+
+    d = tmp_path_factory.mktemp("export-long")
+    cfg = d / "tiny.toml"
+    cfg.write_text(TINY_RM.replace("max_length = 48", "max_length = 96\nprompt_share = 0.25"))
+    runs = d / "runs"
+    proc = aplot("run", cfg, "-q", runs_dir=runs)
+    assert proc.returncode == 0, proc.stderr
+    ((paths, _),) = mf.list_runs(runs)
+    out = d / "exported"
+    proc = aplot("export", paths.id, "--out", out, runs_dir=runs)
+    assert proc.returncode == 0, proc.stderr
+    proc = aplot("eval", paths.id, "--which", "best", "--data", f"oasst={OASST}", "-q", runs_dir=runs)
+    assert proc.returncode == 0, proc.stderr
+    (ev,) = [p for p, m in mf.list_runs(runs) if m["kind"] == "eval"]
+    return out, ev
+
+
+def test_the_readme_snippet_gives_aplot_evals_rewards_on_long_pairs(exported_and_evaluated):
+    from conftest import OASST
+    from transformers import AutoTokenizer
+
+    from engine.analysis import predictions as P
+    from engine.data.sources import load_pairs
+
+    out, ev = exported_and_evaluated
+    scope: dict = {"out": str(out)}
+    exec(readme_snippet(), scope)  # noqa: S102 - the README's own code, which is what is under test
+    pairs = load_pairs(str(OASST)).pairs
+    pred = P.read(ev.dir, "oasst")
+    assert len(pred.index) == len(pairs) == 732
+    tok = AutoTokenizer.from_pretrained(str(out))
+    long = [i for i, p in enumerate(pairs) if len(tok(p.prompt, p.chosen)["input_ids"]) > 96]
+    assert len(long) > 600  # most pairs are cut: the rule, not the easy case, is what is tested
+    for i in long[:120] + [i for i in range(len(pairs)) if i not in long][:20]:
+        r_pos, r_neg = scope["rewards"](pairs[i].prompt, pairs[i].chosen, pairs[i].rejected)
+        assert abs(r_pos - pred.r_pos[pred.index == i][0]) < 1e-5, i
+        assert abs(r_neg - pred.r_neg[pred.index == i][0]) < 1e-5, i
+
+
+def test_an_export_has_the_usual_modes_under_the_umask(exported_and_evaluated):
+    out, _ = exported_and_evaluated
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    assert {p.stat().st_mode & 0o777 for p in [out, *(p for p in out.rglob("*") if p.is_dir())]} == {0o777 & ~umask}
