@@ -80,7 +80,7 @@ def test_eval_of_a_run_reproduces_its_final_heldout_accuracy(demo_run):
     assert evm["links"] == {"model_run": paths.id, "model_checkpoint": "final"}
     assert evm["resolved"]["truncated_pairs"][M.HELDOUT] == manifest["resolved"]["truncated_pairs"][M.HELDOUT]
     # beside the trained runs: ls, show and compare know it
-    rows = json.loads(aplot("ls", "--json", runs_dir=runs).stdout)
+    rows = [json.loads(line) for line in aplot("ls", "--json", runs_dir=runs).stdout.splitlines()]
     row = next(r for r in rows if r["id"] == ev.id)
     assert row["kind"] == "eval" and row["metrics"][f"eval/{M.HELDOUT}/accuracy"] == got[M.ACCURACY]
     assert "[eval]" in aplot("show", ev.id, runs_dir=runs).stdout or "eval" in aplot("show", ev.id, runs_dir=runs).stdout

@@ -116,7 +116,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
     follower.kill()
     follower.wait()
     status = aplot("ls", "--json", runs_dir=runs_dir)
-    (row,) = json.loads(status.stdout)
+    (row,) = [json.loads(line) for line in status.stdout.splitlines()]  # JSON lines
     if row["status"] == "completed":
         pytest.skip("the run finished before the kill landed (machine too fast for this timing)")
     assert row["status"] == "crashed"

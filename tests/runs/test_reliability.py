@@ -84,7 +84,7 @@ def test_a_torn_metrics_line_is_skipped_and_the_crashed_run_resumes_cleanly(ende
     with open(paths.metrics, "a") as fh:
         fh.write(step4 + '\n{"time": 2.0, "step": 5, "split": "tr')
     assert train_steps(paths) == [1, 2, 3, 4]  # the fragment is not a record
-    (row,) = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)
+    (row,) = [json.loads(line) for line in aplot("ls", "--json", runs_dir=runs_dir).stdout.splitlines()]
     assert row["status"] == "crashed" and row["step"] == 4
 
     done = aplot("resume", paths.id, "-q", runs_dir=runs_dir)
@@ -430,7 +430,7 @@ def test_runs_outlive_a_killed_ui_and_are_listed_after(tmp_path, runs_dir):
         assert S.effective(mf.run_paths(runs_dir, run_id)) in ("created", "running")
     wait_for(lambda: all(mf.read(mf.run_paths(runs_dir, i))["status"] == "completed" for i in ids), 240,
              "both runs to complete", poll=0.2)
-    rows = json.loads(aplot("ls", "--json", runs_dir=runs_dir).stdout)
+    rows = [json.loads(line) for line in aplot("ls", "--json", runs_dir=runs_dir).stdout.splitlines()]
     assert sorted((r["id"], r["status"], r["step"]) for r in rows) == sorted((i, "completed", 20) for i in ids)
 
 
@@ -472,7 +472,7 @@ def test_ls_reads_twenty_live_runs_with_the_right_statuses_in_under_a_second(run
             t0 = time.perf_counter()
             out = aplot("ls", "--json", runs_dir=runs_dir, timeout=30)
             times.append(time.perf_counter() - t0)
-            rows = json.loads(out.stdout)
+            rows = [json.loads(line) for line in out.stdout.splitlines()]
             assert {r["id"]: r["status"] for r in rows} == expected
             assert all(r["step"] == 7 and r["metrics"]["loss"] == 0.5 for r in rows)
         # the whole command, interpreter start-up (~0.4 s idle) included, on a shared 2-core machine

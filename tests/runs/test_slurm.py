@@ -118,7 +118,7 @@ LS_POLL = 0.5  # each look is a whole `aplot ls` process (~0.4 s of a core the r
 def ls(runs_dir: Path) -> dict:
     proc = aplot("ls", "--json", runs_dir=runs_dir, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    (row,) = [r for r in json.loads(proc.stdout) if r["kind"] == "rm"]
+    (row,) = [r for r in map(json.loads, proc.stdout.splitlines()) if r["kind"] == "rm"]
     return row
 
 

@@ -47,6 +47,6 @@ def test_w_filters_to_the_selected_runs_sweep_and_shows_its_progress(make_app, s
 
 def test_ls_sweep_option(store):
     make_sweep(store)
-    rows = json.loads(aplot("ls", "--sweep", "losses", "--json", runs_dir=store.resolve()).stdout)
+    rows = [json.loads(line) for line in aplot("ls", "--sweep", "losses", "--json", runs_dir=store.resolve()).stdout.splitlines()]
     assert sorted(r["id"] for r in rows) == sorted([BT, APLOT, QUEUED])
     assert {r["id"]: r["status"] for r in rows}[QUEUED] == "queued"  # never launched: not "crashed"
