@@ -227,7 +227,11 @@ class LaunchSection:
 @dataclass
 class LogSection:
     every: int = f(1, "steps between train metric lines", gt=0)
-    trackers: list = f([], 'passed to Accelerate: "tensorboard", "wandb", "mlflow", ...')
+    trackers: list = f([], 'passed to Accelerate: "tensorboard", "wandb", "mlflow", "trackio", ...')
+    project: str = f("", "the trackers' project (W&B, trackio, MLflow's experiment, TensorBoard's folder); "
+                     "empty: the run id")
+    entity: str = f("", "W&B's entity (team or user); empty: W&B's default")
+    run_name: str = f("", "the run's name in W&B, trackio and MLflow; empty: the run id")
 
 
 @dataclass

@@ -114,11 +114,16 @@ class RunContext:
             torch.set_num_threads(cfg.launch.threads or max(1, (os.cpu_count() or 1) // max(local, 1)))
         set_seed(cfg.seed, device_specific=False)
         if trackers:
-            if "mlflow" in trackers and "MLFLOW_TRACKING_URI" not in os.environ:
-                # a local file store inside the run folder, unless the user points MLflow elsewhere
-                os.environ["MLFLOW_TRACKING_URI"] = (self.paths.dir / "trackers" / "mlruns").resolve().as_uri()
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            accelerator.init_trackers(self.paths.id, config=_flatten(config_mod.to_dict(cfg)))
+            from engine import trackers as tracking
+
+            local = tracking.local_dirs(trackers, self.paths.dir / "trackers")
+            if "MLFLOW_TRACKING_URI" in os.environ:  # the user's MLflow server, not the run folder's store
+                local = {k: v for k, v in local.items() if not k.startswith("MLFLOW_")}
+            for key, value in local.items():
+                os.environ.setdefault(key, value)
+            project, init_kwargs = tracking.init_args(trackers, cfg.log.project, cfg.log.entity, cfg.log.run_name,
+                                                      self.paths.id)
+            accelerator.init_trackers(project, config=_flatten(config_mod.to_dict(cfg)), init_kwargs=init_kwargs)
         return accelerator
 
     @property
