@@ -9,7 +9,7 @@ from engine.runs import store as mf
 @pytest.mark.parametrize(("args", "expected"), [
     (("run", "--bogus"), "aplot: run: no such option: --bogus (see aplot run --help)"),
     (("show",), "aplot: show: missing argument 'RUN' (see aplot show --help)"),
-    (("bogus",), "aplot: no such command 'bogus' (see aplot --help)"),
+    (("zzzz",), "aplot: no such command 'zzzz' (see aplot --help)"),
 ])
 def test_a_usage_mistake_is_one_plain_line_and_exit_2(runs_dir, args, expected):
     proc = aplot(*args, runs_dir=runs_dir)
