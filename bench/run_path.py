@@ -13,7 +13,11 @@ entry into a few named functions (config builds, plan, find_model_run, the metri
 follow). The trainer stops tracing at its first `MetricsWriter.write` and saves at once; the other
 processes save at exit. Module and class bodies are not function entries; functions called while a
 module body runs (an import) are, and the "run time" figures leave those out. Only the main thread's
-entries make the path. The CLI is cut where it starts following the run (`follow`); its polls until
+entries make the path. Beside the entry-level hops the tracer keeps a stack of open project frames per
+thread and records each call from one project module into another (a crossing) and whether the module
+called is already open lower on the stack (a re-entry: A -> B -> A, a callback or an inverted main).
+"Each module once" is measured as no re-entries: a module the walk enters is left before it is entered
+again. The CLI is cut where it starts following the run (`follow`); its polls until
 the trainer's first line depend on timing and are reported apart.
 
     .venv/bin/python bench/run_path.py --tree /path/to/checkout [--ppo] [--json out.json]
@@ -73,7 +77,8 @@ if os.environ.get("APLOT_TRACE_DIR"):
     _importing = {}  # thread id -> module bodies being executed (imports) open on its stack
     _depth = {}  # (thread id, co_name) -> watched frames of that name open
     _open = set()  # ids of watched code objects entered, to see their returns
-    _state = {"start": time.time(), "hops": [], "calls": [], "first_write": None, "done": False}
+    _stacks = {}  # thread id -> modules of the project frames open on its stack, innermost last
+    _state = {"start": time.time(), "hops": [], "calls": [], "crossings": [], "first_write": None, "done": False}
 
     def _module(filename):
         real = os.path.realpath(filename)
@@ -116,6 +121,10 @@ if os.environ.get("APLOT_TRACE_DIR"):
             tid = threading.get_ident()
             now = time.time()
             at_import = _importing.get(tid, 0) > 0
+            stack = _stacks.setdefault(tid, [])
+            if stack and stack[-1] != mod:  # a call from one project module into another
+                _state["crossings"].append((now, tid, stack[-1], mod, code.co_qualname, at_import, mod in stack))
+            stack.append(mod)
             if _last.get(tid) != (mod, at_import):
                 _last[tid] = (mod, at_import)
                 _state["hops"].append((now, tid, mod, code.co_qualname, at_import))
@@ -135,7 +144,12 @@ if os.environ.get("APLOT_TRACE_DIR"):
                     tid = threading.get_ident()
                     # never below 0: site's and this module's own bodies return without a call seen
                     _importing[tid] = max(_importing.get(tid, 0) - 1, 0)
-            elif id(code) in _open:
+                return
+            if _modules.get(code.co_filename) is not None:
+                stack = _stacks.get(threading.get_ident())
+                if stack:
+                    stack.pop()
+            if id(code) in _open:
                 key = (threading.get_ident(), code.co_name)
                 _depth[key] = max(_depth.get(key, 1) - 1, 0)
 
@@ -215,6 +229,8 @@ def summarize(procs: list[dict]) -> dict:
             polls = len(collapse([h[2] for h in hops if h[0] >= follow and h[1] == main_tid])) - 1
             hops = [h for h in hops if h[0] < follow]
             calls = [c for c in calls if c[0] <= follow]
+        crossings = [c for c in proc.get("crossings", []) if c[0] <= (follow if name == "cli" else t_first)
+                     and c[1] == main_tid and not c[5]]
         path = collapse([h[2] for h in hops if h[1] == main_tid])
         run_path = collapse([h[2] for h in hops if h[1] == main_tid and not h[4]])
         out[name] = {
@@ -224,6 +240,8 @@ def summarize(procs: list[dict]) -> dict:
             "run_hops": max(len(run_path) - 1, 0),
             "run_modules": sorted(set(run_path)),
             "run_path": run_path,
+            "crossings": len(crossings),
+            "reentries": [f"{c[2]} -> {c[3]}.{c[4]}" for c in crossings if c[6]],
             "other_thread_entries": sum(1 for h in hops if h[1] != main_tid),
             "follow_poll_hops": polls,
             "counts": {row: sum(1 for c in calls if c[3].split(".")[-1] == fn and _matches(c[2], mod) and not c[4])
@@ -240,6 +258,8 @@ def show(label: str, summary: dict, wall: float) -> None:
         polls = f"; then follow() polls: {s['follow_poll_hops']} hops" if name == "cli" else ""
         print(f"  {name}: {s['hops']} hops over {len(s['modules'])} modules (run time: {s['run_hops']} hops, "
               f"{len(s['run_modules'])} modules){polls}")
+        print(f"    run time: {s['crossings']} calls across modules; {len(s['reentries'])} re-entries (a call into a "
+              f"module already open lower on the stack)" + "".join(f"\n      {r}" for r in s["reentries"]))
         print("    counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
         if s["find_model_run_by_function"]:
             print(f"    find_model_run: {s['find_model_run_by_function']}")

@@ -2,7 +2,7 @@
 
 An entry point (`engine.rm.train`, `engine.rl.train`) is started by the run service (`engine.runs.lifecycle`) as
 `accelerate launch [flags] -m engine.<kind> --run-dir runs/<id> [--resume]`, and wraps its
-training function with `run_main`. `RunContext` then owns, for that function:
+training in `with run_process() as ctx:`. `RunContext` then owns, for that function:
 
 - the Accelerator built from `[launch]`/`[optim]`/`[log]` (DDP, FSDP or DeepSpeed come from
   `accelerate launch` and its config file — there is no home-made distribution layer here);
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class RunContext:
         self.manifest = mf.read(self.paths)
         self.cfg = config_mod.from_dict(self.manifest["config"], str(self.paths.manifest))
         self.resume = resume
+        self.outcome: tuple[str, dict] | None = None  # (status, summary), set by the entry point's body
         self._writer: MetricsWriter | None = None
         self._lean_hook = None  # the pre-save hook that leaves a LoRA base out of step checkpoints
         self.accelerator = self._make_accelerator()
@@ -457,8 +458,13 @@ def one_line(exc: BaseException) -> str:
     return msg if isinstance(exc, AplotError) else f"{type(exc).__name__}: {msg}"
 
 
-def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | None = None) -> None:
-    """Run `entry(ctx) -> (status, summary)` and record how it ended; exit 0 only when completed."""
+@contextlib.contextmanager
+def run_process(argv: list[str] | None = None) -> Iterator[RunContext]:
+    """The run's RunContext for the body of `with`, which trains and sets `ctx.outcome = (status,
+    summary)`; how the body ended is recorded, and the process exits 0 only when it completed.
+
+    A context manager rather than a function that calls the trainer back: the entry point's own
+    `main` reads top to bottom, and no call goes from the trainer back into a frame of this module."""
     args = parse_args(argv)
     try:
         ctx = RunContext(args.run_dir, resume=args.resume)
@@ -469,7 +475,7 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
     t0 = time.time()
     try:
         ctx.check_launch()
-        status, summary = entry(ctx)
+        yield ctx
     except KeyboardInterrupt:
         ctx.finish(S.STOPPED, error="interrupted before a checkpoint could be saved")
         sys.exit(EXIT_INTERRUPTED)
@@ -482,6 +488,9 @@ def run_main(entry: Callable[[RunContext], tuple[str, dict]], argv: list[str] | 
         except Exception:  # the disk may be what failed; the log still has the story
             traceback.print_exc()
         sys.exit(EXIT_FAILED)
+    if ctx.outcome is None:
+        raise RuntimeError("the entry point's body ended without setting ctx.outcome")
+    status, summary = ctx.outcome
     summary = dict(summary)
     summary["wall_s"] = round(time.time() - t0, 2)
     ctx.finish(status, summary)

@@ -7,10 +7,11 @@ saves time, so its callers treat a failed write (a full disk, a read-only store)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,16 +19,20 @@ def root(runs_root: Path, kind: str) -> Path:
     return Path(runs_root) / ".cache" / kind
 
 
-def publish(root: Path, key: str, write: Callable[[Path], None]) -> None:
-    """`write(folder)` fills a temp folder that becomes `root/key`; an entry already there is kept.
-    Raises OSError when the entry cannot be written."""
+@contextlib.contextmanager
+def publishing(root: Path, key: str) -> Iterator[Path | None]:
+    """A temp folder for the body of `with` to fill, renamed to `root/key` when the body ends; None
+    when the entry is already there (it is kept). OSError when the entry cannot be written.
+
+    A context manager rather than a write callback, so the writer's module is never called back."""
     final = Path(root) / key
     if final.exists():
+        yield None
         return
     tmp = Path(root) / f".{key}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
     try:
         tmp.mkdir(parents=True)
-        write(tmp)
+        yield tmp
         try:
             os.rename(tmp, final)  # a folder onto a missing name: atomic; onto an existing one it fails
         except OSError:

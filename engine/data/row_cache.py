@@ -70,24 +70,28 @@ def _unpack(buf: np.ndarray, off: np.ndarray) -> list[str]:
 def store(root: Path, k: str, result: LoadResult) -> bool:
     """Publish a parsed set; False (and nothing left behind) when the store cannot be written,
     which costs the next reader a parse and nothing else."""
-    def write(tmp: Path) -> None:
-        arrays = {}
-        for side in (*TEXTS, "subset"):
-            arrays[side], arrays[f"{side}_off"] = _pack([getattr(p, side) for p in result.pairs])
-        arrays["has_subset"] = np.fromiter((p.subset is not None for p in result.pairs), dtype=bool)
-        arrays["has_margin"] = np.fromiter((p.margin is not None for p in result.pairs), dtype=bool)
-        arrays["margin"] = np.fromiter((0.0 if p.margin is None else p.margin for p in result.pairs), dtype=np.float64)
-        meta = {"skipped_empty": result.skipped_empty, "sha256": result.sha256, "format": result.format,
-                "absent": result.absent, "columns": result.columns}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        with open(tmp / ROWS, "wb") as fh:
-            np.savez(fh, **arrays)
-
     try:
-        cache.publish(root, k, write)
+        with cache.publishing(root, k) as tmp:
+            if tmp is not None:  # packed only when there is no entry yet
+                with open(tmp / ROWS, "wb") as fh:
+                    np.savez(fh, **_arrays(result))
         return True
     except OSError:
         return False
+
+
+def _arrays(result: LoadResult) -> dict[str, np.ndarray]:
+    """A parsed set as flat arrays: texts as one buffer plus offsets per side, margins and subsets with presence masks."""
+    arrays = {}
+    for side in (*TEXTS, "subset"):
+        arrays[side], arrays[f"{side}_off"] = _pack([getattr(p, side) for p in result.pairs])
+    arrays["has_subset"] = np.fromiter((p.subset is not None for p in result.pairs), dtype=bool)
+    arrays["has_margin"] = np.fromiter((p.margin is not None for p in result.pairs), dtype=bool)
+    arrays["margin"] = np.fromiter((0.0 if p.margin is None else p.margin for p in result.pairs), dtype=np.float64)
+    meta = {"skipped_empty": result.skipped_empty, "sha256": result.sha256, "format": result.format,
+            "absent": result.absent, "columns": result.columns}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return arrays
 
 
 def _pairs(*columns: list) -> list[Pair]:

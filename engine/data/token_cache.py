@@ -81,13 +81,15 @@ def load(root: Path, k: str) -> list[dict] | None:
 
 
 def store(root: Path, k: str, items: Sequence[dict]) -> bool:
-    """Write an entry atomically (`engine.data.cache.publish`); an entry another run finished first
+    """Write an entry atomically (`engine.data.cache.publishing`); an entry another run finished first
     is kept as it is.
 
     The cache only saves time, so a write that fails (a full disk, a file-size limit, a read-only
     store) costs the run nothing but this one line: it goes on with the ids it has. True if stored."""
     try:
-        cache.publish(root, k, lambda tmp: _write(tmp, items))
+        with cache.publishing(root, k) as tmp:
+            if tmp is not None:
+                _write(tmp, items)
         return True
     except OSError as e:
         print(f"[aplot] token cache not written ({e.strerror or e}): the next run tokenises again",

@@ -19,7 +19,7 @@ from engine.analysis.sections import read_sections, section_scores
 from engine.models import load_reward_model, n_params
 from engine.rm.train import data_counts, evaluate, load_data, pair_datasets
 from engine.runs import status as S
-from engine.runtime import RunContext, TrainingError, run_main
+from engine.runtime import RunContext, TrainingError, run_process
 
 
 def run_eval(ctx: RunContext) -> tuple[str, dict]:
@@ -61,7 +61,8 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
 
 
 def main() -> None:
-    run_main(run_eval)
+    with run_process() as ctx:
+        ctx.outcome = run_eval(ctx)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from engine.rm.ot_margin import aplot_margin, global_margin
 from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
 from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runtime import RunContext, TrainingError, run_main
+from engine.runtime import RunContext, TrainingError, run_process
 
 HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
 
@@ -407,7 +407,8 @@ def summarize(step: int, results: dict, best: dict, last_train: dict, completed:
 
 
 def main() -> None:
-    run_main(train)
+    with run_process() as ctx:
+        ctx.outcome = train(ctx)
 
 
 if __name__ == "__main__":
