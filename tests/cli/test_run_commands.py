@@ -1,6 +1,6 @@
 """The commands around a run, end to end through the CLI: follow, logs, run --from, tag, note, archive,
 rm, and the demo's overrides and --detach. Runs that need no training are made with engine.runs.store
-(a fake trainer holds a live one's lock); the rest share one tiny trained run."""
+(a fake trainer holds a live one's lock); the rest share the demo's two runs, trained once."""
 
 from __future__ import annotations
 
@@ -8,28 +8,49 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from _cli import ROOT, aplot, one_line_error
 from _procs import fake_trainer, wait_exited, wait_for
-from conftest import TINY_RM
 
 from engine import metrics as M
 from engine.runs import liveness
 from engine.runs import status as S
 from engine.runs import store as mf
 
+DEMO_SMALL = ("optim.max_steps=2", "eval.every=2", "data.synthetic_pairs=300", "ppo.sft_steps=1",
+              "ppo.win_rate_every=2", "ppo.bon_samples=2", "ppo.eval_prompts=8", "rm:model.tiny.hidden_size=32")
+
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
-    """(store, run): one tiny RM run trained to completion by `aplot run`."""
-    base = tmp_path_factory.mktemp("done")
-    (base / "tiny.toml").write_text(TINY_RM)
-    runs = base / "runs"
-    proc = aplot("run", base / "tiny.toml", "-q", runs_dir=runs)
+def demo(tmp_path_factory):
+    """(store, RM run, PPO run, what `aplot run --preset demo … --detach` said): the demo, detached,
+    followed to its end; the trained runs the other tests read."""
+    runs = tmp_path_factory.mktemp("demo") / "runs"
+    proc = aplot("run", "--preset", "demo", *DEMO_SMALL, "--detach", runs_dir=runs)
     assert proc.returncode == 0, proc.stderr
-    (paths,) = [p for p, _ in mf.list_runs(runs)]
-    return runs, paths
+    rm_paths = mf.find_run(runs, proc.stdout.strip())
+    assert aplot("follow", rm_paths.id, "-q", runs_dir=runs).returncode == 0
+    ppo = wait_for(lambda: [p for p, m in mf.list_runs(runs) if m["kind"] == "ppo"], 60, "the PPO half")[0]
+    assert aplot("follow", ppo.id, "-q", runs_dir=runs).returncode == 0
+    chain = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
+             and b"demo-ppo-half" in _cmdline(d) and rm_paths.id.encode() in _cmdline(d)]
+    wait_exited(chain, 30)  # the background aplot that started the PPO half is gone too
+    return runs, rm_paths, ppo, proc
+
+
+@pytest.fixture(scope="module")
+def done(demo):
+    """(store, run): a completed RM run (the demo's first half)."""
+    return demo[0], demo[1]
+
+
+def _cmdline(d: Path) -> bytes:
+    try:
+        return (d / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _fake(root, name, kind="rm", **changes) -> mf.RunPaths:
@@ -137,8 +158,8 @@ def test_show_prints_config_data_resumes_and_checkpoints(done, runs_dir):
     shown = aplot("show", paths.id, runs_dir=runs).stdout
     assert "\ndata train: synthetic  (sha256 " in shown and "\ndata eval heldout: 0.1 of train\n" in shown
     config = shown.split("\n[config]")[1]
-    assert "\n  [optim]\n" in config and "\n  max_steps = 6\n" in config
-    assert "checkpoints: step-3, step-6" in shown
+    assert "\n  [optim]\n" in config and "\n  max_steps = 2\n" in config
+    assert "\ncheckpoints: step-2  best\n" in shown
     resumed = _fake(runs_dir, "again", status=S.COMPLETED, resume_count=2, resumed_at="2026-12-01T10:00:00+00:00",
                     world_size_changes=["resumed on 2 processes from 1: the effective batch is kept"])
     shown = aplot("show", resumed.id, runs_dir=runs_dir).stdout
@@ -152,10 +173,11 @@ def test_run_from_a_run_uses_its_config_with_overrides(done, tmp_path):
     runs, paths = done
     bad = aplot("run", "--from", paths.id, "optim.lr=-1", runs_dir=runs)
     assert one_line_error(bad) == f"aplot: optim.lr: must be > 0, got -1.0 (command line: optim.lr=-1, over run {paths.id})"
-    assert bad.returncode == 2 and len(mf.list_runs(runs)) == 1
+    before = {p.id for p, _ in mf.list_runs(runs)}
+    assert bad.returncode == 2 and len(before) == 2  # the demo's two
     proc = aplot("run", "--from", paths.id, "optim.max_steps=3", 'name="again"', "-q", runs_dir=runs)
     assert proc.returncode == 0, proc.stderr
-    (again,) = [p for p, _ in mf.list_runs(runs) if p.id != paths.id]
+    (again,) = [p for p, _ in mf.list_runs(runs) if p.id not in before]
     try:
         old, new = mf.read(paths)["config"], mf.read(again)["config"]
         assert new["optim"]["max_steps"] == 3 and new["name"] == "again"
@@ -213,27 +235,15 @@ def test_rm_asks_refuses_a_live_run_and_deletes_with_yes(runs_dir):
 # --------------------------------------------------------------------------- the demo
 
 
-DEMO_SMALL = ("optim.max_steps=2", "eval.every=2", "data.synthetic_pairs=300", "ppo.sft_steps=1",
-              "ppo.win_rate_every=2", "ppo.bon_samples=2", "ppo.eval_prompts=8", "rm:model.tiny.hidden_size=32")
-
-
 def test_a_bad_override_of_the_demo_is_refused_for_the_half_it_reaches(runs_dir):
     line = one_line_error(aplot("run", "--preset", "demo", "ppo.kl_coef=-1", runs_dir=runs_dir))
     assert line == "aplot: ppo.kl_coef: must be >= 0, got -1.0 (command line: ppo.kl_coef=-1, over preset demo-ppo)"
     assert not list(runs_dir.iterdir())
 
 
-def test_the_demo_detaches_and_its_overrides_reach_both_halves(runs_dir):
-    proc = aplot("run", "--preset", "demo", *DEMO_SMALL, "--detach", runs_dir=runs_dir)
-    assert proc.returncode == 0, proc.stderr
+def test_the_demo_detaches_and_its_overrides_reach_both_halves(demo):
+    runs_dir, rm_paths, ppo, proc = demo
     assert "note: optim.max_steps: set in both halves of the demo (rm and ppo)" in proc.stderr
-    rm_paths = mf.find_run(runs_dir, proc.stdout.strip())
-    assert aplot("follow", rm_paths.id, "-q", runs_dir=runs_dir).returncode == 0
-    ppo = wait_for(lambda: [p for p, m in mf.list_runs(runs_dir) if m["kind"] == "ppo"], 60, "the PPO half")[0]
-    assert aplot("follow", ppo.id, "-q", runs_dir=runs_dir).returncode == 0
-    chain = [int(d.name) for d in __import__("pathlib").Path("/proc").iterdir() if d.name.isdigit()
-             and b"demo-ppo-half" in _cmdline(d) and rm_paths.id.encode() in _cmdline(d)]
-    wait_exited(chain, 30)
     rm_cfg, ppo_cfg = mf.read(rm_paths)["config"], mf.read(ppo)["config"]
     assert rm_cfg["optim"]["max_steps"] == 2 and ppo_cfg["optim"]["max_steps"] == 2
     assert rm_cfg["model"]["tiny"]["hidden_size"] == 32 and ppo_cfg["model"]["tiny"]["hidden_size"] == 64
@@ -241,10 +251,3 @@ def test_the_demo_detaches_and_its_overrides_reach_both_halves(runs_dir):
     shown = aplot("show", ppo.id, runs_dir=runs_dir).stdout
     assert "\n[best-of-n of the reference]\n" in shown and f"reward_model_run = {rm_paths.id}" in shown
     assert "data prompts: synthetic" in shown
-
-
-def _cmdline(d) -> bytes:
-    try:
-        return (d / "cmdline").read_bytes()
-    except OSError:
-        return b""
