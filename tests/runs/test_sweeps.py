@@ -101,7 +101,7 @@ def test_a_2x3_sweep_runs_every_run_once_never_more_than_two_at_a_time(sweep_fil
     # and compare sees two groups over three seeds
     runs = [run_data.load_run(s.paths) for s in done]
     analysis = significance.analyse(runs)
-    assert analysis.group_labels == ["type=bt", "type=aplot"]
+    assert analysis.group_labels == ["loss.type=bt", "loss.type=aplot"]  # the full field
     assert analysis.groups[0].result.seeds == [0, 1, 2]
     out = aplot("sweep", "show", sweep_id, runs_dir=runs_dir).stdout
     assert "6/6 done" in out and sum(" completed " in line for line in out.splitlines()[2:]) == 6
