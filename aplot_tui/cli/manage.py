@@ -67,9 +67,16 @@ def archive(
 
 def _alive(paths: mf.RunPaths) -> str:
     """Why the run cannot be deleted now, or "" when nothing of it is going."""
-    status = S.effective(paths)
-    if status in S.GOING or (status == S.QUEUED and mf.launched(mf.read(paths))):
+    manifest = mf.read(paths)
+    status = S.effective(paths, manifest)
+    if status in S.GOING or (status == S.QUEUED and mf.launched(manifest)):
         return f"is {status}; stop it first (aplot stop {paths.id})"
+    sweep_id = manifest.get("sweep", {}).get("id")
+    if status == S.QUEUED and sweep_id:
+        from engine.runs import sweeps
+
+        if sweeps.scheduler_alive(paths.dir.parent, sweep_id):  # it may claim the run any moment
+            return f"is queued in sweep {sweep_id}, whose scheduler is running; stop it first (aplot sweep stop {sweep_id})"
     if liveness.held_here(paths.dir):
         return "still has a process on this host; wait for it to end"
     return ""

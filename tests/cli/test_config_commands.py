@@ -56,3 +56,21 @@ def test_sweep_ls_and_show_as_json(tiny_config, runs_dir):
     assert sorted((r["axes"]["loss.type"], r["seed"]) for r in shown["runs"]) == [
         ("aplot", 0), ("aplot", 1), ("bt", 0), ("bt", 1)]
     assert {r["id"] for r in shown["runs"]} == {p.id for p, _ in mf.list_runs(runs_dir)}
+
+
+def test_rm_refuses_a_queued_run_while_its_sweeps_scheduler_runs(tiny_config, runs_dir):
+    import fcntl
+
+    from engine.runs import sweep_spec, sweeps
+
+    sweep_file = tiny_config.parent / "s.toml"
+    sweep_file.write_text(f'[sweep]\nname = "q"\nbase = "{tiny_config.name}"\n[sweep.axes]\n"loss.type" = ["bt"]\n')
+    sweep_id = sweeps.create(sweep_spec.load(sweep_file), runs_dir)
+    ((paths, _),) = mf.list_runs(runs_dir)
+    with open(sweeps.sweep_dir(runs_dir, sweep_id) / sweeps.LOCK, "a") as lock:  # as a live scheduler holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = aplot("rm", "--yes", paths.id, runs_dir=runs_dir)
+        assert one_line_error(proc).endswith(f"whose scheduler is running; stop it first (aplot sweep stop {sweep_id})")
+        assert proc.returncode == 2 and paths.dir.exists()
+    assert aplot("rm", "--yes", paths.id, runs_dir=runs_dir).returncode == 0 and not paths.dir.exists()
+    assert json.loads(aplot("sweep", "show", sweep_id, "--json", runs_dir=runs_dir).stdout)["runs"] == []
