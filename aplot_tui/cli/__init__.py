@@ -2,7 +2,8 @@
 
 Every user mistake ends in one line on stderr and a non-zero exit; `--debug` shows tracebacks.
 Nothing here imports torch: training runs in the subprocess the run service starts. One module per
-command group (runs, browse, compare, export, configs, sweep) registers its commands on `common.app`.
+command group (runs, watch, browse, manage, compare, export, configs, sweep; demo is the demo's
+override routing) registers its commands on `common.app`.
 """
 
 from __future__ import annotations
