@@ -103,6 +103,9 @@ def check(cfg: config_mod.Config, runs_root: Path | None = None) -> dict[str, di
             problems.append(f"{fld}: {why}")
     if not problems:  # said only once every set was read: a set that failed may have the column
         problems = _absent_everywhere(cfg, list(results.values()))
+    if not problems and cfg.kind == "eval" and cfg.eval.sections and results and not any(
+            p.subset is not None for res in results.values() for p in res.pairs):
+        problems = ["eval.sections: no eval set has a subset column (map yours with data.columns.subset)"]
     if problems:  # nothing is written before every set passed: a refused launch leaves nothing behind
         raise config_mod.ConfigError(problems)
     if runs_root is not None:

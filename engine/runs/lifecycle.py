@@ -94,6 +94,8 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
     if problems:
         raise config_mod.ConfigError(problems)
     launch.plan(cfg)  # the one merge of [launch] with its accelerate file; a contradiction fails here
+    if "train" in data:  # a batch the train set cannot fill even on one node's ranks (the trainer's own rule)
+        config_mod.resolve(cfg, data["train"]["pairs"], cfg.launch.num_processes)
     slurm.preflight(cfg)
     return Checked(cfg, links, data)
 

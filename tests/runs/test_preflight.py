@@ -242,6 +242,33 @@ def test_every_set_is_checked_and_each_problem_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()  # a refusal writes nothing, not even the good sets' cache
 
 
+def test_a_batch_the_train_set_cannot_fill_is_refused_before_any_folder(tmp_path):
+    cfg = C.from_dict({"data": {"train": str(jsonl(tmp_path / "t.jsonl", *good_rows(12))), "eval_fraction": 0.25},
+                       "optim": {"batch_size": 5}, "launch": {"num_processes": 2}})
+    with pytest.raises(C.ConfigError) as err:  # 9 train pairs after the split, 10 a micro-batch
+        lifecycle.preflight(cfg, tmp_path / "runs")
+    assert err.value.problems == ["optim.batch_size: 9 training pairs cannot fill one micro-batch of 10 pairs "
+                                  "(batch_size × processes)"]
+    cfg.launch.num_processes = 1
+    assert lifecycle.preflight(cfg, tmp_path / "runs").data["train"]["pairs"] == 9
+
+
+def test_sections_over_sets_without_subsets_are_refused_before_any_folder(tmp_path):
+    sections = tmp_path / "sections.toml"
+    sections.write_text('chat = ["a"]\n')
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    ood = jsonl(tmp_path / "o.jsonl", *good_rows(4))
+    cfg = C.from_dict({"kind": "eval", "model": {"name": str(model)}, "data": {"train": "", "eval": {"ood": str(ood)}},
+                       "eval": {"sections": str(sections)}})
+    with pytest.raises(C.ConfigError) as err:
+        lifecycle.preflight(cfg, tmp_path / "runs")
+    assert err.value.problems == ["eval.sections: no eval set has a subset column (map yours with data.columns.subset)"]
+    jsonl(ood, *[{**r, "subset": "a"} for r in good_rows(4)])
+    assert lifecycle.preflight(cfg, tmp_path / "runs").data["ood"]["pairs"] == 4
+
+
 def test_the_preflight_counts_what_the_trainer_will_have(tmp_path):
     rows = good_rows(40) + [{**GOOD, "chosen": " "}] * 3
     cfg = C.from_dict({"data": {"train": str(jsonl(tmp_path / "t.jsonl", *rows)), "eval_fraction": 0.25,
