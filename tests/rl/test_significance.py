@@ -23,15 +23,16 @@ from rl.test_train import make_rm_run, ppo_config, tokenizer  # noqa: F401 - the
 def two_grpo_runs(tmp_path_factory, tokenizer):  # noqa: F811 - the imported fixture
     root = tmp_path_factory.mktemp("rl-compare")
     rm_id = make_rm_run(root, tokenizer)
-    ids = []
-    for seed in (3, 4):
+    started = []
+    for seed in (3, 4):  # side by side: each is one process on one thread
         cfg = ppo_config(rm_id, max_steps=2)
         cfg.seed, cfg.name = seed, f"grpo-s{seed}"
         cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch = "grpo", 2, 4
         paths = lifecycle.create(cfg, root)
-        assert lifecycle.reap(paths, lifecycle.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
-        ids.append(paths.id)
-    return root, ids
+        started.append((paths, lifecycle.spawn(paths)))
+    for paths, proc in started:
+        assert lifecycle.reap(paths, proc) == "completed", paths.log.read_text()[-3000:]
+    return root, [paths.id for paths, _ in started]
 
 
 def test_each_win_rate_eval_keeps_every_prompts_outcome_and_gold(two_grpo_runs):
