@@ -137,6 +137,9 @@ def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], li
     return links, problems
 
 
+KIND_PHRASE = {"rm": "an RM", "ppo": "a PPO", "eval": "an eval"}  # a run kind as a message says it
+
+
 def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
     """(exported model folder, run id or path) of a completed run of `kind` ("rm", "ppo") in the store,
     or of a model folder given by path; `field` (the config field that named it) leads the error."""
@@ -149,7 +152,7 @@ def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, s
         raise mf.RunError(f"{field}: {e}") from None
     status, what = S.effective(paths, manifest), manifest.get("kind")
     if what != kind or status != S.COMPLETED:
-        raise mf.RunError(f"{field}: run {paths.id} is {'a ' + str(what) + ' run' if what != kind else repr(status)}"
+        raise mf.RunError(f"{field}: run {paths.id} is {KIND_PHRASE.get(what, f'a {what}') + ' run' if what != kind else repr(status)}"
                        f", not a completed {kind.upper()} run")
     try:
         folder = mf.exported_model(root, paths.id)

@@ -183,7 +183,7 @@ def test_bad_rl_settings_fail_before_launch_in_one_line(runs_dir, override, expe
 
 @pytest.mark.parametrize("field,make,expected", [
     ("ppo.judge", "unfinished", "ppo.judge: run {id} is 'crashed', not a completed RM run"),
-    ("ppo.reward_model_run", "ppo", "ppo.reward_model_run: run {id} is a ppo run, not a completed RM run"),
+    ("ppo.reward_model_run", "ppo", "ppo.reward_model_run: run {id} is a PPO run, not a completed RM run"),
     ("ppo.opponent", "missing", "ppo.opponent: nope-42: no such run in {root}"),
     ("ppo.judge", "gold-on-a-file", 'ppo.judge: "gold" needs ppo.prompts = "synthetic"')],
     ids=["unfinished-judge", "ppo-run-as-rm", "missing-opponent", "gold-judge-on-a-file"])
@@ -330,7 +330,7 @@ def test_model_runs_are_checked_before_use(tmp_path, tokenizer):
     folder, run_id = find_model_run(tmp_path, rm_id[-4:], "rm", "ppo.reward_model_run")  # a unique suffix works
     assert (run_id, folder) == (rm_id, tmp_path / rm_id / "checkpoints" / "final")
     assert find_model_run(tmp_path, str(folder), "rm", "ppo.judge")[0] == folder  # so does an export's path
-    with pytest.raises(mf.RunError, match=f"^ppo.opponent: run {rm_id} is a rm run, not a completed PPO run$"):
+    with pytest.raises(mf.RunError, match=f"^ppo.opponent: run {rm_id} is an RM run, not a completed PPO run$"):
         find_model_run(tmp_path, rm_id, "ppo", "ppo.opponent")
     with pytest.raises(mf.RunError, match="^ppo.judge: nope: no such run in "):
         find_model_run(tmp_path, "nope", "rm", "ppo.judge")
