@@ -23,6 +23,8 @@ from engine.runs import status as S
 
 from .confirm import ConfirmScreen
 
+QUIT = "Quit aplot?"
+
 
 class RunsScreen(Screen):
     AUTO_FOCUS = "RunTable"
@@ -173,7 +175,7 @@ do. The id column is the id's unique tail: `aplot show b2c4` finds the run by it
             if yes:
                 self.app.exit()
 
-        self.app.push_screen(ConfirmScreen("Quit aplot?", "Runs keep training: leaving never stops them.",
+        self.app.push_screen(ConfirmScreen(QUIT, "Runs keep training: leaving never stops them.",
                                            yes="Quit"), answered)
 
     def action_sort(self) -> None:
