@@ -13,9 +13,10 @@ class ConfirmScreen(ModalScreen[bool]):
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical {
-        width: 72; height: auto; padding: 1 2;
+        width: 72; max-width: 100%; height: auto; padding: 1 2;
         border: thick $warning; background: $surface;
     }
+    ConfirmScreen Label { width: 1fr; }  /* wrap inside the dialog: auto-width labels were cut at its edge */
     ConfirmScreen #question { text-style: bold; }
     ConfirmScreen #detail { color: $text-muted; margin: 1 0; }
     ConfirmScreen Horizontal { height: auto; align-horizontal: right; }

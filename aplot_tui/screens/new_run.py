@@ -44,6 +44,8 @@ you type (a folded section holding one opens); the bottom bar shows the exact `a
 command. `ctrl+r` launches the run and opens its screen. Lists are comma-separated; `data.eval`
 takes one `name = path` row per eval set."""
 
+    # under 110 columns each field's help goes under it, full width (beside it, it was 2 wide at 80)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [
         Binding("ctrl+r", "launch", "Launch", priority=True),
         Binding("escape", "back", "Back"),

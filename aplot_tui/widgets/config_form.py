@@ -234,7 +234,10 @@ class ConfigForm(VerticalScroll):
     ConfigForm Collapsible Contents { padding: 0 0 0 2; }
     ConfigForm .fields { grid-size: 3; grid-columns: 32 40 1fr; grid-rows: auto; height: auto; }
     ConfigForm .fields Label.name { text-style: bold; }
-    ConfigForm .fields Checkbox { height: 1; width: auto; border: none; padding: 0; background: transparent; }
+    ConfigForm .fields Checkbox { height: 1; width: 4; border: none; padding: 0; background: transparent; }
+    ConfigForm .fields Input:focus, ConfigForm .fields Select:focus, ConfigForm .fields Checkbox:focus {
+        background: $accent 40%;
+    }
     ConfigForm .fields Input { width: 1fr; }
     ConfigForm .fields Label.help { padding-left: 2; color: $text-muted; width: 1fr; }
     ConfigForm .fields Label.help.bad { color: $error; text-style: bold; }

@@ -200,3 +200,31 @@ def test_a_model_name_that_cannot_load_offline_is_refused_by_the_form_and_the_pr
 
     drive(make_app(), script)
     assert sorted(p.name for p in store.iterdir()) == before
+
+
+def test_at_80_columns_the_form_puts_help_under_fields_and_dialogs_wrap(make_app):
+    """The help column was 2 wide at 80×24 (wrapping letter by letter); the checkbox fits its
+    box; a stop dialog's long text wraps inside the dialog instead of being cut."""
+    from textual.widgets import Checkbox, Label
+
+    from aplot_tui.screens.confirm import ConfirmScreen
+    from aplot_tui.screens.run_actions import STOP_DETAIL
+
+    async def script(pilot):
+        screen = await open_form(pilot)
+        help_label = screen.form.query_one(f"#h-{fid('name')}")
+        assert help_label.size.width >= 60, help_label.size
+        screen.form.query_one("#sec-launch").collapsed = False
+        await wait_for(pilot, lambda: bool(screen.form.query(Checkbox)), what="a checkbox")
+        await pilot.pause()
+        for box in screen.form.query(Checkbox):
+            assert box.size.width >= 3, box.size  # the whole ▐X▌, not ▐X…
+        screen.dismiss(None)
+        await pilot.pause()
+        pilot.app.push_screen(ConfirmScreen("Stop 20260301-101500-rm-aplot-hh-b2c4-with-a-long-name?", STOP_DETAIL))
+        await pilot.pause()
+        for label in pilot.app.screen.query(Label):
+            text = str(label.render())
+            assert label.size.width <= 80 and label.size.width * label.size.height >= len(text), (text, label.size)
+
+    drive(make_app(), script, size=(80, 24))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from aplot_tui.screens.new_run import NewRunScreen
 
 from .helpers import SIZE, runs_loaded, wait_for
 
 
-def test_new_run_screen(make_app, snap_compare, monkeypatch):
+@pytest.mark.parametrize("size", [SIZE, (80, 24), (160, 48)], ids=["140x40", "80x24", "160x48"])
+def test_new_run_screen(make_app, snap_compare, monkeypatch, size):
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3")  # the preview names the interpreter
 
     async def run_before(pilot):
@@ -25,4 +28,4 @@ def test_new_run_screen(make_app, snap_compare, monkeypatch):
         name.focus()
         await pilot.pause()
 
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
