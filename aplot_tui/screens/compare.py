@@ -20,17 +20,21 @@ from aplot_tui.views.series import Series
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.footer import KeyFooter
-from engine import metrics as M
+from engine.runs import status as S
 from engine.runs import store as mf
 
 from .chart_screen import ChartScreen
+
+VERDICT_POLLS = 5  # a live comparison's verdict is worked out again every this many store polls
 
 
 class CompareScreen(ChartScreen):
     TITLE = "Compare"
     HELP = """The marked runs side by side. **charts**: one chart per key metric with every
 run's curve in its colour (legend on top). **summary**: the final and best value of each key
-metric (best is the maximum, or the minimum for losses and KL). **config diff**: only the
+metric (best by its direction: highest accuracy, lowest loss or ECE; none for KL or a train
+batch). Under the verdict, a warning where the runs' last evals differ in step or a run is
+unfinished; while one runs, the verdict is worked out again every few seconds. **config diff**: only the
 config fields on which the runs differ. The line under the legend says whether the first
 difference is real: two runs, pair by pair (paired bootstrap interval, exact McNemar p); two groups
 of seeds, the difference paired by seed (t interval). `e` writes table.csv, table.md, charts.svg and
@@ -65,6 +69,7 @@ points stay, faint)."""
             with TabPane("charts", id="charts"):
                 yield Static("loading…", id="legend")
                 yield Static("", id="verdict")
+                yield Static("", id="warnings")
                 with VerticalScroll():
                     yield Grid(id="chart-grid")
             with TabPane("summary", id="summary"):
@@ -76,6 +81,22 @@ points stay, faint)."""
     def on_mount(self) -> None:
         self.sub_title = f"{len(self.run_paths)} runs"
         self.load()
+        self.set_interval(VERDICT_POLLS * self.app.poll_s, self._refresh_if_live)
+
+    def _refresh_if_live(self) -> None:
+        """While a compared run is unfinished its evals keep coming: the verdict and the step
+        warnings are worked out again (the charts stay: rebuilding them would lose the scroll)."""
+        if self.runs and any(S.effective(r.paths, r.manifest) in S.UNFINISHED for r in self.runs):
+            self.reload_verdict()
+
+    @work(exclusive=True, group="verdict")
+    async def reload_verdict(self) -> None:
+        def read() -> tuple[list[run_data.RunData], significance.Analysis]:
+            runs = [run_data.load_run(p) for p in self.run_paths]
+            return runs, significance.analyse(runs)
+
+        runs, analysis = await asyncio.to_thread(read)
+        self._show_verdict(runs, analysis)
 
     @work(exclusive=True)
     async def load(self) -> None:
@@ -94,9 +115,7 @@ points stay, faint)."""
             legend.append("━━ ", style=RICH_COLORS[PALETTE[i % len(PALETTE)]])
             legend.append(f"{run.label}  ", style="bold")
         self.query_one("#legend", Static).update(legend)
-        letters = {run.id: run.label for run in self.runs}
-        self.query_one("#verdict", Static).update(Text(significance.verdict_line(message.analysis, letters),
-                                                       style="bold"))
+        self._show_verdict(self.runs, message.analysis)
         charts = []
         for key in self.metrics:
             chart = MetricChart(key, legend=False)
@@ -110,6 +129,14 @@ points stay, faint)."""
         diff.run_labels = tuple(run.label for run in self.runs)
         diff.diff = tuple((path, tuple(values)) for path, values in run_data.diff_fields([r.config for r in self.runs]))
 
+    def _show_verdict(self, runs: list[run_data.RunData], analysis: significance.Analysis) -> None:
+        """The verdict, and under it where each run stands when that makes the verdict unfair
+        (last evals at different steps, a run unfinished: views.significance's warnings)."""
+        letters = {run.id: run.label for run in runs}
+        self.query_one("#verdict", Static).update(Text(significance.verdict_line(analysis, letters), style="bold"))
+        warned = significance.warnings(runs, letters)
+        self.query_one("#warnings", Static).update(Text("\n".join(f"⚠ {w}" for w in warned), style="yellow"))
+
     def _fill_summary(self) -> None:
         """One row per value (status, steps, each metric's final and best), one column per run;
         the best run of each metric row is in bold."""
@@ -121,9 +148,7 @@ points stay, faint)."""
             table.add_column(Text(run.label, style=RICH_COLORS[PALETTE[i % len(PALETTE)]]), key=run.id)
         for key in list(rows[0])[4:] if rows else []:
             values = [row[key] for row in rows]
-            numbers = [v for v in values if isinstance(v, float)]
-            metric = key.rsplit(" ", 1)[0]
-            best = (max if M.higher_is_better(metric) else min)(numbers) if len(numbers) > 1 else None
+            best = run_data.best_across(key, values)  # by the metric's direction; none for KL, a batch
             cells = [Text(report.format_cell(v) or "—", justify="right",
                           style="bold green" if v is not None and v == best else "") for v in values]
             table.add_row(Text(key, style="bold"), *cells, key=key)

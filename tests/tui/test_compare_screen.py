@@ -53,7 +53,11 @@ def test_three_marked_runs_compare_with_a_diff_of_exactly_the_differing_fields(m
         # final train loss of each run (last train lines of the fixtures); the lowest in bold
         finals = [cell.plain for cell in summary.get_row("loss final")[1:]]
         assert finals == ["0.4333", "0.3808", "0.4092"]
-        assert summary.get_row("loss final")[2].style == "bold green"
+        # a train batch's loss ranks nothing (engine.metrics.best); the held-out accuracy does, highest first
+        assert not any(cell.style for cell in summary.get_row("loss final")[1:])
+        heldout = summary.get_row("eval/heldout/accuracy final")[1:]
+        top = max(range(3), key=lambda i: float(heldout[i].plain))
+        assert [cell.style == "bold green" for cell in heldout] == [i == top for i in range(3)]
         await pilot.press("3")
         assert screen.query_one("TabbedContent").active == "diff"
 
@@ -92,3 +96,31 @@ def test_export_writes_table_and_charts(make_app, store):
     svg = (out / "charts.svg").read_text()
     assert svg.count("<polyline") == 3 * 5 + 1 + 2  # 3 runs × 5 shared metrics, ood: 1, margin: 2
     assert (out / "charts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_warns_of_unequal_steps_and_refreshes_its_verdict_while_a_run_is_live(make_app, store,
+                                                                                       fake_training):
+    """EMD is running (a fake trainer holds it) at step 120 of 200: the screen says so under the
+    verdict; a new eval it logs is in the warnings within a few polls, with no key pressed."""
+    from textual.widgets import Static
+
+    fake_training(store, EMD)
+
+    async def script(pilot):
+        await pilot.pause()
+        pilot.app.compare([EMD, APLOT])
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CompareScreen))
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: bool(screen.runs), what="compare data")
+        await pilot.pause()
+        box = screen.query_one("#warnings", Static)
+        text = str(box.render())
+        assert "is still running at step 120 of 200" in text and "last evals at different steps" in text
+        lines = (store / EMD / "metrics.jsonl").read_text().splitlines()
+        last_eval = next(json.loads(line) for line in reversed(lines) if json.loads(line)["split"] == "eval/heldout")
+        with open(store / EMD / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps({**last_eval, "step": 200, "time": last_eval["time"] + 60}) + "\n")
+        await wait_for(pilot, lambda: "at step 200" in str(screen.query_one("#warnings", Static).render()),
+                       what="the refreshed warnings")
+
+    drive(make_app(), script)
