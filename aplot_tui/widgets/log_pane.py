@@ -2,7 +2,7 @@
 
 A log is mostly library chatter; what a person looks for is aplot's own lines (`[aplot] …`: the
 start, each checkpoint, how it ended) and a traceback. Those stand out; progress-bar redraws
-collapse to their last frame.
+are left out.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from rich.text import Text
 from textual.widgets import Log
 
 APLOT_LINE = re.compile(r"^\[aplot\]")
+# a progress bar's frame (tqdm: `Writing model shards: 100%|██████| 1/1 [00:00<00:00, 9.1it/s]`): each
+# checkpoint and export writes one, and they were most of the pane; what they say the [aplot] lines say
+PROGRESS_LINE = re.compile(r"^\s*[^:|]{0,60}:\s*\d{1,3}%\|.*\|")
 ERROR_LINE = re.compile(r"^(Traceback \(most recent call last\)|\s+File \"|\w*(Error|Exception|Interrupt)\b"
                         r"|\[aplot\] (failed|error))")
 
@@ -55,7 +58,7 @@ class LogPane(Log):
         self.total = 0
 
     def append(self, lines: list[str]) -> None:
-        lines = [last_frame(line) for line in lines]
+        lines = [frame for frame in map(last_frame, lines) if not PROGRESS_LINE.match(frame)]
         if lines:
             self.total += len(lines)
             self.write_lines(lines)

@@ -41,6 +41,14 @@ class SamplesView(Widget):
         table.add_column("score", justify="right", width=6)
         for s in self.samples:
             score = s.get("score")
-            table.add_row(str(s.get("prompt", "")), str(s.get("response", "")),
+            table.add_row(shown(s.get("prompt", "")), shown(s.get("response", "")),
                           f"{score:.2f}" if isinstance(score, (int, float)) else "")
         return table
+
+
+def shown(value: object) -> str:
+    """Text as a person reads it: a byte-level tokenizer's partial characters (U+FFFD), control
+    bytes and escapes become `·`, so an early policy's babble reads as babble, not as `�2�^` and
+    terminal garbage; whitespace runs fold to one space."""
+    text = str(value)
+    return " ".join("".join(c if c.isprintable() and c != "\ufffd" else "·" for c in part) for part in text.split())

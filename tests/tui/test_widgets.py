@@ -156,3 +156,10 @@ def test_log_highlighter_makes_aplot_lines_and_tracebacks_stand_out():
     assert "bold red" in styles("RuntimeError: CUDA out of memory")
     assert "bold red" in styles("[aplot] failed: non-finite loss at step 3")
     assert not styles("step 10 loss=0.5")  # ordinary lines keep the usual number highlighting only
+
+
+def test_samples_show_text_not_raw_bytes():
+    from aplot_tui.widgets.samples import shown
+
+    assert shown("\ufffd2\ufffd^ ok\x1b[31m\n\nthere") == "·2·^ ok·[31m there"
+    assert shown("plain words") == "plain words"
