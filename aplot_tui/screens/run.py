@@ -69,7 +69,9 @@ BT_PANELS = (
 )
 LR_PANEL = Panel("lr", "learning rate", ((M.LEARNING_RATE, "lr"),))
 PPO_PANELS = (
-    Panel("reward", "reward", ((M.SCORES, "rm score"), (M.GOLD_SCORE, "gold"), (M.RLHF_REWARD, "rlhf"))),
+    # the RM's score (about -3…1) and the judge's gold (0…1) on one axis made gold look flat
+    Panel("reward", "reward: rm score · rlhf (score − kl penalty)", ((M.SCORES, "rm score"), (M.RLHF_REWARD, "rlhf"))),
+    Panel("gold", "gold score (the judge)", ((M.GOLD_SCORE, "gold"),)),
     Panel("kl", "KL to reference · entropy (nats a response)", ((M.KL, "kl"), (M.ENTROPY, "entropy"))),
     Panel("overopt", "gold against KL: rl · best-of-n", ((M.KL, "kl"), (M.GOLD_SCORE, "gold")), kind="overopt",
           xlabel="KL (nats)"),
@@ -531,7 +533,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
 
     def action_toggle_maximize(self) -> None:
         """The focused panel (tab moves between them) fills the screen, or goes back."""
-        if self.maximized is not None:
+        if isinstance(self.focused, LogPane):
+            self.action_toggle_log()  # the log grows into the panels' room: maximized, Log drew rows of hatching
+        elif self.maximized is not None:
             self.minimize()
         elif self.focused is not None:
             self.maximize(self.focused)

@@ -31,7 +31,9 @@ class HealthStrip(Widget):
             b = self.best
             label = M.KEY_LABELS.get(b.key, M.split_key(b.key)[1])
             where = f" · {b.checkpoint}" if b.checkpoint else " · no checkpoint holds it"
-            text.append(f"best {M.eval_set(M.split_key(b.key)[0])} {label} {b.value:.4g} @ step {b.step}{where}")
+            eval_set = M.eval_set(M.split_key(b.key)[0])
+            what = label if label == eval_set else f"{eval_set} {label}"  # `win`, not `win win`
+            text.append(f"best {what} {b.value:.4g} @ step {b.step}{where}")
         else:
             text.append("best: no eval yet", style="dim")
         if self.flags:

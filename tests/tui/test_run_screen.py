@@ -62,7 +62,8 @@ def test_ppo_run_shows_reward_kl_win_rate_with_errors_and_samples(make_app):
         pilot.app.open_run(PPO)
         await run_loaded(pilot)
         screen = pilot.app.screen
-        assert labels(screen, "reward") == ["rm score", "gold", "rlhf"]
+        assert labels(screen, "reward") == ["rm score", "rlhf"]  # gold (0…1) has its own axis
+        assert labels(screen, "gold") == ["gold"]
         assert labels(screen, "clip") == ["policy", "value"]
         win = chart(screen, "win").lines[0]
         assert win.kind == "error" and win.xs == (10, 20, 30, 40, 50, 60)
@@ -273,3 +274,17 @@ def test_the_log_pane_leaves_out_progress_bars_and_says_each_eval_and_the_end(ma
         await wait_for(pilot, lambda: log.lines[-1] == "[aplot] stopped at step 121", timeout=5, what="end line")
 
     drive(make_app(), script)
+
+
+def test_f_on_the_log_pane_gives_the_log_the_screen_without_hatching(make_app):
+    async def script(pilot):
+        pilot.app.open_run(APLOT)
+        await run_loaded(pilot)
+        screen = pilot.app.screen
+        screen.query_one(LogPane).focus()
+        await pilot.press("f")
+        assert screen.maximized is None and screen.has_class("log-only")
+        await pilot.press("f")
+        assert not screen.has_class("log-only")
+
+    drive(make_app(), script, size=(80, 24))

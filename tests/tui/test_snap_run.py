@@ -24,7 +24,7 @@ def test_run_screen_ppo(make_app, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=_opened(PPO))
 
 
-@pytest.mark.parametrize("size", [(80, 24), (250, 70)])
+@pytest.mark.parametrize("size", [(80, 24), (250, 70), (160, 48)])
 def test_run_screen_aplot_at_the_size_limits(make_app, snap_compare, size):
     """From the smallest terminal to a large one, the panels and the log share the screen without scrolling."""
     assert snap_compare(make_app(), terminal_size=size, run_before=_opened(APLOT))
