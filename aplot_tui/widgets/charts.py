@@ -77,8 +77,17 @@ class MetricChart(PlotextPlot, can_focus=True):
         return any(line.series is not None and len(line.series) or line.ys for line in self.lines)
 
     def watch_lines(self) -> None:
+        """The legend goes on the bottom border, beside the smoothing: drawn inside the plot
+        (plotext's), it covered the data, at 80×24 most of a 2-row chart."""
         self._cache = None
-        self.border_subtitle = f"ema {self.smoothing:g}" if self.smoothing and self._smoothable else ""
+        subtitle = Text()
+        if self.legend and len(self.lines) > 1:
+            for line in self.lines:
+                subtitle.append("━ ", style=RICH_COLORS.get(line.color, ""))
+                subtitle.append(f"{line.label} ")
+        if self.smoothing and self._smoothable:
+            subtitle.append(f"· ema {self.smoothing:g}" if subtitle else f"ema {self.smoothing:g}")
+        self.border_subtitle = subtitle
 
     def watch_smoothing(self) -> None:
         self.watch_lines()
@@ -103,7 +112,7 @@ class MetricChart(PlotextPlot, can_focus=True):
             xs, ys = line.points(2 * width)  # braille: two dots per cell
             if not ys:
                 continue
-            label = line.label if self.legend and len(self.lines) > 1 else None
+            label = None  # the legend is on the border (watch_lines)
             if self.smoothing and line.series is not None and line.kind == "line":
                 # raw, faint, under its EMA: points, not a line (a noisy line's segments cross the
                 # whole height, so plotext rasterises ~20× the dots: 3× the chart's build time)

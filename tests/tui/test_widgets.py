@@ -163,3 +163,16 @@ def test_samples_show_text_not_raw_bytes():
 
     assert shown("\ufffd2\ufffd^ ok\x1b[31m\n\nthere") == "·2·^ ok·[31m there"
     assert shown("plain words") == "plain words"
+
+
+def test_a_charts_legend_is_on_its_border_not_over_the_data():
+    from aplot_tui.views.series import Series
+    from aplot_tui.widgets.charts import Line, MetricChart
+
+    a, b = Series(), Series()
+    a.extend([1, 2], [0.5, 0.4])
+    b.extend([1, 2], [0.6, 0.5])
+    chart = MetricChart("loss", xlabel="step")
+    chart.lines = (Line("train", series=a), Line("heldout", series=b, color="orange"))
+    chart.watch_lines()
+    assert "━ train" in str(chart.border_subtitle) and "━ heldout" in str(chart.border_subtitle)
