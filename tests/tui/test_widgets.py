@@ -175,4 +175,7 @@ def test_a_charts_legend_is_on_its_border_not_over_the_data():
     chart = MetricChart("loss", xlabel="step")
     chart.lines = (Line("train", series=a), Line("heldout", series=b, color="orange"))
     chart.watch_lines()
-    assert "━ train" in str(chart.border_subtitle) and "━ heldout" in str(chart.border_subtitle)
+    from rich.text import Text as RichText
+
+    subtitle = RichText.from_markup(str(chart.border_subtitle)).plain
+    assert subtitle == "━ train ━ heldout · ema 0.6"
