@@ -20,6 +20,7 @@ from aplot_tui.views.series import Series
 from aplot_tui.widgets.charts import PALETTE, RICH_COLORS, Line, MetricChart, step_smoothing
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.footer import KeyFooter
+from engine import metrics as M
 from engine.runs import status as S
 from engine.runs import store as mf
 
@@ -118,7 +119,7 @@ points stay, faint)."""
         self._show_verdict(self.runs, message.analysis)
         charts = []
         for key in self.metrics:
-            chart = MetricChart(key, legend=False)
+            chart = MetricChart(key, legend=False, log_y=M.split_key(key)[1] == M.LEARNING_RATE)
             chart.lines = tuple(
                 Line(run.label, series=_series(*run.series[key]), color=PALETTE[i % len(PALETTE)])
                 for i, run in enumerate(self.runs) if key in run.series)

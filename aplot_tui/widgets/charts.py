@@ -9,6 +9,7 @@ its colour.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -62,9 +63,10 @@ class MetricChart(PlotextPlot, can_focus=True):
     empty_text: reactive[str] = reactive("waiting for data")
     smoothing: reactive[float] = reactive(SMOOTHING[1])  # EMA weight of line series; 0: raw points only
 
-    def __init__(self, title: str, *, xlabel: str = "", legend: bool = True, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, title: str, *, xlabel: str = "", legend: bool = True, log_y: bool = False,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
+        self.log_y = log_y  # a learning rate spans decades (warm-up from 0, decay): linear, it was a wall and a floor
         self.border_title = title
         self.xlabel = xlabel
         self.legend = legend  # off where one legend serves every chart (compare)
@@ -107,9 +109,10 @@ class MetricChart(PlotextPlot, can_focus=True):
         t0 = time.perf_counter()
         plt = self.plt
         plt.clear_data()
+        plt.yscale("log" if self.log_y else "linear")
         width = max(self.size.width - 8, 4)  # minus the y tick labels
         for line in self.lines:
-            xs, ys = line.points(2 * width)  # braille: two dots per cell
+            xs, ys = self._drawable(*line.points(2 * width))  # braille: two dots per cell
             if not ys:
                 continue
             label = None  # the legend is on the border (watch_lines)
@@ -117,7 +120,7 @@ class MetricChart(PlotextPlot, can_focus=True):
                 # raw, faint, under its EMA: points, not a line (a noisy line's segments cross the
                 # whole height, so plotext rasterises ~20× the dots: 3× the chart's build time)
                 plt.scatter(xs, ys, color=RAW_COLOR, marker="braille")
-                xs, ys = line.points(2 * width, self.smoothing)
+                xs, ys = self._drawable(*line.points(2 * width, self.smoothing))
                 plt.plot(xs, ys, color=line.color, label=label, marker="braille")
             elif line.kind == "scatter":
                 plt.scatter(xs, ys, color=line.color, label=label, marker="dot")
@@ -132,9 +135,16 @@ class MetricChart(PlotextPlot, can_focus=True):
         self.render_cost = time.perf_counter() - t0
         return plot
 
+    def _drawable(self, xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+        """On a log axis only the positive points (a schedule's 0 at either end has no place)."""
+        if not self.log_y:
+            return xs, ys
+        keep = [(x, y) for x, y in zip(xs, ys, strict=True) if y > 0]
+        return [x for x, _ in keep], [y for _, y in keep]
+
     def _ticks(self, width: int) -> None:
         """Round ticks (plotext's own read 15.8, 30.5 and 0.0000200), inside the data's range."""
-        points = [line.points(2 * width) for line in self.lines]
+        points = [self._drawable(*line.points(2 * width)) for line in self.lines]
         xs = [x for p in points for x in p[0]]
         ys = [y for p in points for y in p[1]] + [
             y + s * e for line in self.lines for y, e in zip(line.ys, line.yerr, strict=False) for s in (-1, 1)]
@@ -143,7 +153,13 @@ class MetricChart(PlotextPlot, can_focus=True):
         if self.integer_x:
             ticks = [t for t in nice_ticks(min(xs), max(xs), max(3, width // 8)) if min(xs) <= t <= max(xs)]
             self.plt.xticks(ticks, [f"{t:g}" for t in ticks])
+        if not ys:
+            return
         lo, hi = min(ys), max(ys)
+        if self.log_y:
+            ticks = log_ticks(lo, hi)
+            self.plt.yticks(ticks, [f"{t:.0e}".replace("e-0", "e-") for t in ticks])
+            return
         # always set them: plotext keeps the last ticks given, so a skipped call would show the
         # ticks of an earlier draw (the run screen's first, partial one) over today's data
         options = [[t for t in nice_ticks(lo, hi, n) if lo <= t <= hi]
@@ -155,6 +171,17 @@ class MetricChart(PlotextPlot, can_focus=True):
         most = rows if rows >= 5 else max(1, rows // 2)
         ticks = ticks[::-(-len(ticks) // most)]
         self.plt.yticks(ticks, [f"{t:.3g}" for t in ticks])
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of ten inside [lo, hi] (both positive); with fewer than two, their 2× and 5× as well."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks: list[float] = []
+    for steps in ((1,), (1, 2, 5)):
+        ticks = [m * 10.0 ** d for d in decades for m in steps if lo <= m * 10.0 ** d <= hi]
+        if len(ticks) >= 2:
+            return ticks
+    return ticks or [lo]
 
 
 def step_smoothing(charts: list[MetricChart]) -> float:

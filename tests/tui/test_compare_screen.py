@@ -8,7 +8,7 @@ import json
 from textual.widgets import DataTable
 
 from aplot_tui.screens.compare import CompareScreen
-from aplot_tui.widgets.charts import MetricChart
+from aplot_tui.widgets.charts import MetricChart, log_ticks
 from aplot_tui.widgets.config_diff import ConfigDiff
 from aplot_tui.widgets.run_table import RunTable
 
@@ -122,5 +122,19 @@ def test_compare_warns_of_unequal_steps_and_refreshes_its_verdict_while_a_run_is
             fh.write(json.dumps({**last_eval, "step": 200, "time": last_eval["time"] + 60}) + "\n")
         await wait_for(pilot, lambda: "at step 200" in str(screen.query_one("#warnings", Static).render()),
                        what="the refreshed warnings")
+
+    drive(make_app(), script)
+
+
+def test_the_learning_rate_chart_has_a_log_scale(make_app):
+    async def script(pilot):
+        screen = await open_compare(pilot)
+        charts = {c.border_title: c for c in screen.query(MetricChart)}
+        lr = charts["learning_rate"]
+        assert lr.log_y and not charts["loss"].log_y
+        lr.scroll_visible()
+        await pilot.pause()
+        assert log_ticks(3e-7, 2e-5) == [1e-6, 1e-5] and log_ticks(2e-5, 6e-5) == [2e-5, 5e-5]
+        str(lr.render())  # draws on a log axis (the schedule's zeros left out)
 
     drive(make_app(), script)
