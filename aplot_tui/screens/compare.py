@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -119,11 +120,14 @@ points stay, faint)."""
         self._show_verdict(self.runs, message.analysis)
         charts = []
         for key in self.metrics:
-            chart = MetricChart(key, legend=False, log_y=M.split_key(key)[1] == M.LEARNING_RATE)
-            chart.lines = tuple(
-                Line(run.label, series=_series(*run.series[key]), color=PALETTE[i % len(PALETTE)])
-                for i, run in enumerate(self.runs) if key in run.series)
-            charts.append(chart)
+            groups = source_groups(key, [run for run in self.runs if key in run.series])
+            for source, members in groups.items():
+                title = f"{key} · {source}" if len(groups) > 1 else key
+                chart = MetricChart(title, legend=False, log_y=M.split_key(key)[1] == M.LEARNING_RATE)
+                chart.lines = tuple(
+                    Line(run.label, series=_series(*run.series[key]), color=PALETTE[i % len(PALETTE)])
+                    for i, run in enumerate(self.runs) if run in members)
+                charts.append(chart)
         await self.query_one("#chart-grid", Grid).mount_all(charts)
         self._fill_summary()
         diff = self.query_one(ConfigDiff)
@@ -194,3 +198,25 @@ def _series(xs: list[int], ys: list[float]) -> Series:
     s = Series()
     s.extend(xs, ys)
     return s
+
+
+def eval_source(key: str, run: run_data.RunData) -> str:
+    """Where an eval metric's set came from: its data.eval file, else the share of data.train
+    held out. Empty for a train metric."""
+    split, _name = M.split_key(key)
+    if not M.is_eval(split):
+        return ""
+    data = run.config.get("data", {})
+    set_name = M.eval_set(split)
+    if set_name in data.get("eval", {}):
+        return Path(str(data["eval"][set_name])).name
+    return f"{Path(str(data.get('train', ''))).name or 'train'} held out"
+
+
+def source_groups(key: str, runs: list[run_data.RunData]) -> dict[str, list[run_data.RunData]]:
+    """The runs of one chart, split by the data their eval set was drawn from: two runs' `heldout`
+    from different data (synthetic and HH) are two sets that share a name, not one curve apart."""
+    groups: dict[str, list[run_data.RunData]] = {}
+    for run in runs:
+        groups.setdefault(eval_source(key, run), []).append(run)
+    return groups

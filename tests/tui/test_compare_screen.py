@@ -138,3 +138,25 @@ def test_the_learning_rate_chart_has_a_log_scale(make_app):
         str(lr.render())  # draws on a log axis (the schedule's zeros left out)
 
     drive(make_app(), script)
+
+
+def test_two_heldout_sets_from_different_data_are_two_charts_not_one(make_app, store):
+    """BT's held-out set drawn from other data (hh.jsonl): its heldout curve is not overlaid on
+    the others' (pairs.jsonl), each chart names its source."""
+    from engine.runs import store as mf
+
+    paths = mf.RunPaths(store / BT)
+    config = mf.read(paths)["config"]
+    config["data"]["train"] = "data/hh.jsonl"
+    mf.update(paths, config=config)
+
+    async def script(pilot):
+        screen = await open_compare(pilot)
+        titles = [c.border_title for c in screen.query(MetricChart)]
+        assert "eval/heldout/accuracy · hh.jsonl held out" in titles
+        assert "eval/heldout/accuracy · pairs.jsonl held out" in titles
+        charts = {c.border_title: c for c in screen.query(MetricChart)}
+        assert [line.label for line in charts["eval/heldout/accuracy · hh.jsonl held out"].lines] == ["bt-base"]
+        assert "loss" in titles  # a train metric stays one chart
+
+    drive(make_app(), script)
