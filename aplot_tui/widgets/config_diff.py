@@ -6,15 +6,21 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
+VALUE_WIDTH = 32  # a run's column at most: three runs and the field names fit 120 columns
 
-def format_value(value) -> Text:
+
+def format_value(value, width: int = VALUE_WIDTH) -> Text:
+    """A value in at most `width` cells; a longer one keeps its end (a data path's file name is
+    what tells runs apart), so a long path no longer pushes the other runs off screen."""
     if value is None:
         return Text("—", style="dim")
     if isinstance(value, list):
-        return Text(", ".join(map(str, value)) or "[]")
-    if isinstance(value, dict):
-        return Text(", ".join(f"{k}={v}" for k, v in value.items()) or "{}")
-    return Text(str(value))
+        text = ", ".join(map(str, value)) or "[]"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    else:
+        text = str(value)
+    return Text(text if len(text) <= width else "…" + text[-(width - 1):])
 
 
 class ConfigDiff(DataTable):

@@ -179,3 +179,12 @@ def test_a_charts_legend_is_on_its_border_not_over_the_data():
 
     subtitle = RichText.from_markup(str(chart.border_subtitle)).plain
     assert subtitle == "━ train ━ heldout · ema 0.6"
+
+
+def test_a_long_value_in_the_config_diff_keeps_its_end_within_its_column():
+    from aplot_tui.widgets.config_diff import VALUE_WIDTH, format_value
+
+    path = "/very/long/" + "nested/" * 30 + "hh_rlhf_helpful_base.jsonl"
+    cell = format_value(path).plain
+    assert len(cell) == VALUE_WIDTH and cell.endswith("hh_rlhf_helpful_base.jsonl") and cell.startswith("…")
+    assert format_value("short").plain == "short"
