@@ -94,7 +94,8 @@ def test_preset_fills_the_form_and_preview_shows_the_launch_command(make_app):
         assert form.control("model.tiny.vocab_size").value == str(preset.model.tiny.vocab_size)
         assert form.control("launch.cpu").value is True
         preview = str(screen.query_one("#preview", Static).render())
-        assert preview.endswith("--cpu --mixed_precision no -m engine.rm.train --run-dir 'runs/<run-id>'")
+        assert preview.endswith("--cpu --mixed_precision no --num_cpu_threads_per_process 1 -m engine.rm.train "
+                                "--run-dir 'runs/<run-id>'")  # threads = 1 in demo-rm, passed explicitly
 
     drive(make_app(), script)
 
