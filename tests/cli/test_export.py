@@ -3,6 +3,7 @@ the prompt cut from the left), and loads with `from_pretrained(folder)`."""
 
 import json
 import os
+import runpy
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def exported_and_evaluated(tmp_path_factory):
     return out, ev
 
 
-def test_the_readme_snippet_gives_aplot_evals_rewards_on_long_pairs(exported_and_evaluated):
+def test_the_readme_snippet_gives_aplot_evals_rewards_on_long_pairs(exported_and_evaluated, tmp_path):
     from conftest import OASST
     from transformers import AutoTokenizer
 
@@ -107,8 +108,9 @@ def test_the_readme_snippet_gives_aplot_evals_rewards_on_long_pairs(exported_and
     from engine.data.sources import load_pairs
 
     out, ev = exported_and_evaluated
-    scope: dict = {"out": str(out)}
-    exec(readme_snippet(), scope)  # noqa: S102 - the README's own code, which is what is under test
+    snippet = tmp_path / "readme_snippet.py"  # the README's own code, as a file a user would paste it into
+    snippet.write_text(readme_snippet())
+    scope = runpy.run_path(str(snippet), init_globals={"out": str(out)})
     pairs = load_pairs(str(OASST)).pairs
     pred = P.read(ev.dir, "oasst")
     assert len(pred.index) == len(pairs) == 732
