@@ -153,6 +153,22 @@ def eval_set_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda s: (s != HELDOUT, s))
 
 
+EVAL_LINE_KEYS = (ACCURACY, LOSS, WIN_RATE)  # what train.log's line per eval says
+
+
+def eval_line(step: int, split: str, data: dict) -> str:
+    """`[aplot] eval heldout @ step 100: accuracy 0.7602 · loss 0.47`: the trainer's line in train.log
+    for each eval record it writes, so the log (the TUI's pane, `aplot logs`) says each eval."""
+    parts = [f"{name} {value:.4g}" for name in EVAL_LINE_KEYS
+             if isinstance(value := data.get(name), (int, float)) and not isinstance(value, bool)]
+    return f"[aplot] eval {eval_set(split)} @ step {step}: " + (" · ".join(parts) or "done")
+
+
+def end_line(status: str, step: int | None) -> str:
+    """train.log's last aplot line: how the run ended, and where."""
+    return f"[aplot] {status}" + (f" at step {step}" if step is not None else "")
+
+
 def metric_key(split: str, name: str) -> str:
     """One series' key: `loss` for train, `eval/heldout/accuracy` for an eval set."""
     return name if split == TRAIN else f"{split}/{name}"

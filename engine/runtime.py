@@ -36,6 +36,7 @@ from typing import Any
 
 from engine import STOP_AT_START_ENV, STOP_SIGNALS
 from engine import config as config_mod
+from engine import metrics as M
 from engine.errors import EXIT_FAILED, EXIT_INTERRUPTED, AplotError
 from engine.metrics import MetricsWriter, parse_line
 from engine.runs import launch as launch_mod
@@ -86,6 +87,7 @@ class RunContext:
         self.manifest = mf.read(self.paths)
         self.cfg = config_mod.from_dict(self.manifest["config"], str(self.paths.manifest))
         self.resume = resume
+        self.last_step: int | None = None  # of the newest metrics record: where train.log says the run ended
         self.outcome: tuple[str, dict] | None = None  # (status, summary), set by the entry point's body
         self._writer: MetricsWriter | None = None
         self._lean_hook = None  # the pre-save hook that leaves a LoRA base out of step checkpoints
@@ -232,6 +234,9 @@ class RunContext:
         if self._writer is None:
             self._writer = MetricsWriter(self.paths.metrics)
         self._writer.write(step, split, data)
+        self.last_step = step
+        if M.is_eval(split):
+            print(M.eval_line(step, split, data), flush=True)
         if self.cfg.log.trackers:
             scalars = {f"{split}/{k}": v for k, v in data.items() if isinstance(v, (int, float))}
             self.accelerator.log(scalars, step=step)
@@ -392,6 +397,7 @@ class RunContext:
             return
         mf.update(self.paths, status=status, exit_code=S.exit_code(status), error=error, finished_at=mf.now_iso(),
                   summary=_finite(summary or {}))
+        print(M.end_line(status, self.last_step), flush=True)
 
 
 def fsync_path(path: Path) -> None:

@@ -100,7 +100,6 @@ class Batch:
     win: list[tuple[int, float, float]] = field(default_factory=list)  # step, rate, se
     samples: tuple[int, list[dict]] | None = None
     bon: dict | None = None  # the reference's best-of-n curve (engine.rl.best_of_n), when the run made one
-    evals: list[str] = field(default_factory=list)  # a line per eval record, for the log pane
 
 
 def shown_names(panels: tuple[Panel, ...]) -> frozenset[str]:
@@ -151,7 +150,6 @@ def columnize(records: list[M.RawRecord], names: frozenset[str], fields: M.DataF
             scatters = [(rec.step, split, list(gaps(d)), list(margins(d)))
                         for rec, d in zip(recs, datas, strict=True) if gaps(d) and margins(d)]
             hists += scatters[-1:]  # this set's latest
-            batch.evals += [eval_line(rec.step, split, d, fields) for rec, d in zip(recs, datas, strict=True)]
             win, se = fields.get[M.WIN_RATE], fields.get[M.WIN_RATE_SE]
             batch.win += [(rec.step, win(d), se(d) or 0.0) for rec, d in zip(recs, datas, strict=True)
                           if win(d) is not None]
@@ -160,17 +158,6 @@ def columnize(records: list[M.RawRecord], names: frozenset[str], fields: M.DataF
         step, split, gaps, margins = max(heldout or hists, key=itemgetter(0))
         batch.hist = (split, step, gaps, margins)
     return batch
-
-
-EVAL_LINE_KEYS = (M.ACCURACY, M.LOSS, M.WIN_RATE)
-
-
-def eval_line(step: int, split: str, data, fields: M.DataFields) -> str:
-    """`[aplot] eval heldout @ step 100: accuracy 0.7602 · loss 0.47`: the trainer logs evals to the
-    metrics stream only, so the log pane said nothing of them."""
-    parts = [f"{name} {value:.4g}" for name in EVAL_LINE_KEYS if name in fields.get
-             and isinstance(value := fields.get[name](data), (int, float))]
-    return f"[aplot] eval {M.eval_set(split)} @ step {step}: " + (" · ".join(parts) or "done")
 
 
 @dataclass
@@ -332,8 +319,6 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 chart.border_title = f"margin vs gap · {M.eval_set(split)} @ step {step}"
         self._win += batch.win
         self._bon = batch.bon or self._bon
-        if self.caught_up and batch.evals:  # live ones: the stream's past evals would land after the log's end
-            self.query_one(LogPane).append(batch.evals)
         if batch.samples is not None:
             for view in self.query(SamplesView):
                 view.step, view.samples = batch.samples[0], tuple(batch.samples[1])
@@ -392,9 +377,9 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         self.query_one(LogPane).append(message.lines)
 
     def on_run_screen_manifest_changed(self, message: ManifestChanged) -> None:
-        if self.caught_up and message.status != self._status and message.status in (*S.FINAL, S.CRASHED):
-            header = self.query_one(RunHeader)
-            self.query_one(LogPane).append([f"[aplot] {message.status} at step {header.step}"])
+        if self.caught_up and message.status != self._status and message.status == S.CRASHED:
+            # the trainer writes each eval's line and how it ended to train.log; a crash it cannot say
+            self.query_one(LogPane).append([M.end_line(S.CRASHED, self.query_one(RunHeader).step)])
         self.manifest = message.manifest
         self._show_manifest(message.manifest, message.status)
 

@@ -117,6 +117,19 @@ def exported(demo_run, subset_set, tmp_path_factory) -> tuple[Path, mf.RunPaths]
                             "--sections", sections)
 
 
+def test_train_log_says_each_eval_and_how_the_run_ended(demo_run):
+    """`aplot logs` and the TUI's pane read train.log: it has a line per eval record, with the stream's own
+    numbers, and a last line with the final status and step."""
+    runs, paths, manifest = demo_run
+    evals = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
+    evals = [r for r in evals if r["split"].startswith(M.EVAL_PREFIX)]
+    said = [line for line in paths.log.read_text().splitlines() if line.startswith("[aplot] eval ")]
+    assert said == [M.eval_line(r["step"], r["split"], r["data"]) for r in evals] and len(said) >= 2
+    assert said[-1].startswith(f"[aplot] eval {M.HELDOUT} @ step 40: accuracy ")
+    ends = [line for line in paths.log.read_text().splitlines() if line.startswith("[aplot] completed")]
+    assert ends == ["[aplot] completed at step 40"]
+
+
 def test_the_export_loads_in_plain_transformers_and_scores_as_aplot_does(demo_run, exported, tmp_path):
     runs, paths, manifest = demo_run
     out, ev = exported
