@@ -81,10 +81,10 @@ def _built_once(name: str, defs: dict) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the marks
 def pytest_collection_modifyitems(items):
-    """The suite runs on two pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
+    """The suite runs on three pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
     that share such a module fixture go to one worker, so it is built once rather than once per
     worker; a test that names its own `xdist_group` keeps it. Cheap module fixtures (a tokenizer)
-    are built on each worker and their tests spread over both."""
+    are built on each worker and their tests spread over all of them."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None or item.get_closest_marker("xdist_group") is not None:
