@@ -265,7 +265,10 @@ class RunContext:
             self.accelerator.save_state(str(out), safe_serialization=True)
             # The weights on disk before `done` can be: otherwise a power cut may keep the marker and lose
             # what it vouches for. Every rank syncs (on one host the later passes find nothing left to
-            # write; across hosts each flushes its own shards), then the main process marks it.
+            # write; across hosts each flushes its own shards), then the main process marks it. The walk
+            # starts once every rank has written: a rank done early (its RNG state only) found rank 0's
+            # temp file listed and renamed away before it could open it.
+            self.accelerator.wait_for_everyone()
             sync_tree(out)
             self.accelerator.wait_for_everyone()
             if self.is_main:
