@@ -74,10 +74,16 @@ def _end(trainer: subprocess.Popen) -> None:
     trainer.wait(30)
 
 
+def _hears_ctrl_c() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it, even when this suite runs
+    as a background job with SIGINT ignored (which the child would inherit, and so never hear Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _follow(runs, paths, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "aplot_tui.cli", "--runs-dir", str(runs), "follow", paths.id, *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=_hears_ctrl_c)  # noqa: PLW1509 - no threads yet
 
 
 # --------------------------------------------------------------------------- follow, logs
