@@ -131,8 +131,19 @@ class LossSection:
 
 
 @dataclass
+class EnsembleSection:
+    members: list = f([], 'reward models scored together instead of ppo.reward_model_run: completed RM run ids, '
+                      'export folders, or "sweep:ID" (every run of that sweep); empty = off')
+    aggregate: str = f("mean", "the proxy from the members' rewards: their mean, the worst (minimum) member, or uwo "
+                       "(the mean minus uwo_lambda times their variance; Coste et al. 2024)",
+                       choices=("mean", "worst", "uwo"))
+    uwo_lambda: float = f(0.5, "λ of uwo: how much the members' variance (population, over members) costs", ge=0)
+
+
+@dataclass
 class PPOSection:
     reward_model_run: str = f("", "a completed RM run id, or a checkpoint folder")
+    ensemble: EnsembleSection = sub(EnsembleSection, "several RM runs as one proxy, and their disagreement logged")
     prompts: str = f("synthetic", 'prompts file (.jsonl with "prompt"), or "synthetic" for the demo')
     eval_prompts: int = f(256, "held-out prompts for the win-rate", gt=0)
     sft_steps: int = f(0, "supervised steps on reference completions before PPO (the demo's reference)", ge=0)
@@ -163,6 +174,26 @@ class PPOSection:
     samples_logged: int = f(4, "sample completions written at each eval", ge=0)
     bon_samples: int = f(0, "best-of-n curve of the reference at the start: samples per held-out prompt, n = 1, 2, "
                             "4 … this (a power of two); picked by the run's RM, scored by the judge; 0 = off", ge=0)
+
+
+@dataclass
+class DPOSection:
+    type: str = f("sigmoid", 'preference loss on the implicit reward β·log(π/π_ref): "sigmoid" (DPO), "ipo", "offset" '
+                  "(ODPO: the data's margin column as the offset), \"aplot\" (the OT margin of [loss.aplot]) or "
+                  '"simpo" (length-normalised, no reference)', choices=("sigmoid", "ipo", "offset", "aplot", "simpo"))
+    beta: float = f(0.1, "β: the implicit reward's scale (IPO: the target gap is 1/(2β))", gt=0)
+    label_smoothing: float = f(0.0, "ε: the label is trusted with probability 1−ε (cDPO; sigmoid only)", ge=0, lt=0.5)
+    simpo_gamma: float = f(0.5, "γ: SimPO's target margin between the length-normalised rewards", ge=0)
+    sft_steps: int = f(0, "supervised steps on the synthetic reference completions first (the demo's reference; "
+                       "that fit is the start and the frozen reference)", ge=0)
+    pairs: str = f("data", 'training pairs: "data" (data.train, as an RM run reads it) or "reference" (two samples '
+                   "of the reference per synthetic prompt, labelled by the task's rater: data.label_noise and "
+                   "data.length_bias)", choices=("data", "reference"))
+    judge: str = f("none", 'win-rate against the reference on held-out prompts: "gold" (synthetic task) or "none"',
+                   choices=("none", "gold"))
+    eval_prompts: int = f(256, "held-out prompts for the win-rate and the KL to the reference", gt=0)
+    max_new_tokens: int = f(16, "tokens generated per response (win-rate, reference pairs)", gt=0)
+    temperature: float = f(1.0, "sampling temperature (win-rate, reference pairs)", gt=0)
 
 
 @dataclass
@@ -236,8 +267,8 @@ class LogSection:
 
 @dataclass
 class Config:
-    kind: str = f("rm", "what the run does: train a reward model or a PPO policy, or evaluate a reward model "
-                  "(model.name = its folder) on data.eval", choices=("rm", "ppo", "eval"))
+    kind: str = f("rm", "what the run does: train a reward model, a PPO policy or a DPO policy, or evaluate a "
+                  "reward model (model.name = its folder) on data.eval", choices=("rm", "ppo", "dpo", "eval"))
     name: str = f("run", "a human name; part of the run id")
     seed: int = f(0, "seed of data order, initialisation and sampling", ge=0, lt=2**32)
     tags: list = f([], "free labels shown in `aplot ls` and the runs screen")
@@ -246,6 +277,7 @@ class Config:
     data: DataSection = sub(DataSection, "preference pairs")
     loss: LossSection = sub(LossSection, "reward-model loss (kind = rm)")
     ppo: PPOSection = sub(PPOSection, "PPO settings (kind = ppo)")
+    dpo: DPOSection = sub(DPOSection, "DPO settings (kind = dpo)")
     optim: OptimSection = sub(OptimSection, "optimizer and schedule")
     eval: EvalSection = sub(EvalSection, "evaluation")
     checkpoint: CheckpointSection = sub(CheckpointSection, "checkpoints")
@@ -478,12 +510,23 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
     if cfg.ppo.bon_samples and cfg.ppo.bon_samples & (cfg.ppo.bon_samples - 1):
         problems.append(f"ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two (2, 4 … 64), "
                         f"got {cfg.ppo.bon_samples} ({src.of('ppo.bon_samples')})")
-    if cfg.kind == "ppo" and not cfg.ppo.reward_model_run:
+    if cfg.kind == "ppo" and not cfg.ppo.reward_model_run and not cfg.ppo.ensemble.members:
         problems.append(f"ppo.reward_model_run: a PPO run needs a completed RM run id or path "
                         f"({src.of_all('ppo.reward_model_run', 'kind')})")
+    if cfg.ppo.reward_model_run and cfg.ppo.ensemble.members:
+        problems.append(f"ppo.ensemble.members: set either it or ppo.reward_model_run, not both (a single RM is "
+                        f"members = [that run]) ({src.of_all('ppo.ensemble.members', 'ppo.reward_model_run')})")
     if cfg.kind == "ppo" and cfg.ppo.judge == "gold" and cfg.ppo.prompts != "synthetic":
         problems.append(f'ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule '
                         f"({src.of_all('ppo.judge', 'ppo.prompts', 'kind')})")
+    if cfg.kind == "dpo" and (cfg.dpo.judge == "gold" or cfg.dpo.pairs == "reference" or cfg.dpo.sft_steps) and \
+            cfg.data.train != "synthetic":
+        problems.append(f"data.train: dpo.judge = \"gold\", dpo.pairs = \"reference\" and dpo.sft_steps need the "
+                        f"synthetic task, the only one with a gold rule, a rater and reference completions "
+                        f"({src.of_all('data.train', 'dpo.judge', 'dpo.pairs', 'dpo.sft_steps')})")
+    if cfg.dpo.label_smoothing and cfg.dpo.type != "sigmoid":
+        problems.append(f"dpo.label_smoothing: cDPO's smoothing applies to dpo.type = \"sigmoid\", got "
+                        f"{cfg.dpo.type!r} ({src.of_all('dpo.label_smoothing', 'dpo.type')})")
     if cfg.launch.mixed_precision != "no" and cfg.launch.cpu and cfg.launch.mixed_precision == "fp16":
         problems.append(f"launch.mixed_precision: fp16 needs a GPU; use bf16 or no with cpu = true "
                         f"({src.of_all('launch.mixed_precision', 'launch.cpu')})")
