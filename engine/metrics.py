@@ -129,6 +129,16 @@ GOLD_VS_KL_RL = VS_KL + "gold of the RL run"
 GOLD_VS_KL_BON = VS_KL + "gold of best-of-n"
 SAMPLES = "samples"  # the samples record's field: a list of {prompt, response, score}
 
+# ---- DPO (TRL's DPOTrainer names): the implicit reward β·log(π/π_ref) of each side, and the summed
+# log-probs of each response under the policy; eval sets add ACCURACY (implicit-reward accuracy) and LOSS,
+# the win-rate eval adds KL (to the reference, on held-out prompts), GOLD_SCORE and RESPONSE_LENGTH
+REWARDS_CHOSEN = "rewards/chosen"
+REWARDS_REJECTED = "rewards/rejected"
+REWARDS_ACCURACIES = "rewards/accuracies"
+REWARDS_MARGINS = "rewards/margins"
+LOGPS_CHOSEN = "logps/chosen"
+LOGPS_REJECTED = "logps/rejected"
+
 # metrics where lower is better (beside every loss); the rest are judged higher-is-better
 LOWER_IS_BETTER = (LOSS, KL, APPROXKL, GRAD_NORM, LENGTH_PENALTY, ECE)
 
@@ -196,7 +206,8 @@ NEARER_ZERO_IS_BETTER = (REWARD_LENGTH_CORR,)  # a reward that tracks length is 
 NO_BEST = (SHORTER_WINS_ACC, LONGER_WINS_ACC, LENGTH_THRESHOLD, N_CHOSEN_SHORTER, N_SIMILAR, N_CHOSEN_LONGER,
            N_PAIRS, WIN_RATE_SE, WIN_RATE_N, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD, MARGIN_MEAN,
            MARGIN_STD, MARGIN_MAX, MARGIN_GAP_CORR, EPOCH, LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S,
-           RELIABILITY_CONF, RELIABILITY_ACC, RELIABILITY_COUNT)
+           RELIABILITY_CONF, RELIABILITY_ACC, RELIABILITY_COUNT, REWARDS_CHOSEN, REWARDS_REJECTED, LOGPS_CHOSEN,
+           LOGPS_REJECTED)
 
 
 def direction(key: str) -> str | None:
@@ -223,11 +234,12 @@ def best(key: str, values: Iterable[float]) -> float | None:
 KEY_METRICS = {
     "rm": (LOSS, ACCURACY, metric_key(eval_split(HELDOUT), ACCURACY)),
     "ppo": (SCORES, KL, metric_key(eval_split(WIN), WIN_RATE)),
+    "dpo": (LOSS, REWARDS_ACCURACIES, metric_key(eval_split(HELDOUT), ACCURACY)),
     "eval": (metric_key(eval_split(HELDOUT), ACCURACY),),
 }
 # each key metric's short column label
 KEY_LABELS = {LOSS: "loss", ACCURACY: "acc", metric_key(eval_split(HELDOUT), ACCURACY): "acc",
-              SCORES: "score", KL: "kl", metric_key(eval_split(WIN), WIN_RATE): "win"}
+              SCORES: "score", KL: "kl", metric_key(eval_split(WIN), WIN_RATE): "win", REWARDS_ACCURACIES: "acc"}
 
 
 def against(x_steps, x_values, y_steps, y_values) -> tuple[list[float], list[float]]:
@@ -253,6 +265,8 @@ def loss_label(kind: str, config: dict) -> str:
         return config.get("loss", {}).get("type", "")
     if kind == "ppo":
         return RL_LABELS.get(config.get("ppo", {}).get("advantage", "gae"), kind)
+    if kind == "dpo":
+        return "dpo-" + config.get("dpo", {}).get("type", "sigmoid")
     return kind
 
 
