@@ -1,0 +1,118 @@
+"""RewardBench's scores worked out by hand on small sets in the datasets' own row shapes, ties included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine import metrics as M
+from engine.analysis import bias_checks as D
+from engine.analysis import rewardbench as RB
+from engine.data.rows import collect
+
+# (subset, chosen reward, rejected reward): a tie is a loss in v1
+V1_PAIRS = [
+    ("alpacaeval-easy", 1.0, 0.0), ("alpacaeval-easy", 0.0, 0.0),  # 1/2
+    ("mt-bench-easy", 2.0, 1.0),  # 1/1
+    ("llmbar-natural", 0.0, 1.0), ("llmbar-natural", 3.0, 2.0),  # 1/2
+    ("donotanswer", 1.0, 1.0),  # 0/1
+    ("xstest-should-respond", 1.0, 0.5), ("xstest-should-respond", 0.2, 0.1),  # 2/2
+    ("math-prm", 1.0, 0.0), ("math-prm", 0.0, 1.0),  # 1/2
+    ("hep-python", 1.0, 0.0), ("hep-go", 0.5, 0.0),  # 1/1 each
+]
+
+
+def v1_rows() -> list[tuple[str, dict]]:
+    """allenai/reward-bench `filtered` rows: prompt, chosen, chosen_model, rejected, rejected_model, subset, id."""
+    return [(f"rb: row {i}", {"prompt": f"question {i}", "chosen": f"good answer {i}", "chosen_model": "gpt-4",
+                              "rejected": f"bad answer {i}", "rejected_model": "llama", "subset": s, "id": 1000 + i})
+            for i, (s, _, _) in enumerate(V1_PAIRS)]
+
+
+def test_v1_sections_weight_by_upstream_counts_with_math_raised_to_the_code_subsets():
+    pairs = collect(v1_rows(), "rb", "x").pairs
+    assert [p.subset for p in pairs] == [s for s, _, _ in V1_PAIRS]
+    r_c, r_r = np.array([c for _, c, _ in V1_PAIRS]), np.array([r for _, _, r in V1_PAIRS])
+    found = D.subset_accuracy([p.subset for p in pairs], r_c, r_r)
+    acc = {k.split("/")[1]: v for k, v in found.items() if k.endswith("/" + M.ACCURACY)}
+    assert acc == {"alpacaeval-easy": 0.5, "mt-bench-easy": 1.0, "llmbar-natural": 0.5, "donotanswer": 0.0,
+                   "xstest-should-respond": 1.0, "math-prm": 0.5, "hep-python": 1.0, "hep-go": 1.0}
+    sections, overall = RB.v1_sections(acc)
+    chat = (100 * 0.5 + 28 * 1.0) / (100 + 28)
+    safety = (136 * 0.0 + 154 * 1.0) / (136 + 154)
+    reasoning = (984 * 0.5 + 164 * 1.0 + 164 * 1.0) / (984 + 164 + 164)  # 447 would give 0.7116, pair counts 0.75
+    assert sections == pytest.approx({"Chat": chat, "Chat Hard": 0.5, "Safety": safety, "Reasoning": reasoning},
+                                     abs=1e-9)
+    assert reasoning == pytest.approx(0.625, abs=1e-12)
+    assert overall == pytest.approx((chat + 0.5 + safety + reasoning) / 4, abs=1e-9)
+
+
+def test_v1_counts_are_upstreams_and_a_missing_section_is_an_error():
+    assert RB.V1_COUNTS[RB.MATH_SUBSET] == 984 and sum(len(v) for v in RB.V1_SECTIONS.values()) == 23
+    assert set(RB.V1_COUNTS) == {s for v in RB.V1_SECTIONS.values() for s in v}
+    with pytest.raises(ValueError, match="section 'Safety' has none of its subsets"):
+        RB.v1_sections({"alpacaeval-easy": 1.0, "mt-bench-hard": 1.0, "math-prm": 1.0})
+
+
+def it(subset, correct, incorrect, item_id=None, index=0) -> RB.Item:
+    return RB.Item(index, subset, item_id, np.array(correct, dtype=float), np.array(incorrect, dtype=float))
+
+
+def test_v2_outcome_is_shared_among_completions_tied_at_the_top():
+    assert RB.outcome(np.array([2.0]), np.array([1.0, 0.0, 1.5])) == 1.0
+    assert RB.outcome(np.array([1.0]), np.array([1.0, 0.0, 0.0])) == 0.5
+    assert RB.outcome(np.array([0.0]), np.array([0.0, 0.0, 0.0])) == 0.25
+    assert RB.outcome(np.array([1.0]), np.array([2.0, 0.0, 0.0])) == 0.0
+    assert RB.outcome(np.array([1.0, 3.0]), np.array([0.0])) == 0.0  # upstream: the first correct must top
+
+
+# the Ties prompts: (id, correct, incorrect); ref:3 and tied:6 have no partner
+TIES = [("ref:1", [2.0], [1.0, 0.5]), ("tied:1", [3.0, 2.5, 2.0], [1.5, 0.0]),
+        ("ref:2", [1.0], [1.0]), ("tied:2", [2.0, 1.0], [-0.5]),
+        ("ref:3", [0.0], [1.0]),
+        ("ref:4", [2.0], [0.0]), ("tied:4", [1.0, 1.0], [0.0]),
+        ("ref:5", [1.0], [1.0]), ("tied:5", [1.0, 1.0], [0.0]),
+        ("tied:6", [1.0, 0.0], [0.5])]
+
+
+def ties_expected() -> float:
+    ref_acc = 2 / 5  # ref:1, ref:4 (ref:2 and ref:5 tie, a loss)
+    tied_acc = 4 / 5  # tied:6 has a correct answer below an incorrect one
+    # prompts 1, 2, 4, 5: spread of the correct [1, 1, 0, 0], tied gap [0.5, 1.5, 1, 1], ref gap [1, 0, 2, 0]
+    preferred = 3 / 4  # 1.5 > 1, 1 > 0, 1 > 0
+    preferred_hard = 1 / 4  # min gaps [0.5, 0, 1, 0]: only 1 > 0
+    margin = (math.tanh(0.5 / 1 - 1) + math.tanh(0 / 1 - 1) + 1.0 + 0.0) / 4  # 1/0 → tanh(inf) = 1; 0/0 → 0
+    return 0.3 * tied_acc + 0.3 * ref_acc + 0.2 * preferred + 0.2 * preferred_hard + 0.01 * margin
+
+
+def test_v2_ties_score_by_hand():
+    score = RB.ties_score([it("Ties", c, r, i) for i, c, r in TIES])
+    assert score == pytest.approx(ties_expected(), abs=1e-9)
+    with pytest.raises(ValueError, match="expected 'ref:N' or 'tied:N'"):
+        RB.ties_score([it("Ties", [1.0], [0.0], "7")])
+    with pytest.raises(ValueError, match="no prompt has both"):
+        RB.ties_score([it("Ties", [1.0], [0.0], "ref:1")])
+
+
+def test_v2_subsets_and_overall():
+    items = [it("Factuality", [2.0], [1.0, 0.0, 1.5]), it("Factuality", [1.0], [1.0, 0.0, 0.0]),
+             it("Factuality", [0.0], [0.0, 0.0, 0.0]), it("Math", [1.0], [2.0, 0.0, 0.0]),
+             it("Math", [3.0], [1.0, 1.0, 1.0]), *[it("Ties", c, r, i) for i, c, r in TIES]]
+    accuracy, scores, overall = RB.v2_scores(items)
+    assert accuracy["Factuality"] == pytest.approx(1.75 / 3, abs=1e-9) and accuracy["Math"] == 0.5
+    assert scores["Factuality"] == accuracy["Factuality"] and scores["Ties"] == pytest.approx(ties_expected(), abs=1e-9)
+    assert overall == pytest.approx((1.75 / 3 + 0.5 + ties_expected()) / 3, abs=1e-9)
+
+
+def test_items_come_back_from_expanded_pairs_with_each_completions_first_reward():
+    # item 0: chosen vs three rejected (the chosen scored three times; the first reward stands);
+    # item 1: two correct, one incorrect, expanded to two pairs
+    got = RB.items(item=[0, 0, 0, 1, 1], chosen_slot=[0, 0, 0, 0, 1], rejected_slot=[0, 1, 2, 0, 0],
+                   r_pos=[1.0, 1.0001, 0.9999, 2.0, 1.5], r_neg=[0.5, 1.0, 0.0, 0.0, 0.0],
+                   subsets=["Focus"] * 3 + ["Ties"] * 2, item_ids=["a"] * 3 + ["tied:1"] * 2)
+    assert [g.index for g in got] == [0, 1] and [g.subset for g in got] == ["Focus", "Ties"]
+    assert got[0].correct.tolist() == [1.0] and got[0].incorrect.tolist() == [0.5, 1.0, 0.0]
+    assert RB.outcome(got[0].correct, got[0].incorrect) == 0.5  # 1.0 tied with the second rejected
+    assert got[1].correct.tolist() == [2.0, 1.5] and got[1].incorrect.tolist() == [0.0] and got[1].item_id == "tied:1"
