@@ -99,17 +99,39 @@ def make_pairs(n: int, seed: int, label_noise: float, length_bias: float = 0.0) 
         prompt = _prompt(rng)
         topic = topic_of_prompt(prompt)
         a, b = (_response(rng, topic, rng.random(), rng.randint(*PAIR_WORDS)) for _ in range(2))
-        ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
-        if abs(ga - gb) < 1e-9:
-            continue
-        chosen, rejected = (a, b) if ga > gb else (b, a)
-        if rng.random() < label_noise:
+        rated = rate(rng, prompt, a, b, label_noise, length_bias)
+        if rated is not None:
+            rows.append({"prompt": prompt, "chosen": rated[0], "rejected": rated[1]})
+    return rows
+
+
+def rate(rng: random.Random, prompt: str, a: str, b: str, label_noise: float,
+         length_bias: float = 0.0) -> tuple[str, str] | None:
+    """The task's rater: (chosen, rejected) by the gold rule, then flipped for a `label_noise` share, and
+    for a `length_bias` share labelled \"longer wins\" instead (see `make_pairs`); None for an exact gold tie."""
+    ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
+    if abs(ga - gb) < 1e-9:
+        return None
+    chosen, rejected = (a, b) if ga > gb else (b, a)
+    if rng.random() < label_noise:
+        chosen, rejected = rejected, chosen
+    if length_bias and rng.random() < length_bias:
+        n_chosen, n_rejected = len(chosen.split()), len(rejected.split())
+        if n_rejected > n_chosen:
             chosen, rejected = rejected, chosen
-        if length_bias and rng.random() < length_bias:
-            n_chosen, n_rejected = len(chosen.split()), len(rejected.split())
-            if n_rejected > n_chosen:
-                chosen, rejected = rejected, chosen
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return chosen, rejected
+
+
+def rate_pairs(prompts: list[str], first: list[str], second: list[str], seed: int, label_noise: float,
+               length_bias: float = 0.0) -> list[dict]:
+    """Rows {prompt, chosen, rejected} of two given responses per prompt (a policy's own samples),
+    labelled by `rate` from its own seeded stream; gold ties and pairs with an empty response are left out."""
+    rng = random.Random(f"rater-{seed}")  # noqa: S311 - the demo task is seeded on purpose
+    rows = []
+    for prompt, a, b in zip(prompts, first, second, strict=True):
+        rated = rate(rng, prompt, a, b, label_noise, length_bias) if a.strip() and b.strip() else None
+        if rated is not None:
+            rows.append({"prompt": prompt, "chosen": rated[0], "rejected": rated[1]})
     return rows
 
 
