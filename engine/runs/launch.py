@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine.config import Config, ConfigError
 
-MODULES = {"rm": "engine.rm.train", "ppo": "engine.rl.train", "eval": "engine.rm.evaluate"}
+MODULES = {"rm": "engine.rm.train", "ppo": "engine.rl.train", "dpo": "engine.dpo.train", "eval": "engine.rm.evaluate"}
 RUN_ACCELERATE_CONFIG = "accelerate_config.yaml"  # the run's own copy of the file, used on every launch
 SHARDED = ("FSDP", "DEEPSPEED")  # distributed types Accelerate engages only on GPUs
 

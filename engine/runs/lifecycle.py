@@ -137,7 +137,7 @@ def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], li
     return links, problems
 
 
-KIND_PHRASE = {"rm": "an RM", "ppo": "a PPO", "eval": "an eval"}  # a run kind as a message says it
+KIND_PHRASE = {"rm": "an RM", "ppo": "a PPO", "dpo": "a DPO", "eval": "an eval"}  # a run kind as a message says it
 
 
 def find_model_run(root: Path, ref: str, kind: str, field: str) -> tuple[Path, str]:
@@ -170,7 +170,7 @@ def create(checked: Checked | config_mod.Config, root: Path) -> mf.RunPaths:
     checked again."""
     checked = checked if isinstance(checked, Checked) else preflight(checked, root)
     cfg = checked.cfg
-    loss = cfg.loss.type if cfg.kind == "rm" else None
+    loss = cfg.loss.type if cfg.kind == "rm" else cfg.dpo.type if cfg.kind == "dpo" else None
     run_id = mf.new_run_id(cfg.name, cfg.kind, loss)
     paths = mf.run_paths(Path(root), run_id)
     mf.create(paths, name=cfg.name, kind=cfg.kind, config=config_mod.to_dict(cfg), tags=cfg.tags,
