@@ -57,6 +57,10 @@ SKIPPED_NONFINITE = "skipped_nonfinite"  # a step (RM) or minibatches (PPO) drop
 TOKENS_PER_S = "tokens_per_s"
 EPOCH = "epoch"
 N_PAIRS = "n_pairs"
+# an N-way eval set (one prompt, one correct against k incorrect completions): `accuracy` is per item
+# (RewardBench 2's rule), the pairs' own accuracy is kept beside it
+N_ITEMS = "n_items"
+PAIR_ACCURACY = "pair_accuracy"
 # eval-only: accuracy per `subset` label and per section of a sections file (RewardBench's way)
 SUBSET_PREFIX = "subset/"
 SECTION_PREFIX = "section/"
@@ -204,7 +208,7 @@ def higher_is_better(key: str) -> bool:
 HIGHER, LOWER, NEARER_ZERO = "higher", "lower", "nearer 0"
 NEARER_ZERO_IS_BETTER = (REWARD_LENGTH_CORR,)  # a reward that tracks length is worse whichever its sign
 NO_BEST = (SHORTER_WINS_ACC, LONGER_WINS_ACC, LENGTH_THRESHOLD, N_CHOSEN_SHORTER, N_SIMILAR, N_CHOSEN_LONGER,
-           N_PAIRS, WIN_RATE_SE, WIN_RATE_N, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD, MARGIN_MEAN,
+           N_PAIRS, N_ITEMS, WIN_RATE_SE, WIN_RATE_N, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD, MARGIN_MEAN,
            MARGIN_STD, MARGIN_MAX, MARGIN_GAP_CORR, EPOCH, LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S,
            RELIABILITY_CONF, RELIABILITY_ACC, RELIABILITY_COUNT, REWARDS_CHOSEN, REWARDS_REJECTED, LOGPS_CHOSEN,
            LOGPS_REJECTED)

@@ -104,6 +104,12 @@ def pair(a: RunData, b: RunData, set_name: str) -> list[tuple[str, stats.Paired]
         return f"{M.eval_split(set_name)}: one run's eval is a reward model's, the other's an RL run's"
     if isinstance(pa, P.Outcomes):
         return prompt_pairs(pa, pb)
+    if isinstance(pa, P.Items) != isinstance(pb, P.Items):
+        return f"{M.eval_split(set_name)}: one run's eval is item by item (N-way rows), the other's pair by pair"
+    if isinstance(pa, P.Items):
+        if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
+            return f"{M.eval_split(set_name)}: the runs evaluated different items ({len(pa.index)} vs {len(pb.index)})"
+        return [(M.ACCURACY, stats.paired_values(pa.outcome, pb.outcome))]  # an item's outcome: 1, 1/t or 0
     if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
         return f"{M.eval_split(set_name)}: the runs evaluated different pairs ({len(pa.index)} vs {len(pb.index)})"
     return [(M.ACCURACY, stats.paired(pa.correct, pb.correct))]

@@ -19,6 +19,13 @@ ranks gathered them.
 
     write_outcomes(run_dir, set_name, step, outcome, gold, prompts)   # main process only
 
+An N-way set (one prompt, correct against incorrect completions: RewardBench 2) writes one row an
+item instead: `(outcome float32, chosen float32, best_rejected float32, index int32)`, the item's
+outcome (1 on top, 1/t tied with t − 1 others, else 0), the first correct completion's reward, the
+best incorrect one's, and the item's number in its set (runs pair up by it).
+
+    write_items(run_dir, set_name, step, outcome, chosen, best_rejected, index)   # main process only
+
 numpy only: the UI reads these files, and the engine's eval (RM training, `eval` runs, RL) writes them.
 """
 
@@ -37,6 +44,7 @@ import numpy as np
 DIR = "predictions"
 DTYPE = np.dtype([("r_pos", "<f4"), ("r_neg", "<f4"), ("index", "<i4")])
 RL_DTYPE = np.dtype([("outcome", "<f4"), ("gold", "<f4"), ("prompt", "<u8")])
+ITEM_DTYPE = np.dtype([("outcome", "<f4"), ("chosen", "<f4"), ("best_rejected", "<f4"), ("index", "<i4")])
 _STEP = re.compile(r"step-(\d+)\.npy")
 
 
@@ -65,6 +73,18 @@ class Outcomes:
     outcome: np.ndarray  # [n] float32 in {0, 0.5, 1}
     gold: np.ndarray  # [n] float32, NaN where no judge score was taken
     prompt: np.ndarray  # [n] uint64 keys of the prompts' text
+
+
+@dataclass(frozen=True)
+class Items:
+    """One eval of an N-way set: per item its outcome, the chosen's reward and the best rejected's."""
+
+    set_name: str
+    step: int
+    outcome: np.ndarray  # [n] float32 in [0, 1]
+    chosen: np.ndarray  # [n] float32
+    best_rejected: np.ndarray  # [n] float32
+    index: np.ndarray  # [n] int32: the item's number in the set
 
 
 def prompt_key(prompt: str) -> int:
@@ -107,6 +127,17 @@ def write_outcomes(run_dir: Path, set_name: str, step: int, outcome, gold, promp
     return _save(run_dir, set_name, step, rows)
 
 
+def write_items(run_dir: Path, set_name: str, step: int, outcome, chosen, best_rejected, index) -> Path:
+    """Write one N-way eval's per-item outcomes and rewards (in set order) atomically."""
+    cols = [np.asarray(c).ravel() for c in (outcome, chosen, best_rejected, index)]
+    if len({len(c) for c in cols}) != 1:
+        raise ValueError(f"items: columns of {[len(c) for c in cols]} rows")
+    rows = np.empty(len(cols[0]), dtype=ITEM_DTYPE)
+    for name, col in zip(ITEM_DTYPE.names, cols, strict=True):
+        rows[name] = col
+    return _save(run_dir, set_name, step, rows)
+
+
 def _save(run_dir: Path, set_name: str, step: int, rows: np.ndarray) -> Path:
     folder = set_dir(run_dir, set_name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +167,7 @@ def steps(run_dir: Path, set_name: str) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP.fullmatch(p.name)))
 
 
-def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions | Outcomes | None:
+def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions | Outcomes | Items | None:
     """One eval's rewards, or an RL eval's outcomes (the newest unless `step` is given); None when
     the run has none for that set."""
     have = steps(run_dir, set_name)
@@ -146,6 +177,8 @@ def read(run_dir: Path, set_name: str, step: int | None = None) -> Predictions |
     rows = np.load(set_dir(run_dir, set_name) / f"step-{step}.npy", allow_pickle=False)
     if rows.dtype == RL_DTYPE:
         return Outcomes(set_name, step, rows["outcome"], rows["gold"], rows["prompt"])
+    if rows.dtype == ITEM_DTYPE:
+        return Items(set_name, step, rows["outcome"], rows["chosen"], rows["best_rejected"], rows["index"])
     if rows.dtype != DTYPE:
         raise ValueError(f"{set_dir(run_dir, set_name)}/step-{step}.npy: not a predictions file ({rows.dtype})")
     return Predictions(set_name, step, rows["r_pos"], rows["r_neg"], rows["index"])

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine import metrics as M
+
 V1_SECTIONS: dict[str, tuple[str, ...]] = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"),
     "Chat Hard": ("mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor", "llmbar-adver-GPTInst",
@@ -154,3 +156,40 @@ def v2_scores(all_items: list[Item]) -> tuple[dict[str, float], dict[str, float]
     accuracy = {s: float(np.mean([outcome(i.correct, i.incorrect) for i in its])) for s, its in sorted(by_subset.items())}
     scores = {s: ties_score(by_subset[s]) if s.lower() == TIES else acc for s, acc in accuracy.items()}
     return accuracy, scores, float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+# ---------------------------------------------------------------------------- an eval's record
+
+SUITE_V1 = "rewardbench"  # `eval.sections = "rewardbench"`: upstream's four sections, weighted as upstream
+
+
+def v1_metrics(result: dict) -> dict[str, float]:
+    """Section scores and their mean (RewardBench's overall) for one eval record's subset accuracies."""
+    acc = {s: result[k] for s in V1_COUNTS if (k := M.subset_key(s, M.ACCURACY)) in result}
+    sections, overall = v1_sections(acc)
+    return {**{M.section_key(name): v for name, v in sections.items()}, M.SECTIONS_MEAN: overall}
+
+
+def nway_metrics(pairs: Sequence, r_pos, r_neg) -> tuple[dict, list[Item]]:
+    """An N-way set's record (its `pairs` carry `item`, the slots, `subset` and `item_id`, as
+    `engine.data.rows.parse_item` makes them): item accuracy and count, per subset the item
+    accuracy and count, and with subsets RewardBench 2's score per subset (as its section) and the
+    overall (as the sections' mean)."""
+    found = items([p.item for p in pairs], [p.chosen_slot for p in pairs], [p.rejected_slot for p in pairs],
+                  r_pos, r_neg, [p.subset for p in pairs], [p.item_id for p in pairs])
+    outcomes = np.array([outcome(i.correct, i.incorrect) for i in found])
+    out: dict = {M.ACCURACY: float(outcomes.mean()), M.N_ITEMS: len(found)}
+    if any(i.subset is not None for i in found):
+        accuracy, scores, overall = v2_scores(found)
+        for s in accuracy:
+            out[M.subset_key(s, M.ACCURACY)] = accuracy[s]
+            out[M.subset_key(s, M.N_ITEMS)] = sum(i.subset == s for i in found)
+            out[M.section_key(s)] = scores[s]
+        out[M.SECTIONS_MEAN] = overall
+    return out, found
+
+
+def item_columns(found: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(outcome, chosen reward, best rejected reward, index) per item: what `predictions.write_items` keeps."""
+    return (np.array([outcome(i.correct, i.incorrect) for i in found]), np.array([i.correct[0] for i in found]),
+            np.array([i.incorrect.max() for i in found]), np.array([i.index for i in found]))

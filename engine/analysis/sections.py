@@ -16,12 +16,16 @@ import tomllib
 from pathlib import Path
 
 from engine import metrics as M
+from engine.analysis import rewardbench as RB
 from engine.config import ConfigError
 
 
 def read_sections(path: str | Path) -> dict[str, dict[str, float | None]]:
-    """section -> {subset: weight, or None for "by pair count"}; one line per problem."""
+    """section -> {subset: weight, or None for "by pair count"}; one line per problem. The name
+    `rewardbench` (no such file needed) is RewardBench v1's own table (`engine.analysis.rewardbench`)."""
     where = str(path)
+    if where == RB.SUITE_V1 and not Path(where).exists():
+        return {name: {s: float(RB.V1_COUNTS[s]) for s in subsets} for name, subsets in RB.V1_SECTIONS.items()}
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:

@@ -27,7 +27,7 @@ import numpy as np
 from engine.data import cache
 from engine.data.rows import LoadResult, Pair
 
-FORMAT = 2  # 2: the mapped columns a set lacks
+FORMAT = 3  # 2: the mapped columns a set lacks; 3: N-way items
 ROWS = "rows.npz"
 TEXTS = ("prompt", "chosen", "rejected")
 PARSERS = ("rows.py", "sources.py", "row_cache.py")  # the code a cached parse depends on
@@ -88,6 +88,11 @@ def _arrays(result: LoadResult) -> dict[str, np.ndarray]:
     arrays["has_subset"] = np.fromiter((p.subset is not None for p in result.pairs), dtype=bool)
     arrays["has_margin"] = np.fromiter((p.margin is not None for p in result.pairs), dtype=bool)
     arrays["margin"] = np.fromiter((0.0 if p.margin is None else p.margin for p in result.pairs), dtype=np.float64)
+    arrays["item"] = np.fromiter((-1 if p.item is None else p.item for p in result.pairs), dtype=np.int64)
+    if (arrays["item"] >= 0).any():  # an N-way set: which completions each pair holds, and the rows' ids
+        arrays["slots"] = np.array([(p.chosen_slot, p.rejected_slot) for p in result.pairs], dtype=np.int32)
+        arrays["item_id"], arrays["item_id_off"] = _pack([p.item_id for p in result.pairs])
+        arrays["has_item_id"] = np.fromiter((p.item_id is not None for p in result.pairs), dtype=bool)
     meta = {"skipped_empty": result.skipped_empty, "sha256": result.sha256, "format": result.format,
             "absent": result.absent, "columns": result.columns}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -121,6 +126,13 @@ def load(root: Path, k: str, spec: str) -> LoadResult | None:
     if arrays["has_subset"].any():  # most sets have no subsets: nothing to decode
         subset = _unpack(arrays["subset"], arrays["subset_off"])
         subsets = [s if has else None for s, has in zip(subset, arrays["has_subset"].tolist(), strict=True)]
-    pairs = _pairs(prompt, chosen, rejected, margins, subsets)
+    n = len(prompt)
+    items, slots, ids = [None] * n, [(0, 0)] * n, [None] * n
+    if "slots" in arrays:
+        items = arrays["item"].tolist()
+        slots = arrays["slots"].tolist()
+        ids = [s if has else None for s, has in zip(_unpack(arrays["item_id"], arrays["item_id_off"]),
+                                                   arrays["has_item_id"].tolist(), strict=True)]
+    pairs = _pairs(prompt, chosen, rejected, margins, subsets, items, [c for c, _ in slots], [r for _, r in slots], ids)
     return LoadResult(pairs, meta["skipped_empty"], spec, meta["sha256"], meta["format"], meta["absent"],
                       meta["columns"])

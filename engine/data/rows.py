@@ -16,6 +16,9 @@ two responses — so everything downstream (tokenisation, losses, the OT margin)
   - hh (Anthropic HH-RLHF): `{chosen, rejected}` whole "\\n\\nHuman: … \\n\\nAssistant: …"
     transcripts, split at the longest shared prefix that ends in "\\n\\nAssistant:"; other texts
     split where their shared words end.
+- N-way (RewardBench 2): `{prompt, chosen: [texts], rejected: [texts][, id]}`, one prompt with correct
+  and incorrect completions, becomes pairs that share an `item` number (`parse_item`); an eval scores
+  the item as a whole (`engine.analysis.rewardbench`).
 
 A row that has a `prompt` column (its own, or one `[data.columns]` maps) never gets an implicit
 prompt: a null or missing prompt there is an error, not a common prefix made up in its place.
@@ -57,6 +60,12 @@ class Pair:
     rejected: str
     margin: float | None = None
     subset: str | None = None  # a label (e.g. RewardBench's "alpacaeval-easy") for per-subset accuracy
+    # an N-way row (one prompt, a list of correct and of incorrect completions) becomes several pairs:
+    # `item` is that row's number in its file, the slots say which of its completions this pair holds
+    item: int | None = None
+    chosen_slot: int = 0
+    rejected_slot: int = 0
+    item_id: str | None = None  # the row's `id` (RewardBench 2's Ties pairs "ref:N" with "tied:N" by it)
 
 
 @dataclass
@@ -164,9 +173,7 @@ def parse_row(row: Any) -> tuple[Pair, str]:
         *parts, shape = split_transcripts(chosen, rejected)
     else:
         raise ValueError("chosen and rejected must both be text or both be message lists")
-    subset = row.get("subset")
-    if subset is not None and not isinstance(subset, str):
-        raise ValueError(f"subset must be text, got {subset!r}")
+    subset = _subset(row)
     margin = row.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
         raise ValueError(f"margin must be a number, got {margin!r}")
@@ -175,6 +182,38 @@ def parse_row(row: Any) -> tuple[Pair, str]:
     except OverflowError:  # an integer beyond float range; ±Infinity written as such stays allowed
         raise ValueError(f"margin is too large for a float ({len(str(abs(margin)))} digits)") from None
     return Pair(*parts, margin=margin, subset=subset), shape
+
+
+def _subset(row: dict) -> str | None:
+    subset = row.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise ValueError(f"subset must be text, got {subset!r}")
+    return subset
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def parse_item(row: Any, item: int) -> list[Pair] | None:
+    """An N-way row (RewardBench 2's shape: a text prompt, `chosen` and `rejected` lists of texts;
+    either may be one text) as pairs that between them hold every completion once or more: pair t
+    is correct completion t mod m against incorrect completion t mod k, max(m, k) pairs in all.
+    None for a row that is a plain pair (`parse_row`'s); a ValueError for a malformed N-way row."""
+    if not isinstance(row, dict) or not (_texts(row.get("chosen")) or _texts(row.get("rejected"))):
+        return None
+    chosen, rejected = ([v] if isinstance(v, str) else v for v in (row["chosen"], row["rejected"]))
+    if not (_texts(chosen) and _texts(rejected)):
+        raise ValueError("an N-way row's chosen and rejected must each be a text or a non-empty list of texts")
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValueError(f"an N-way row (lists of completions) needs a text prompt, got {type(prompt).__name__}")
+    if row.get("margin") is not None:
+        raise ValueError("margin is one number per pair; an N-way row cannot have one")
+    subset, item_id = _subset(row), None if row.get("id") is None else str(row["id"])
+    m, k = len(chosen), len(rejected)
+    return [Pair(prompt, chosen[t % m], rejected[t % k], None, subset, item, t % m, t % k, item_id)
+            for t in range(max(m, k))]
 
 
 def rename_columns(row: Any, columns: dict[str, str] | None) -> Any:
@@ -197,7 +236,7 @@ def collect(rows: Iterable[tuple[str, Any]], path: str, sha256: str,
     """Rows (any iterable of (where, row)) to pairs; the first bad row stops it with where + why.
     An empty set, or a set of empty responses only, is an error naming `path`; a mapped margin or
     subset column found in no row is noted in `absent`."""
-    pairs, shapes, skipped, n = [], [], 0, 0
+    pairs, shapes, skipped, n, kept = [], [], 0, 0, 0
     unseen = {ours: theirs for ours, theirs in (columns or {}).items() if ours in OPTIONAL}
     found: set[str] = set()
     for where, row in rows:
@@ -206,19 +245,31 @@ def collect(rows: Iterable[tuple[str, Any]], path: str, sha256: str,
             found.update(row)
             unseen = {ours: theirs for ours, theirs in unseen.items() if theirs not in row}
         try:
-            pair, shape = parse_row(rename_columns(row, columns))
+            row = rename_columns(row, columns)
+            found_pairs = parse_item(row, kept)
+            shape = "nway"
+            if found_pairs is None:
+                pair, shape = parse_row(row)
+                found_pairs = [pair]
         except ValueError as e:
             raise DataError(f"{where}: {e}") from None
-        if not pair.chosen.strip() or not pair.rejected.strip():
-            skipped += 1
+        if any(not p.chosen.strip() or not p.rejected.strip() for p in found_pairs):
+            skipped += 1  # an N-way row with one empty completion goes whole: a part would score otherwise
             continue
-        pairs.append(pair)
+        pairs += found_pairs
+        kept += 1
         if shape not in shapes:
             shapes.append(shape)
     if n == 0:
         raise DataError(f"{path}: no rows (the data set is empty)")
     if not pairs:
         raise DataError(f"{path}: no preference pairs ({skipped} rows skipped for an empty response)")
+    if "nway" in shapes:  # a plain pair among N-way rows is an item of its own: its row's number
+        last = -1
+        for p in pairs:
+            if p.item is None:
+                p.item = last + 1
+            last = p.item
     return LoadResult(pairs, skipped, path, sha256, "+".join(shapes), unseen, sorted(found) if unseen else [])
 
 

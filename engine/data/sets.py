@@ -73,8 +73,18 @@ def assemble(cfg: config_mod.Config, results: dict[str, LoadResult]) -> Sets:
     if d.max_train_pairs:
         out.train = out.train[: d.max_train_pairs]
     if d.max_eval_pairs:
-        evals = {k: v[: d.max_eval_pairs] for k, v in evals.items()}
+        evals = {k: whole_items(v, d.max_eval_pairs) for k, v in evals.items()}
     out.evals = {k: v for k, v in evals.items() if v}
+    return out
+
+
+def whole_items(pairs: list[Pair], cap: int) -> list[Pair]:
+    """The first `cap` pairs, less the pairs of an N-way item the cap would cut: half an item would be
+    scored as if its other completions did not exist."""
+    out = pairs[:cap]
+    if len(pairs) > cap and pairs[cap].item is not None:
+        while out and out[-1].item == pairs[cap].item:
+            out.pop()
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from engine import metrics as M
 from engine.analysis import bias_checks as D
+from engine.analysis import rewardbench as RB
 from engine.analysis.sections import read_sections, section_scores
 from engine.models import load_reward_model, n_params
 from engine.rm.train import data_counts, evaluate, load_data, pair_datasets
@@ -45,14 +46,15 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
     for name, ds in eval_sets.items():
         out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0)
         if sections and any(p.subset is not None for p in eval_pairs[name]):
-            try:
-                out.update(section_scores(out, sections))
+            try:  # `rewardbench`: upstream's sections and weights (a subset the data lacks is left out)
+                out.update(RB.v1_metrics(out) if cfg.eval.sections == RB.SUITE_V1 else section_scores(out, sections))
             except ValueError as e:
                 raise TrainingError(f"{e} ({name})") from None
         ctx.log(0, M.eval_split(name), out)
         if ctx.is_main and hard:
             D.append_hard_pairs(ctx.paths.hard_pairs, 0, name, hard)
-        acc.print(f"[aplot] {name}: accuracy {out[M.ACCURACY]:.4f} over {out[M.N_PAIRS]} pairs"
+        over = f"{out[M.N_ITEMS]} items ({out[M.N_PAIRS]} pairs)" if M.N_ITEMS in out else f"{out[M.N_PAIRS]} pairs"
+        acc.print(f"[aplot] {name}: accuracy {out[M.ACCURACY]:.4f} over {over}"
                   + (f", sections mean {out[M.SECTIONS_MEAN]:.4f}" if M.SECTIONS_MEAN in out else ""))
         for key in (M.ACCURACY, M.LOSS, M.SECTIONS_MEAN):
             if key in out:

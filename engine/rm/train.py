@@ -22,6 +22,7 @@ from engine import config as config_mod
 from engine import metrics as M
 from engine.analysis import bias_checks as D
 from engine.analysis import predictions
+from engine.analysis import rewardbench as RB
 from engine.data import sets as data_sets
 from engine.data import token_cache
 from engine.data.pairs import PairDataset, collate_pairs
@@ -170,8 +171,15 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     sort = order.argsort()
     cols = [c[sort.to(c.device)] for c in cols]
     r_c, r_r, lens = cols[0].cpu(), cols[1].cpu(), cols[2].cpu().numpy()
+    try:
+        nway = RB.nway_metrics(pairs, r_c.numpy(), r_r.numpy()) if pairs and pairs[0].item is not None else None
+    except ValueError as e:  # RewardBench 2's Ties subset with ids it cannot pair
+        raise TrainingError(f"eval {name}: {e}") from None
     if name is not None and step is not None and ctx.is_main:
-        predictions.write(ctx.paths.dir, name, step, r_c.numpy(), r_r.numpy(), order[sort].numpy())
+        if nway:  # an N-way set is compared item by item: one outcome an item
+            predictions.write_items(ctx.paths.dir, name, step, *RB.item_columns(nway[1]))
+        else:
+            predictions.write(ctx.paths.dir, name, step, r_c.numpy(), r_r.numpy(), order[sort].numpy())
     stats = pair_stats(r_c, r_r)
     gap = r_c - r_r
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],
@@ -187,6 +195,9 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     rc_np, rr_np = r_c.numpy(), r_r.numpy()
     out.update(D.diagnostics(rc_np, rr_np, lens[:, 0], lens[:, 1]))
     out.update(D.subset_accuracy([p.subset for p in pairs], rc_np, rr_np))
+    if nway:  # accuracy is per item (RewardBench 2's rule), per subset too; the pairs' own beside it
+        out[M.PAIR_ACCURACY] = out[M.ACCURACY]
+        out.update(nway[0])
     hard = D.hard_pair_records(pairs, rc_np, rr_np, m.numpy() if m is not None else None, k=cfg.eval.hard_pairs,
                                len_c=lens[:, 0], len_r=lens[:, 1],
                                truncated=[item["truncated"] for item in dataset.items]) \

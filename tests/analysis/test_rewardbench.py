@@ -116,3 +116,70 @@ def test_items_come_back_from_expanded_pairs_with_each_completions_first_reward(
     assert got[0].correct.tolist() == [1.0] and got[0].incorrect.tolist() == [0.5, 1.0, 0.0]
     assert RB.outcome(got[0].correct, got[0].incorrect) == 0.5  # 1.0 tied with the second rejected
     assert got[1].correct.tolist() == [2.0, 1.5] and got[1].incorrect.tolist() == [0.0] and got[1].item_id == "tied:1"
+
+
+# ---------------------------------------------------------------------------- N-way rows in the data layer
+
+
+def v2_row(i: int, subset: str, correct: list[str], incorrect: list[str], item_id: str | None = None) -> dict:
+    """An allenai/reward-bench-2 `test` row, every column it has."""
+    return {"id": item_id or str(i), "prompt": f"question {i}", "chosen": correct, "rejected": incorrect,
+            "num_correct": len(correct), "num_incorrect": len(incorrect),
+            "total_completions": len(correct) + len(incorrect), "models": ["m"] * (len(correct) + len(incorrect)),
+            "subset": subset, "additional_metadata": {"category": None, "correct": None, "index": None,
+                                                      "instruction_id_list": [], "label": None, "method": None,
+                                                      "models": [], "prompt_norm": None, "subcategory": None,
+                                                      "valid": None}}
+
+
+def test_nway_rows_become_pairs_that_hold_every_completion_and_read_back_from_the_row_cache(tmp_path):
+    from engine.data import row_cache
+    from engine.data.sets import whole_items
+
+    rows = [v2_row(0, "Focus", ["right"], ["w1", "w2", "w3"]),
+            v2_row(1, "Focus", ["ok"], ["", "w", "w"]),  # an empty completion: the whole item goes
+            v2_row(2, "Ties", ["red", "blue", "green"], ["seven", "cat"], "tied:3"),
+            {"prompt": "plain", "chosen": "yes", "rejected": "no", "subset": "Focus"}]  # a pair among items
+    res = collect([(f"rb2: row {i}", r) for i, r in enumerate(rows, 1)], "rb2", "x")
+    assert res.skipped_empty == 1 and res.format == "nway+standard"
+    got = [(p.item, p.chosen, p.rejected, p.chosen_slot, p.rejected_slot, p.item_id) for p in res.pairs]
+    assert got == [(0, "right", "w1", 0, 0, "0"), (0, "right", "w2", 0, 1, "0"), (0, "right", "w3", 0, 2, "0"),
+                   (1, "red", "seven", 0, 0, "tied:3"), (1, "blue", "cat", 1, 1, "tied:3"),
+                   (1, "green", "seven", 2, 0, "tied:3"), (2, "yes", "no", 0, 0, None)]
+    assert row_cache.store(tmp_path, "k", res)
+    back = row_cache.load(tmp_path, "k", "rb2")
+    assert [(p.item, p.chosen, p.rejected, p.chosen_slot, p.rejected_slot, p.item_id, p.subset) for p in back.pairs] \
+        == [(*g, p.subset) for g, p in zip(got, res.pairs, strict=True)]
+    assert [p.item for p in whole_items(res.pairs, 4)] == [0, 0, 0]  # a cap never cuts an item in half
+    assert [p.item for p in whole_items(res.pairs, 6)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_malformed_nway_row_is_one_line_naming_the_row():
+    from engine.data.rows import DataError
+
+    for row, why in [({"prompt": "p", "chosen": ["a"], "rejected": []}, "non-empty list of texts"),
+                     ({"chosen": ["a"], "rejected": ["b"]}, "needs a text prompt"),
+                     ({"prompt": "p", "chosen": ["a"], "rejected": ["b"], "margin": 1.0}, "cannot have one")]:
+        with pytest.raises(DataError, match=f"rb2: row 1: .*{why}"):
+            collect([("rb2: row 1", row)], "rb2", "x")
+
+
+def test_nway_metrics_and_the_item_predictions_they_write(tmp_path):
+    from engine.analysis import predictions as P
+
+    rows = [v2_row(0, "Math", ["a"], ["b", "c", "d"]), v2_row(1, "Math", ["a"], ["b", "c", "d"]),
+            *[v2_row(2 + j, "Ties", [f"c{k}" for k in range(len(c))], [f"w{k}" for k in range(len(r))], i)
+              for j, (i, c, r) in enumerate(TIES)]]
+    pairs = collect([(f"r{i}", r) for i, r in enumerate(rows)], "rb2", "x").pairs
+    scores = {0: ([1.0], [0.0, 1.0, 0.5]), 1: ([2.0], [0.0, 1.0, 0.5]),
+              **{2 + j: (c, r) for j, (_, c, r) in enumerate(TIES)}}
+    r_pos = [scores[p.item][0][p.chosen_slot] for p in pairs]
+    r_neg = [scores[p.item][1][p.rejected_slot] for p in pairs]
+    out, found = RB.nway_metrics(pairs, r_pos, r_neg)
+    assert out[M.N_ITEMS] == 12 and out[M.subset_key("Math", M.ACCURACY)] == 0.75  # ½ (a tie) and 1
+    assert out[M.section_key("Ties")] == pytest.approx(ties_expected(), abs=1e-9)
+    assert out[M.SECTIONS_MEAN] == pytest.approx((0.75 + ties_expected()) / 2, abs=1e-9)
+    P.write_items(tmp_path, "rb2", 0, *RB.item_columns(found))
+    back = P.read(tmp_path, "rb2")
+    assert isinstance(back, P.Items) and back.index.tolist() == list(range(12))
+    assert back.outcome[:2].tolist() == [0.5, 1.0] and back.best_rejected[:2].tolist() == [1.0, 1.0]
