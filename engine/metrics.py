@@ -127,6 +127,12 @@ BON_KL = "kl"  # the KL of the best of n to the reference (nats a response)
 BON_PROXY = "proxy"  # the RM's (proxy's) mean score of the pick
 BON_GOLD = "gold"  # the judge's mean score of the pick
 BON_WIN = "win"  # the judge's win-rate of the pick against a plain sample
+# ppo.ensemble (engine.rl.ensemble): the members' rewards, at every rollout and every win-rate eval
+ENSEMBLE_MEAN = "ensemble/mean_reward"  # the members' mean reward over the samples
+ENSEMBLE_STD = "ensemble/std"  # disagreement: the std of the members' rewards (over members), mean over samples
+ENSEMBLE_STD_PER_LENGTH = "ensemble/std_per_token"  # that std ÷ the response's length in tokens, mean over samples
+ENSEMBLE_SIGN_DISAGREE = "ensemble/sign_disagreement"  # share of samples the members put on both sides of the reference's
+ENSEMBLE_KEYS = (ENSEMBLE_MEAN, ENSEMBLE_STD, ENSEMBLE_STD_PER_LENGTH, ENSEMBLE_SIGN_DISAGREE)
 # the over-optimisation view: series whose x is the KL to the reference (nats a response), not a step
 VS_KL = "vs_kl/"
 GOLD_VS_KL_RL = VS_KL + "gold of the RL run"
@@ -211,7 +217,7 @@ NO_BEST = (SHORTER_WINS_ACC, LONGER_WINS_ACC, LENGTH_THRESHOLD, N_CHOSEN_SHORTER
            N_PAIRS, N_ITEMS, WIN_RATE_SE, WIN_RATE_N, CHOSEN_REWARD, REJECTED_REWARD, MIN_REWARD, MAX_REWARD, MARGIN_MEAN,
            MARGIN_STD, MARGIN_MAX, MARGIN_GAP_CORR, EPOCH, LEARNING_RATE, SAMPLES_PER_S, TOKENS_PER_S,
            RELIABILITY_CONF, RELIABILITY_ACC, RELIABILITY_COUNT, REWARDS_CHOSEN, REWARDS_REJECTED, LOGPS_CHOSEN,
-           LOGPS_REJECTED)
+           LOGPS_REJECTED, *ENSEMBLE_KEYS)
 
 
 def direction(key: str) -> str | None:

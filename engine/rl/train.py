@@ -30,12 +30,13 @@ import torch
 from accelerate.utils import gather_object
 
 from engine import metrics as M
-from engine.analysis import predictions
+from engine.analysis import overopt, predictions
 from engine.data import synthetic
 from engine.data.rows import ASSISTANT_MARK, render_messages
 from engine.lr_schedule import lr_scheduler
-from engine.models import load_reward_model, load_tokenizer, n_params
+from engine.models import load_tokenizer, n_params
 from engine.rl import best_of_n as bon
+from engine.rl import ensemble as E
 from engine.rl import losses as L
 from engine.rl import policy as P
 from engine.runs import status as S
@@ -105,34 +106,46 @@ def step_prompts(train: list[str], step: int, resolved: dict, seed: int, rank: i
 # ---------------------------------------------------------------------------- runs we read from
 
 
-def linked_model(ctx: RunContext, link: str) -> tuple[Path, str]:
-    """(exported model folder, run id or folder) of a run this config names. The preflight found each
-    one before the run began and wrote it to `[links]` by whole id; the trainer never searches the
-    store again, but the run may have gone since."""
-    ref = ctx.manifest.get("links", {}).get(link)
-    if not ref:
+def linked_models(ctx: RunContext, link: str) -> list[Path]:
+    """The exported model folders of a run (or, for a list link such as `ensemble_members`, of each run)
+    this config names. The preflight found each one before the run began and wrote it to `[links]` by
+    whole id; the trainer never searches the store again, but a run may have gone since."""
+    refs = ctx.manifest.get("links", {}).get(link)
+    if not refs:
         raise TrainingError(f"[links] {link}: not set; launch this run through aplot, whose preflight sets it")
     try:
-        return mf.exported_model(ctx.paths.dir.parent, ref), ref
+        return [mf.exported_model(ctx.paths.dir.parent, ref) for ref in ([refs] if isinstance(refs, str) else refs)]
     except mf.RunError as e:
         raise TrainingError(f"[links] {link}: {e}") from None
+
+
+def linked_model(ctx: RunContext, link: str) -> tuple[Path, str]:
+    """(exported model folder, run id or folder) of the one run a link names."""
+    return linked_models(ctx, link)[0], ctx.manifest["links"][link]
+
+
+def load_proxy(ctx: RunContext) -> E.Ensemble:
+    """The reward the policy optimises: `ppo.reward_model_run` alone, or `[ppo.ensemble]`'s members
+    aggregated (one member is that RM exactly)."""
+    ens = ctx.cfg.ppo.ensemble
+    link = "ensemble_members" if ens.members else "reward_model_run"
+    return E.Ensemble.load(linked_models(ctx, link), ctx.accelerator.device, ens.aggregate, ens.uwo_lambda)
 
 
 class Judge:
     """Outcome of response a against b for each prompt: 1 a wins, 0.5 tie, 0 b wins."""
 
-    def __init__(self, ctx: RunContext, rm, rm_tok):
+    def __init__(self, ctx: RunContext, proxy: E.Ensemble):
         spec = ctx.cfg.ppo.judge  # "gold" with prompts other than synthetic fails config validation
-        self.gold, self.rm, self.tok, self.device = spec == "gold", rm, rm_tok, ctx.accelerator.device
+        self.gold, self.rm = spec == "gold", proxy  # "rm": the proxy itself (an ensemble's aggregate)
         if spec not in ("rm", "gold"):
-            folder, _ = linked_model(ctx, "judge_run")
-            self.rm, self.tok = load_reward_model(folder, self.device)
+            self.rm = E.Ensemble.load(linked_models(ctx, "judge_run"), ctx.accelerator.device)
 
     def scores(self, prompts: list[str], texts: list[str]) -> list[float]:
         """The judge's own score of each response (gold, or the judging RM's reward)."""
         if self.gold:
             return [synthetic.gold_reward(p, t) for p, t in zip(prompts, texts, strict=True)]
-        return P.score(self.rm, self.tok, prompts, texts, rm_max_length(self.tok), self.device).tolist()
+        return self.rm.score(prompts, texts).tolist()
 
     def __call__(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         return self.judged(prompts, a, b)[0]
@@ -142,13 +155,8 @@ class Judge:
         if self.gold:
             return ([synthetic.gold_judge(p, x, y) for p, x, y in zip(prompts, a, b, strict=True)],
                     self.scores(prompts, a))
-        sa = P.score(self.rm, self.tok, prompts, a, rm_max_length(self.tok), self.device).tolist()
-        sb = P.score(self.rm, self.tok, prompts, b, rm_max_length(self.tok), self.device).tolist()
+        sa, sb = self.rm.score(prompts, a).tolist(), self.rm.score(prompts, b).tolist()
         return [0.5 if abs(x - y) < 1e-6 else float(x > y) for x, y in zip(sa, sb, strict=True)], sa
-
-
-def rm_max_length(tok) -> int:
-    return int(min(tok.model_max_length, 4096))
 
 
 # ---------------------------------------------------------------------------- generation
@@ -169,7 +177,17 @@ def sample_texts(lm, tok, prompts: list[str], cfg, seed: int, batch: int = 64) -
     return texts
 
 
-def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step) -> dict:
+def eval_disagreement(proxy: E.Ensemble, tok, prompts, texts, opponent_texts) -> dict:
+    """An ensemble's disagreement on the policy's held-out samples (this rank's share, gathered), the
+    sign test against the opponent's sample of the same prompt (the reference's, by default)."""
+    own, theirs = proxy.member_scores(prompts, texts), proxy.member_scores(prompts, opponent_texts)  # [K, b]
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    rows = gather_object([(own[:, i].tolist(), theirs[:, i].tolist(), lengths[i]) for i in range(len(texts))])
+    return E.disagreement(torch.tensor([r[0] for r in rows]).T, torch.tensor([r[2] for r in rows]),
+                          torch.tensor([r[1] for r in rows]).T)
+
+
+def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, proxy, step) -> dict:
     """Policy vs opponent on this rank's share of the held-out prompts, gathered, logged; each
     prompt's outcome and judge score kept (predictions/win/step-N.npy) for a paired comparison."""
     cfg = ctx.cfg
@@ -178,12 +196,14 @@ def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step
     outcomes, scores, every = gather_object(local_outcomes), gather_object(local_scores), gather_object(prompts)
     rate, se, n = L.win_rate(outcomes)
     result = {M.WIN_RATE: rate, M.WIN_RATE_SE: se, M.WIN_RATE_N: n}
+    if len(proxy) > 1:
+        result.update(eval_disagreement(proxy, tok, prompts, texts, opponent_texts))
     if ctx.is_main:
         predictions.write_outcomes(ctx.paths.dir, M.WIN, step, outcomes, scores, every)
     ctx.log(step, M.eval_split(M.WIN), result)
     k = cfg.ppo.samples_logged
     if k and ctx.is_main:
-        scores = P.score(rm, rm_tok, prompts[:k], texts[:k], rm_max_length(rm_tok), ctx.accelerator.device).tolist()
+        scores = proxy.score(prompts[:k], texts[:k]).tolist()
         gold = [synthetic.gold_reward(p, t) if cfg.ppo.prompts == "synthetic" else None
                 for p, t in zip(prompts[:k], texts[:k], strict=True)]
         ctx.log(step, M.SAMPLES_SPLIT, {M.SAMPLES: [{"prompt": p, "response": t, "score": s, "gold": g}
@@ -191,15 +211,15 @@ def win_rate_eval(ctx, lm, tok, prompts, opponent_texts, judge, rm, rm_tok, step
     return result
 
 
-def best_of_n_eval(ctx, ref, tok, prompts, judge, rm, rm_tok) -> dict:
+def best_of_n_eval(ctx, ref, tok, prompts, judge, proxy) -> dict:
     """The reference's best-of-n curve: ppo.bon_samples responses per held-out prompt (this rank's
     share), each scored by the run's RM (the proxy that picks) and by the judge; gathered, logged."""
     cfg, n = ctx.cfg, ctx.cfg.ppo.bon_samples
     repeated = [q for q in prompts for _ in range(n)]  # each prompt's n samples side by side
     texts = sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + 15485863)
-    proxy = P.score(rm, rm_tok, repeated, texts, rm_max_length(rm_tok), ctx.accelerator.device).tolist()
+    picked = proxy.score(repeated, texts).tolist()
     judged = judge.scores(repeated, texts)
-    rows = gather_object([(proxy[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
+    rows = gather_object([(picked[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
     result = bon.curve(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]))
     ctx.log(0, M.BON_SPLIT, result)
     columns = (result[f] for f in (M.BON_N, M.BON_PROXY, M.BON_GOLD, M.BON_WIN))
@@ -221,10 +241,10 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         raise TrainingError(f"resume: this PPO run was saved on {saved['world_size']} ranks and the launch has "
                             f"{world}; resume with `aplot resume RUN launch.num_processes={saved['world_size']}`")
 
-    # 1. the reward model first: a wrong reference should fail in a second, not after SFT
-    rm_dir, _ = linked_model(ctx, "reward_model_run")
-    rm, rm_tok = load_reward_model(rm_dir, dev)
-    judge = Judge(ctx, rm, rm_tok)
+    # 1. the reward model(s) first: a wrong reference should fail in a second, not after SFT. Each
+    # ensemble member is loaded here once per rank and kept for the run.
+    proxy = load_proxy(ctx)
+    judge = Judge(ctx, proxy)
 
     # 2. prompts, tokenizer, policy; the reference is the policy at the start of PPO
     train_prompts, eval_prompts, hashes = load_prompts(cfg)
@@ -269,7 +289,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 4. derived sizes, computed once and frozen into the manifest
     resolved = resolve_ppo(cfg, len(train_prompts), len(eval_prompts), world)
-    resolved.update(n_params=n_params(policy), reward_model=str(rm_dir))
+    folders = [str(f) for f in linked_models(ctx, "ensemble_members" if p.ensemble.members else "reward_model_run")]
+    resolved.update(n_params=n_params(policy), reward_model=folders[0] if len(folders) == 1 else folders)
     if sft_losses:  # absent on resume, so the manifest keeps the first launch's value
         resolved["sft_final_loss"] = round(sft_losses[-1], 4)
     total = resolved["total_steps"]
@@ -282,10 +303,12 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 6. resume
     start_step, best, win = 1, {"win_rate": -1.0, "step": 0}, {}
+    watch = overopt.Watch()  # the gold-free warning over the logged (proxy, disagreement) points
     state = ctx.resume_state()
     if state is not None:
         start_step, best = state["step"] + 1, state.get("best", best)
         kl_ctl.load_state_dict(state["kl_ctl"])
+        watch.load_state_dict(state.get("overopt", watch.state_dict()))
     ctx.start(resolved, hashes)
     say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
         f"prompts, {total} steps of {resolved['global_rollout']} prompts × {p.samples_per_prompt} samples ({p.advantage}), "
@@ -294,7 +317,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     policy_lm = unwrapped if group else unwrapped.hf_model  # the causal LM that samples and is exported
 
     def evaluate(step: int) -> dict:
-        result = win_rate_eval(ctx, policy_lm, tok, eval_local, opponent_texts, judge, rm, rm_tok, step)
+        result = win_rate_eval(ctx, policy_lm, tok, eval_local, opponent_texts, judge, proxy, step)
         if step > 0 and result[M.WIN_RATE] > best["win_rate"]:
             best.update(win_rate=result[M.WIN_RATE], step=step)
             ctx.export_model(policy_lm, tok, "best")
@@ -303,7 +326,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     if start_step == 1:
         win = evaluate(0)  # the start of the curve: the policy is the reference here (≈ 0.5)
         if p.bon_samples:
-            best_of_n_eval(ctx, ref, tok, eval_local, judge, rm, rm_tok)
+            best_of_n_eval(ctx, ref, tok, eval_local, judge, proxy)
 
     # 7. the loop
     step, last = start_step - 1, {}
@@ -325,7 +348,12 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
             ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature)
             texts = P.decode_responses(tok, responses, r_mask)
-            scores = P.score(rm, rm_tok, prompts, texts, rm_max_length(rm_tok), dev)  # [B]
+            member_scores = proxy.member_scores(prompts, texts)  # [K, B]
+            scores = E.aggregate(member_scores, p.ensemble.aggregate, p.ensemble.uwo_lambda)  # [B]
+            if len(proxy) > 1:  # the sign test reads one reference sample per prompt, drawn from (seed, step)
+                ref_texts = sample_texts(ref, tok, prompts[::k], cfg, seed=(cfg.seed * 1_000_003 + step) * 64 + rank)
+                ref_scores = proxy.member_scores(prompts[::k], ref_texts).repeat_interleave(k, 1)  # [K, B]
+                ens_stats = E.disagreement(member_scores, r_mask.sum(1), ref_scores)
             has_eos = P.ends_with_eos(responses, r_mask, tok.eos_token_id)  # [B]
             scores = scores - p.missing_eos_penalty * (~has_eos).float()
             policy.train()
@@ -393,6 +421,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                  M.RLHF_REWARD: (scores + non_score.sum(1)).mean(), M.SCORES: scores.mean(),
                  M.RESPONSE_LENGTH: r_mask.sum(1).float().mean(), M.ADVANTAGE_MEAN: adv_mean, M.ADVANTAGE_STD: adv_std,
                  **group_stats, **{name: torch.stack(v).mean() for name, v in stats.items()}}
+        if len(proxy) > 1:
+            local.update({name: torch.tensor(v, device=dev) for name, v in ens_stats.items()})
         if p.prompts == "synthetic":
             gold = [synthetic.gold_reward(q, t) for q, t in zip(prompts, texts, strict=True)]
             local[M.GOLD_SCORE] = torch.tensor(float(np.mean(gold)), device=dev)
@@ -406,20 +436,22 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         kl_ctl.update(data[M.KL], resolved["samples_per_step"])
         if step % cfg.log.every == 0 or step == total:
             ctx.log(step, M.TRAIN, data)
+            if M.ENSEMBLE_STD in data and (alarm := watch.add(step, data[M.SCORES], data[M.ENSEMBLE_STD])):
+                say(alarm.line())
         last = data
 
         # 7e. win-rate, stop, checkpoint
         if step % p.win_rate_every == 0 and step != total:
             win = evaluate(step)
         if ctx.stop_requested:
-            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict(), "overopt": watch.state_dict()})
             return S.STOPPED, summarize(step, last, win, best)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != total:
-            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+            ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict(), "overopt": watch.state_dict()})
 
     # 8. the end: final win-rate, resumable state, exported policy
     win = evaluate(step)
-    ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict()})
+    ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict(), "overopt": watch.state_dict()})
     ctx.export_model(policy_lm, tok, "final")
     return S.COMPLETED, summarize(step, last, win, best, completed=True)
 

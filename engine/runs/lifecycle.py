@@ -49,7 +49,7 @@ class Checked:
     `[links]` by whole id, and what the data checks counted."""
 
     cfg: config_mod.Config
-    links: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str | list[str]] = field(default_factory=dict)  # a list: ppo.ensemble's members
     data: dict[str, dict] = field(default_factory=dict)
 
 
@@ -87,7 +87,7 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
                 read_sections(cfg.eval.sections)
             except config_mod.ConfigError as e:
                 problems += e.problems
-    links: dict[str, str] = {}
+    links: dict[str, str | list[str]] = {}
     if cfg.kind == "ppo" and root is not None:
         links, found = named_runs(cfg.ppo, Path(root))
         problems += found
@@ -120,10 +120,11 @@ def model_problem(name: str) -> str:
     return f"model.name: {name!r} is not a model folder and not in the local hub cache (HF_HUB_OFFLINE is set)"
 
 
-def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], list[str]]:
+def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str | list[str]], list[str]]:
     """The runs a PPO config names, as links (whole run ids, or resolved model folders), and the
     problems with them."""
-    named = [("ppo.reward_model_run", "reward_model_run", p.reward_model_run, "rm")]  # (field, link, ref, kind)
+    named = [("ppo.reward_model_run", "reward_model_run", p.reward_model_run, "rm")] if p.reward_model_run else []
+    # (field, link, ref, kind)
     if p.judge not in ("rm", "gold"):
         named.append(("ppo.judge", "judge_run", p.judge, "rm"))
     if p.opponent != "reference":
@@ -134,7 +135,55 @@ def named_runs(p: config_mod.PPOSection, root: Path) -> tuple[dict[str, str], li
             links[link] = find_model_run(root, ref, kind, field_name)[1]
         except mf.RunError as e:
             problems.append(str(e))
+    if p.ensemble.members:
+        links["ensemble_members"], found = ensemble_members(p.ensemble.members, root)
+        problems += found
     return links, problems
+
+
+SWEEP_REF = "sweep:"  # a member reference standing for every run of one sweep
+TOKENIZER_FILE = "tokenizer_config.json"
+
+
+def ensemble_members(refs: list[str], root: Path) -> tuple[list[str], list[str]]:
+    """(each member as a whole run id or folder, the problems): every member a completed RM run with an
+    exported model that carries its own tokenizer (a member scores its own tokenisation of the policy's
+    text), none named twice; `sweep:ID` stands for every run of that sweep, in the sweep's order."""
+    members, problems = [], []
+    for i, ref in enumerate(refs):
+        field_name = f"ppo.ensemble.members[{i}]"
+        try:
+            expanded = sweep_members(root, ref.removeprefix(SWEEP_REF)) if ref.startswith(SWEEP_REF) else [ref]
+        except mf.RunError as e:
+            problems.append(f"{field_name}: {e}")
+            continue
+        for one in expanded:
+            try:
+                folder, member = find_model_run(root, one, "rm", field_name)
+            except mf.RunError as e:
+                problems.append(str(e))
+                continue
+            if not (folder / TOKENIZER_FILE).is_file():
+                problems.append(f"{field_name}: {member}'s export {folder} carries no tokenizer ({TOKENIZER_FILE}); "
+                                "a member scores its own tokenisation, so its export must hold it")
+            elif member in members:
+                problems.append(f"{field_name}: {member} is already a member; name each reward model once")
+            else:
+                members.append(member)
+    return members, problems
+
+
+def sweep_members(root: Path, ref: str) -> list[str]:
+    """The run ids of one sweep (its whole id, or a part only it has), in the sweep's order, read from the
+    runs' own manifests (each records the sweep that made it)."""
+    runs = [(m["sweep"].get("id", ""), m["sweep"].get("index", 0), p.id) for p, m in mf.list_runs(root)
+            if isinstance(m.get("sweep"), dict)]
+    ids = sorted({s for s, _, _ in runs if s == ref}) or sorted({s for s, _, _ in runs if ref and ref in s})
+    if not ids:
+        raise mf.RunError(f"{SWEEP_REF}{ref}: no runs of such a sweep in {root}")
+    if len(ids) > 1:
+        raise mf.RunError(f"{SWEEP_REF}{ref}: ambiguous, matches the sweeps {', '.join(ids[:4])}")
+    return [run for _, _, run in sorted(r for r in runs if r[0] == ids[0])]
 
 
 KIND_PHRASE = {"rm": "an RM", "ppo": "a PPO", "dpo": "a DPO", "eval": "an eval"}  # a run kind as a message says it
