@@ -56,8 +56,8 @@ def reference_pairs(ref, tok, cfg, exclude: set[str]) -> list[dict]:
     held-out win-rate prompts), labelled by the task's rater with `data.label_noise` and `data.length_bias`."""
     n, seed = cfg.data.synthetic_pairs, cfg.seed
     prompts = [p for p in synthetic.make_prompts(2 * n + 64, seed) if p not in exclude]
-    first, _, _ = sample(ref, tok, prompts, cfg, seed=seed + 1)
-    second, _, _ = sample(ref, tok, prompts, cfg, seed=seed + 2)
+    first, _, _ = sample(ref, tok, prompts, cfg, seed=seed + 1, batch=256)
+    second, _, _ = sample(ref, tok, prompts, cfg, seed=seed + 2, batch=256)
     rows = synthetic.rate_pairs(prompts, first, second, seed, cfg.data.label_noise, cfg.data.length_bias)
     return rows[:n]
 
