@@ -138,6 +138,11 @@ def show(
             typer.echo(f"  {k} = {fmt(v)}")
     for line in _best_of_n(paths):
         typer.echo(line)
+    if manifest.get("kind") == "ppo":  # the gold-free warning of an RM ensemble (views.health)
+        from aplot_tui.views import health, run_data
+
+        for flag in health.series_flags(run_data.load_run(paths).series):
+            typer.echo(f"\nhealth: {flag}")
     ckpts = mf.checkpoint_steps(paths)
     typer.echo(f"\ncheckpoints: {', '.join(f'step-{s}' for s in ckpts) or 'none'}"
                + ("  best" if (paths.checkpoints / 'best').exists() else ""))

@@ -73,7 +73,8 @@ PPO_PANELS = (
     Panel("reward", "reward: rm score · rlhf (score − kl penalty)", ((M.SCORES, "rm score"), (M.RLHF_REWARD, "rlhf"))),
     Panel("gold", "gold score (the judge)", ((M.GOLD_SCORE, "gold"),)),
     Panel("kl", "KL to reference · entropy (nats a response)", ((M.KL, "kl"), (M.ENTROPY, "entropy"))),
-    Panel("overopt", "gold against KL: rl · best-of-n", ((M.KL, "kl"), (M.GOLD_SCORE, "gold")), kind="overopt",
+    Panel("overopt", "gold against KL: rl · best-of-n", ((M.KL, "kl"), (M.GOLD_SCORE, "gold"), (M.SCORES, "proxy"),
+                                                           (M.ENSEMBLE_STD, "disagreement")), kind="overopt",
           xlabel="KL (nats)"),
     Panel("clip", "clip fractions", ((M.CLIPFRAC, "policy"), (M.VALUE_CLIPFRAC, "value"))),
     Panel("win", "win rate ± se", kind="win"),
@@ -356,7 +357,8 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             xs, ys = (list(series.xs), list(series.ys)) if series is not None else ([], [])
         strip.best = health.best_eval(key, xs, ys, self._checkpoints)
         flags = []
-        train = {name: self.series.get(M.metric_key(M.TRAIN, name)) for name in (M.LOSS, M.KL, M.SCORES, M.GOLD_SCORE)}
+        train = {name: self.series.get(M.metric_key(M.TRAIN, name))
+                 for name in (M.LOSS, M.KL, M.SCORES, M.GOLD_SCORE, M.ENSEMBLE_STD)}
         if train[M.LOSS] is not None:
             flags += health.loss_flags(list(train[M.LOSS].ys))
         if train[M.KL] is not None:
@@ -367,6 +369,8 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
             if train[M.GOLD_SCORE] is not None:
                 gold = train[M.GOLD_SCORE]
                 flags += health.hacking_flags("gold", gold.xs, gold.ys, proxy.xs, proxy.ys)
+            if (spread := train[M.ENSEMBLE_STD]) is not None:
+                flags += health.overopt_flags(proxy.xs, proxy.ys, spread.xs, spread.ys)
         strip.flags = tuple(flags)
         failed = self._status in (S.FAILED, S.CRASHED)
         strip.error = (self.manifest.get("error", "") or f"the run {self._status}") if failed else ""
@@ -443,6 +447,12 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
         if self._bon and self._bon.get(M.BON_KL):
             lines.append(Line("best-of-n", xs=tuple(self._bon[M.BON_KL]), ys=tuple(self._bon[M.BON_GOLD]),
                               color=PALETTE[1]))
+        spread = self.series.get(M.metric_key(M.TRAIN, M.ENSEMBLE_STD))
+        if kl is not None and spread is not None:  # an RM ensemble: the proxy and its members' disagreement too
+            proxy = self.series[M.metric_key(M.TRAIN, M.SCORES)]
+            for i, (label, s) in enumerate((("proxy", proxy), ("disagreement", spread))):
+                xs, ys = M.against(kl.xs, kl.ys, s.xs, s.ys)
+                lines.append(Line(label, xs=tuple(xs), ys=tuple(ys), color=PALETTE[2 + i], kind="scatter"))
         return tuple(lines)
 
     def _stale(self) -> list[tuple[Panel, tuple, tuple[Line, ...]]]:

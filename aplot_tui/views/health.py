@@ -2,8 +2,10 @@
 
 Textual-free (series in, words out), so the run screen's strip and `aplot show` can say the same
 thing. The flags are deliberately few and blunt, each one a thing a person would stop a run for:
-a non-finite loss, a loss that diverges, a KL past a threshold, and a judge (win rate or gold)
-that falls while the proxy reward the policy optimises rises (reward hacking, Gao et al. 2022).
+a non-finite loss, a loss that diverges, a KL past a threshold, a judge (win rate or gold)
+that falls while the proxy reward the policy optimises rises (reward hacking, Gao et al. 2022), and,
+with no gold at all, an RM ensemble whose disagreement outruns its baseline while the proxy rises
+(engine.analysis.overopt).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine import metrics as M
+from engine.analysis import overopt
 
 KL_LIMIT = 10.0  # nats a response: far past where a KL-penalised policy usually sits
 DIVERGE_FACTOR = 2.0  # the latest loss window this many times the best window's mean: diverging
@@ -76,6 +79,22 @@ def hacking_flags(judge: str, judge_xs: Sequence[float], judge_ys: Sequence[floa
     if len(inside) < 2 or inside[-1] <= inside[0]:
         return []
     return [f"{judge} falling ({tail_y[0]:.3g} → {tail_y[-1]:.3g}) while the reward rises: over-optimising the RM"]
+
+
+def overopt_flags(proxy_xs: Sequence[float], proxy_ys: Sequence[float],
+                  disagreement_xs: Sequence[float], disagreement_ys: Sequence[float]) -> list[str]:
+    """The gold-free over-optimisation warning over the train points that logged both the proxy and
+    the ensemble's disagreement: the trainer's train.log line, read back from the stream."""
+    at = dict(zip(disagreement_xs, disagreement_ys, strict=True))
+    points = [(x, y, at[x]) for x, y in zip(proxy_xs, proxy_ys, strict=True) if x in at]
+    alarm = overopt.first_alarm(*zip(*points, strict=True)) if points else None
+    return [f"over-optimisation warning from step {alarm.step}: {alarm.text()}"] if alarm else []
+
+
+def series_flags(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> list[str]:
+    """`overopt_flags` of a run's series by key (views.run_data's), for `aplot show` and compare."""
+    proxy, spread = series.get(M.metric_key(M.TRAIN, M.SCORES)), series.get(M.metric_key(M.TRAIN, M.ENSEMBLE_STD))
+    return overopt_flags(*proxy, *spread) if proxy and spread else []
 
 
 def segments(points: Sequence[tuple[float, int]], started_at: float | None = None) -> list[list[tuple[float, int]]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aplot_tui.views import health
 from aplot_tui.views.run_data import RunData, diff_fields, final_best, last_eval_step, last_step
 from engine import metrics as M
 from engine.analysis import predictions as P
@@ -206,6 +207,8 @@ def step_lines(runs: list[RunData], letters: dict[str, str]) -> list[str]:
             how = "is still running" if p.status in S.UNFINISHED else p.status
             lines.append(f"  ⚠ {p.letter} {how} at step {p.step}" + (f" of {p.total}" if p.total else "")
                          + ": its numbers are not those of a finished run")
+    for run in runs:  # an RM ensemble's gold-free over-optimisation warning
+        lines += [f"  ⚠ {letters[run.id]} {flag}" for flag in health.series_flags(run.series)]
     return lines
 
 

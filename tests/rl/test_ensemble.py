@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
+from _cli import aplot, one_line_error
 from _procs import group_members, run_processes_under, wait_exited, wait_for
 from safetensors.torch import load_file
 
@@ -21,6 +23,8 @@ from engine.runs import lifecycle
 from engine.runs import status as S
 from engine.runs import store as mf
 from rl.test_train import make_rm_run, ppo_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # three members (rows) scoring three samples (columns)
 SCORES = torch.tensor([[1.0, 2.0, 3.0],
@@ -188,3 +192,72 @@ def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert mf.read(killed)["resolved"]["reward_model"] == [
         str(tmp_path / m / "checkpoints" / "final") for m in members]
+
+
+# ---------------------------------------------------------------------------- preflight
+
+
+def ensemble_ppo(members: list[str]) -> C.Config:
+    cfg = ppo_config("", max_steps=2)
+    cfg.ppo.ensemble = C.EnsembleSection(members=members, aggregate="worst")
+    return cfg
+
+
+def as_sweep(root, sweep_id: str, run_ids: list[str]) -> None:
+    """Mark runs as a sweep's, in the given order, as engine.runs.sweeps.create records them."""
+    for index, run_id in enumerate(run_ids):
+        mf.update(mf.run_paths(root, run_id), sweep={"id": sweep_id, "index": index, "seed": index, "axes": {}})
+
+
+def test_a_sweeps_runs_become_the_members_in_the_sweeps_order(tmp_path, tok):
+    a, b, c = member_runs(tmp_path, tok, seeds=(1, 2, 3))
+    as_sweep(tmp_path, "20261207-0100-sweep-ensemble-members", [c, a])
+    as_sweep(tmp_path, "20261207-0200-sweep-other", [b])
+    paths = lifecycle.create(ensemble_ppo(["sweep:ensemble-members", b]), tmp_path)
+    assert mf.read(paths)["links"] == {"ensemble_members": [c, a, b]}
+    assert mf.read(paths)["status"] == "created"
+
+
+def test_the_example_sweep_trains_five_length_tempted_members():
+    from engine.runs import sweep_spec
+
+    sweep = sweep_spec.load(ROOT / "examples" / "ensemble-members.toml")
+    assert [p.cfg.seed for p in sweep.points] == [0, 1, 2, 3, 4]
+    assert {(p.cfg.kind, p.cfg.data.length_bias) for p in sweep.points} == {("rm", 0.5)}
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("unfinished", "ppo.ensemble.members[1]: run {bad} is 'crashed', not a completed RM run"),
+    ("ppo-run", "ppo.ensemble.members[1]: run {bad} is a PPO run, not a completed RM run"),
+    ("twice", "ppo.ensemble.members[1]: {bad} is already a member; name each reward model once"),
+    ("no-sweep", "ppo.ensemble.members[1]: sweep:nope: no runs of such a sweep in {root}")],
+    ids=["unfinished", "ppo-run", "twice", "no-sweep"])
+def test_members_are_checked_before_any_folder_exists(tmp_path, tok, case, expected):
+    (good,) = member_runs(tmp_path, tok, seeds=(1,))
+    bad = {"unfinished": lambda: make_rm_run(tmp_path, tok, status="running"), "twice": lambda: good,
+           "ppo-run": lambda: make_rm_run(tmp_path, tok), "no-sweep": lambda: "sweep:nope"}[case]()
+    if case == "ppo-run":
+        mf.update(mf.run_paths(tmp_path, bad), kind="ppo")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(C.ConfigError) as e:
+        lifecycle.create(ensemble_ppo([good, bad]), tmp_path)
+    assert e.value.problems == [expected.format(bad=bad, root=tmp_path)]
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_aplot_run_refuses_a_member_without_its_tokenizer_in_one_line(runs_dir, tok):
+    good, bare = member_runs(runs_dir, tok, seeds=(1, 2))
+    export = runs_dir / bare / "checkpoints" / "final"
+    (export / "tokenizer_config.json").unlink()
+    before = sorted(runs_dir.iterdir())
+    proc = aplot("run", "--preset", "demo-grpo", f'ppo.ensemble.members=["{good}", "{bare}"]', runs_dir=runs_dir)
+    assert proc.returncode == 2
+    assert one_line_error(proc) == (f"aplot: ppo.ensemble.members[1]: {bare}'s export {export} carries no tokenizer "
+                                    "(tokenizer_config.json); a member scores its own tokenisation, so its export "
+                                    "must hold it")
+    assert sorted(runs_dir.iterdir()) == before
+
+
+def test_one_rm_named_twice_ways_is_refused_by_the_config():
+    with pytest.raises(C.ConfigError, match=r"^ppo.ensemble.members: set either it or ppo.reward_model_run"):
+        C.from_dict({"kind": "ppo", "ppo": {"reward_model_run": "x", "ensemble": {"members": ["y"]}}})
