@@ -235,10 +235,23 @@ INHERITED = ("seed",)  # what an eval of a run takes from it besides [model] inp
 
 
 def eval_config(root: Path, model: str, data: list[str], sections: Path | None, which: str, name: str,
-                overrides: list[str]) -> tuple[config_mod.Config, dict]:
+                overrides: list[str], suites: list[str] = ()) -> tuple[config_mod.Config, dict]:
     """The config of an `eval` run for MODEL (a run, a checkpoint folder or any HF reward-model folder)
     and its [links]. A run lends its token settings, seed, data (its own eval sets, the held-out split
-    included, when no --data is given) and launch; a folder lends its exported input settings."""
+    included, when no --data or --suite is given) and launch; a folder lends its exported input settings."""
+    from engine.analysis.rewardbench import SUITES
+
+    suite_sets, suite_sections = {}, ""
+    for item in suites:
+        suite, _, source = item.partition("=")
+        if suite not in SUITES:
+            raise UserError(f"--suite {item}: expected {' | '.join(SUITES)}[=SOURCE] (SOURCE: a folder or parquet "
+                            "in the dataset's shape, instead of the hub cache)")
+        suite_sets[suite] = SUITES[suite][0] if not source else source if source.startswith("hf:") \
+            else str(Path(source).absolute())
+        suite_sections = suite_sections or SUITES[suite][1]
+    if suite_sections and sections is not None:
+        raise UserError(f"--sections {sections}: --suite rewardbench brings RewardBench's own sections; give one")
     cfg: dict = {"kind": "eval", "model": {}, "data": {"train": ""}, "eval": {}}
     links: dict = {}
     folder = Path(model)
@@ -260,14 +273,14 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
         cfg["model"].update({k: run_cfg["model"][k] for k in ("max_length", "prompt_share") if k in run_cfg["model"]})
         cfg.update({k: run_cfg[k] for k in INHERITED if k in run_cfg})
         cfg["launch"] = dict(run_cfg.get("launch", {}))
-        if not data:
+        if not data and not suite_sets:
             cfg["data"] = dict(run_cfg["data"])
     elif (folder / INPUTS_FILE).is_file():
         inputs = json.loads((folder / INPUTS_FILE).read_text())
         cfg["model"].update({k: inputs[k] for k in ("max_length", "prompt_share") if k in inputs})
     cfg["model"]["name"] = str(folder.resolve())
-    if data:
-        evals = {}
+    if data or suite_sets:
+        evals = dict(suite_sets)
         for item in data:
             set_name, eq, source = item.partition("=")
             if not eq or not set_name or not source:
@@ -275,9 +288,11 @@ def eval_config(root: Path, model: str, data: list[str], sections: Path | None, 
             evals[set_name] = source if source.startswith("hf:") else str(Path(source).absolute())
         cfg["data"] = {"train": "", "eval": evals, "columns": cfg["data"].get("columns", {})}
     elif run_cfg is None:
-        raise UserError(f"{model}: give the sets to score with --data NAME=SOURCE")
+        raise UserError(f"{model}: give the sets to score with --data NAME=SOURCE or --suite NAME")
     if sections is not None:
         cfg["eval"]["sections"] = str(sections.absolute())
+    elif suite_sections:
+        cfg["eval"]["sections"] = suite_sections
     cfg["name"] = name or f"{run_cfg.get('name', 'run') if run_cfg else folder.name}"[:40]
     origins = config_mod.Origins("aplot eval")
     config_mod.apply_overrides(cfg, overrides, origins)
@@ -304,6 +319,9 @@ def eval_(
                                                    ".parquet, a save_to_disk folder or hf:REPO")] = None,
     sections: Annotated[Path | None, typer.Option("--sections", help="TOML: section = [subsets] (or "
                                                   "{subset = weight}); section scores and their mean")] = None,
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="rewardbench | rewardbench2[=SOURCE], "
+                                                    "repeatable: the benchmark from the local hub cache (or SOURCE "
+                                                    "in its shape), scored by its own rules")] = None,
     which: Annotated[str, typer.Option("--which", help="for a run: best | final")] = "best",
     name: Annotated[str, typer.Option("--name", help="the eval run's name")] = "",
     overrides: Annotated[list[str] | None, typer.Argument(help="dotted overrides, e.g. launch.num_processes=2")] = None,
@@ -315,7 +333,8 @@ def eval_(
     if which not in ("best", "final"):
         raise UserError(f"--which: must be best | final, got {which!r}")
     root = runs_root(runs_dir)
-    cfg, links = eval_config(root, model, list(data or []), sections, which, name, list(overrides or []))
+    cfg, links = eval_config(root, model, list(data or []), sections, which, name, list(overrides or []),
+                             list(suite or []))
     paths, status = _launch_and_follow(cfg, root, detach, quiet, links)
     if detach:
         typer.echo(paths.id)

@@ -170,6 +170,11 @@ def v1_metrics(result: dict) -> dict[str, float]:
     return {**{M.section_key(name): v for name, v in sections.items()}, M.SECTIONS_MEAN: overall}
 
 
+def is_v1(pairs: Sequence) -> bool:
+    """A set the v1 table scores: plain pairs, some of them in RewardBench v1's subsets."""
+    return bool(pairs) and pairs[0].item is None and any(p.subset in V1_COUNTS for p in pairs)
+
+
 def nway_metrics(pairs: Sequence, r_pos, r_neg) -> tuple[dict, list[Item]]:
     """An N-way set's record (its `pairs` carry `item`, the slots, `subset` and `item_id`, as
     `engine.data.rows.parse_item` makes them): item accuracy and count, per subset the item
@@ -193,3 +198,8 @@ def item_columns(found: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     """(outcome, chosen reward, best rejected reward, index) per item: what `predictions.write_items` keeps."""
     return (np.array([outcome(i.correct, i.incorrect) for i in found]), np.array([i.correct[0] for i in found]),
             np.array([i.incorrect.max() for i in found]), np.array([i.index for i in found]))
+
+
+# `aplot eval --suite NAME`: the set's source in the local hub cache (the split upstream scores) and its sections
+SUITES: dict[str, tuple[str, str]] = {"rewardbench": ("hf:allenai/reward-bench@filtered", SUITE_V1),
+                                      "rewardbench2": ("hf:allenai/reward-bench-2@test", "")}

@@ -46,8 +46,11 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
     for name, ds in eval_sets.items():
         out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0)
         if sections and any(p.subset is not None for p in eval_pairs[name]):
-            try:  # `rewardbench`: upstream's sections and weights (a subset the data lacks is left out)
-                out.update(RB.v1_metrics(out) if cfg.eval.sections == RB.SUITE_V1 else section_scores(out, sections))
+            try:  # `rewardbench`: upstream's sections and weights, on the sets with its subsets (and no N-way rows)
+                if cfg.eval.sections != RB.SUITE_V1:
+                    out.update(section_scores(out, sections))
+                elif RB.is_v1(eval_pairs[name]):
+                    out.update(RB.v1_metrics(out))
             except ValueError as e:
                 raise TrainingError(f"{e} ({name})") from None
         ctx.log(0, M.eval_split(name), out)
