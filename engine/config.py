@@ -138,6 +138,11 @@ class EnsembleSection:
                        "(the mean minus uwo_lambda times their variance; Coste et al. 2024)",
                        choices=("mean", "worst", "uwo"))
     uwo_lambda: float = f(0.5, "λ of uwo: how much the members' variance (population, over members) costs", ge=0)
+    warn_window: int = f(5, "the over-optimisation warning's window W: logged points whose mean proxy and "
+                         "disagreement are set against the W points before", gt=0)
+    warn_ratio: float = f(1.5, "the warning holds where the window's disagreement exceeds this times its running "
+                          "baseline (the mean of every point before the window)", ge=0)
+    warn_patience: int = f(2, "points in a row the warning's rule must hold before it fires", gt=0)
 
 
 @dataclass

@@ -141,7 +141,7 @@ def show(
     if manifest.get("kind") == "ppo":  # the gold-free warning of an RM ensemble (views.health)
         from aplot_tui.views import health, run_data
 
-        for flag in health.series_flags(run_data.load_run(paths).series):
+        for flag in health.series_flags(run_data.load_run(paths).series, manifest.get("config", {})):
             typer.echo(f"\nhealth: {flag}")
     ckpts = mf.checkpoint_steps(paths)
     typer.echo(f"\ncheckpoints: {', '.join(f'step-{s}' for s in ckpts) or 'none'}"

@@ -370,7 +370,7 @@ the raw points stay, faint). Leaving the screen or the app never stops training.
                 gold = train[M.GOLD_SCORE]
                 flags += health.hacking_flags("gold", gold.xs, gold.ys, proxy.xs, proxy.ys)
             if (spread := train[M.ENSEMBLE_STD]) is not None:
-                flags += health.overopt_flags(proxy.xs, proxy.ys, spread.xs, spread.ys)
+                flags += health.overopt_flags(proxy.xs, proxy.ys, spread.xs, spread.ys, self.manifest.get("config"))
         strip.flags = tuple(flags)
         failed = self._status in (S.FAILED, S.CRASHED)
         strip.error = (self.manifest.get("error", "") or f"the run {self._status}") if failed else ""

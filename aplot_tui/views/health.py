@@ -81,20 +81,20 @@ def hacking_flags(judge: str, judge_xs: Sequence[float], judge_ys: Sequence[floa
     return [f"{judge} falling ({tail_y[0]:.3g} → {tail_y[-1]:.3g}) while the reward rises: over-optimising the RM"]
 
 
-def overopt_flags(proxy_xs: Sequence[float], proxy_ys: Sequence[float],
-                  disagreement_xs: Sequence[float], disagreement_ys: Sequence[float]) -> list[str]:
+def overopt_flags(proxy_xs: Sequence[float], proxy_ys: Sequence[float], disagreement_xs: Sequence[float],
+                  disagreement_ys: Sequence[float], config: dict | None = None) -> list[str]:
     """The gold-free over-optimisation warning over the train points that logged both the proxy and
-    the ensemble's disagreement: the trainer's train.log line, read back from the stream."""
+    the ensemble's disagreement, by the rule of the run's `config`: its train.log line, read back."""
     at = dict(zip(disagreement_xs, disagreement_ys, strict=True))
     points = [(x, y, at[x]) for x, y in zip(proxy_xs, proxy_ys, strict=True) if x in at]
-    alarm = overopt.first_alarm(*zip(*points, strict=True)) if points else None
+    alarm = overopt.first_alarm(*zip(*points, strict=True), overopt.rule_of(config or {})) if points else None
     return [f"over-optimisation warning from step {alarm.step}: {alarm.text()}"] if alarm else []
 
 
-def series_flags(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> list[str]:
+def series_flags(series: dict[str, tuple[Sequence[float], Sequence[float]]], config: dict | None = None) -> list[str]:
     """`overopt_flags` of a run's series by key (views.run_data's), for `aplot show` and compare."""
     proxy, spread = series.get(M.metric_key(M.TRAIN, M.SCORES)), series.get(M.metric_key(M.TRAIN, M.ENSEMBLE_STD))
-    return overopt_flags(*proxy, *spread) if proxy and spread else []
+    return overopt_flags(*proxy, *spread, config) if proxy and spread else []
 
 
 def segments(points: Sequence[tuple[float, int]], started_at: float | None = None) -> list[list[tuple[float, int]]]:

@@ -18,6 +18,7 @@ from aplot_tui.views import health
 from aplot_tui.views.run_data import RunData, diff_fields, final_best, last_eval_step, last_step
 from engine import metrics as M
 from engine.analysis import predictions as P
+from engine.analysis import rewardbench as RB
 from engine.analysis import stats
 from engine.runs import status as S
 
@@ -45,7 +46,8 @@ class PairLine:
 
     def num(self, x: float) -> str:
         """A rate's difference in points; a score's as it is."""
-        return _pct(x) if self.measure in (M.ACCURACY, M.WIN_RATE) else f"{x:+.3f}"
+        rate = self.measure in (M.ACCURACY, M.WIN_RATE, M.SECTIONS_MEAN) or self.measure.endswith("/" + M.ACCURACY)
+        return _pct(x) if rate else f"{x:+.3f}"
 
 
 @dataclass
@@ -110,10 +112,22 @@ def pair(a: RunData, b: RunData, set_name: str) -> list[tuple[str, stats.Paired]
     if isinstance(pa, P.Items):
         if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
             return f"{M.eval_split(set_name)}: the runs evaluated different items ({len(pa.index)} vs {len(pb.index)})"
-        return [(M.ACCURACY, stats.paired_values(pa.outcome, pb.outcome))]  # an item's outcome: 1, 1/t or 0
+        return [(M.ACCURACY, stats.paired_values(pa.outcome, pb.outcome)),  # an item's outcome: 1, 1/t or 0
+                *by_subset(a, b, set_name, pa.outcome, pb.outcome, None)]
     if len(pa.index) != len(pb.index) or not (pa.index == pb.index).all():
         return f"{M.eval_split(set_name)}: the runs evaluated different pairs ({len(pa.index)} vs {len(pb.index)})"
-    return [(M.ACCURACY, stats.paired(pa.correct, pb.correct))]
+    return [(M.ACCURACY, stats.paired(pa.correct, pb.correct)), *by_subset(a, b, set_name, pa.correct, pb.correct, RB.v1_table())]
+
+
+def by_subset(a: RunData, b: RunData, set_name: str, values_a, values_b, table) -> list[tuple[str, stats.Paired]]:
+    """Per subset (and for RewardBench v1's data, per section and their mean) of a set both runs scored
+    with the same subset labels: paired intervals (`engine.analysis.rewardbench.paired_scores`). An
+    N-way set gets its subsets only: the Ties score is not a mean over items, so it has no interval here."""
+    labels = P.read_labels(a.paths.dir, set_name)
+    if not labels or labels != P.read_labels(b.paths.dir, set_name) or len(labels) != len(values_a):
+        return []
+    v1 = table is not None and any(label in RB.V1_COUNTS for label in labels)
+    return list(RB.paired_scores(values_a, values_b, labels, table if v1 else None).items())
 
 
 def prompt_pairs(pa: P.Outcomes, pb: P.Outcomes) -> list[tuple[str, stats.Paired]] | str:
@@ -208,7 +222,7 @@ def step_lines(runs: list[RunData], letters: dict[str, str]) -> list[str]:
             lines.append(f"  ⚠ {p.letter} {how} at step {p.step}" + (f" of {p.total}" if p.total else "")
                          + ": its numbers are not those of a finished run")
     for run in runs:  # an RM ensemble's gold-free over-optimisation warning
-        lines += [f"  ⚠ {letters[run.id]} {flag}" for flag in health.series_flags(run.series)]
+        lines += [f"  ⚠ {letters[run.id]} {flag}" for flag in health.series_flags(run.series, run.config)]
     return lines
 
 

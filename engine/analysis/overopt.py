@@ -12,6 +12,8 @@ rollout's proxy, `objective/scores`, and disagreement, `ensemble/std`), with W =
   it holds when   P_now > P_before  and  D_now > D_before  and  D_now > Rule.ratio · B,
   and it fires at the first point where it has held for `Rule.patience` points in a row.
 
+The three switches are `[ppo.ensemble] warn_window, warn_ratio, warn_patience` (5, 1.5, 2), in the manifest.
+
 Torch-free (plain floats): the trainer runs it online for its train.log line, the UI on the stream.
 """
 
@@ -30,6 +32,13 @@ class Rule:
 
 
 RULE = Rule()
+
+
+def rule_of(config: dict) -> Rule:
+    """The rule a run was configured with (`[ppo.ensemble] warn_*` of its manifest's config)."""
+    ens = config.get("ppo", {}).get("ensemble", {})
+    return Rule(window=ens.get("warn_window", RULE.window), ratio=ens.get("warn_ratio", RULE.ratio),
+                patience=ens.get("warn_patience", RULE.patience))
 
 
 @dataclass(frozen=True)

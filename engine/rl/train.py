@@ -303,7 +303,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 6. resume
     start_step, best, win = 1, {"win_rate": -1.0, "step": 0}, {}
-    watch = overopt.Watch()  # the gold-free warning over the logged (proxy, disagreement) points
+    watch = overopt.Watch(overopt.Rule(p.ensemble.warn_window, p.ensemble.warn_ratio, p.ensemble.warn_patience))
     state = ctx.resume_state()
     if state is not None:
         start_step, best = state["step"] + 1, state.get("best", best)

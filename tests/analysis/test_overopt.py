@@ -110,3 +110,12 @@ def test_aplot_show_and_compare_carry_the_flag(runs_dir):
     compared = CliRunner().invoke(app, ["compare", hacked, calm])
     assert compared.exit_code == 0, compared.output
     assert [line.strip() for line in compared.output.splitlines() if "over-optimisation" in line] == [f"⚠ A {flag}"]
+
+
+def test_a_runs_own_rule_is_the_one_read_back():
+    config = {"ppo": {"ensemble": {"warn_window": 2, "warn_ratio": 9.0, "warn_patience": 1}}}
+    assert overopt.rule_of(config) == overopt.Rule(window=2, ratio=9.0, patience=1)
+    assert overopt.rule_of({}) == overopt.RULE
+    steps, proxy, spread = recorded(40, knee=20)
+    assert health.overopt_flags(steps, proxy, steps, spread) != []
+    assert health.overopt_flags(steps, proxy, steps, spread, config) == []  # 9x its baseline: never here

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from engine import config as C
 from engine import metrics as M
+from engine.analysis import overopt
 from engine.data import synthetic
 from engine.models import build_reward_model, save_reward_model, train_tokenizer
 from engine.rl import ensemble as E
@@ -167,7 +168,9 @@ def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_
     eval and the final weights agree exactly."""
     members = member_runs(tmp_path, tok, seeds=(11, 12, 13))
     cfg = ppo_config("", max_steps=6)
-    cfg.ppo.ensemble = C.EnsembleSection(members=members, aggregate="uwo", uwo_lambda=0.5)
+    # a hair-trigger warning (W = 1, any rise of both), so six steps show where it fires and that a resume keeps it
+    cfg.ppo.ensemble = C.EnsembleSection(members=members, aggregate="uwo", uwo_lambda=0.5, warn_window=1,
+                                         warn_ratio=0.0, warn_patience=1)
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "grpo", 2, 2, 2
     cfg.ppo.eval_prompts, cfg.ppo.win_rate_every, cfg.ppo.ppo_epochs = 6, 3, 1
     cfg.launch.num_processes = 2
@@ -187,6 +190,17 @@ def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_
     assert any(r[M.ENSEMBLE_STD] > 0 for r in got.values())  # three different heads do disagree
     win = [[r.data for r in M.read_all(p.metrics) if r.split == M.eval_split(M.WIN)] for p in (whole, killed)]
     assert win[0] == win[1] and len(win[1]) == 3 and all(M.ENSEMBLE_STD in d for d in win[1])
+    steps = sorted(got)
+    alarm = overopt.first_alarm(steps, [got[s][M.SCORES] for s in steps], [got[s][M.ENSEMBLE_STD] for s in steps],
+                                overopt.Rule(window=1, ratio=0.0, patience=1))
+    assert alarm is not None
+    def said(log: str) -> list[str]:
+        return [line for line in log.splitlines() if "over-optimisation warning" in line]
+
+    assert said(whole.log.read_text()) == [alarm.line()]  # once, at the step the stream shows
+    first, resumed = killed.log.read_text().split("continuing at step 4")
+    # the resumed attempt says it only if it is new there (the killed one may have said it, even at step 4)
+    assert said(resumed) == ([alarm.line()] if alarm.step > 3 else []) and set(said(first)) <= {alarm.line()}
     a = load_file(whole.checkpoints / "final" / "model.safetensors")
     b = load_file(killed.checkpoints / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
