@@ -269,14 +269,14 @@ RL_LABELS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}  # ppo.advantage → 
 
 
 def loss_label(kind: str, config: dict) -> str:
-    """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …) or the RL method
-    (`ppo`, `grpo`, `rloo`)."""
+    """What a run trains with, as listings show it: the RM loss (`aplot`, `bt`, …), the RL method
+    (`ppo`, `grpo`, `rloo`) or the DPO loss (`sigmoid`, `ipo`, `simpo`, …)."""
     if kind == "rm":
         return config.get("loss", {}).get("type", "")
     if kind == "ppo":
         return RL_LABELS.get(config.get("ppo", {}).get("advantage", "gae"), kind)
     if kind == "dpo":
-        return "dpo-" + config.get("dpo", {}).get("type", "sigmoid")
+        return config.get("dpo", {}).get("type", "sigmoid")
     return kind
 
 
