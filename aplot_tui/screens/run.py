@@ -81,10 +81,24 @@ PPO_PANELS = (
     Panel("samples", "samples", kind="samples"),
 )
 
+DPO_PANELS = (
+    Panel("loss", "loss", ((M.LOSS, "train"), (M.EVERY_EVAL + M.LOSS, ""))),
+    Panel("margins", "implicit reward: margin · accuracy", ((M.REWARDS_MARGINS, "margin"),
+                                                            (M.REWARDS_ACCURACIES, "accuracy"),
+                                                            (M.EVERY_EVAL + M.ACCURACY, ""))),
+    # both falling together is DPO's known failure: the margin grows while the chosen answer gets less likely
+    Panel("logps", "log-probs: chosen · rejected", ((M.LOGPS_CHOSEN, "chosen"), (M.LOGPS_REJECTED, "rejected"))),
+    Panel("kl", "KL to reference (held-out prompts, nats)", ((M.EVERY_EVAL + M.KL, ""),)),
+    Panel("win", "win rate ± se", kind="win"),
+    LR_PANEL,
+)
+
 
 def panels_for(manifest: dict) -> tuple[Panel, ...]:
     if manifest.get("kind") == "ppo":
         return PPO_PANELS
+    if manifest.get("kind") == "dpo":
+        return DPO_PANELS
     aplot = manifest.get("config", {}).get("loss", {}).get("type") == "aplot"
     return RM_PANELS + (APLOT_PANELS if aplot else BT_PANELS) + (LR_PANEL,)
 
