@@ -138,6 +138,13 @@ def show(
             typer.echo(f"  {k} = {fmt(v)}")
     for line in _best_of_n(paths):
         typer.echo(line)
+    from aplot_tui.views.sections_text import score_lines
+
+    for split, record in {r.split: r for r in store.last_records(paths.metrics)
+                          if r.split.startswith(M.EVAL_PREFIX)}.items():  # per set, its newest eval
+        if lines := score_lines(record.data):
+            typer.echo(f"\n[{split} @ step {record.step}: sections and subsets]")
+            typer.echo("\n".join(lines))
     if manifest.get("kind") == "ppo":  # the gold-free warning of an RM ensemble (views.health)
         from aplot_tui.views import health, run_data
 

@@ -23,6 +23,7 @@ from textual.widget import Widget
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from aplot_tui.views.sections_text import compact_lines
 from aplot_tui.views.textfmt import fmt, shorten
 from engine import metrics as M
 from engine.analysis import bias_checks as D
@@ -61,8 +62,13 @@ class DiagnosticsTable(Widget):
                 out.append(Text(f"⚠ {name}: {warning}", style="bold yellow", no_wrap=True, overflow="ellipsis"))
         return out
 
+    def _scores(self) -> list[Text]:
+        """RewardBench's way: per set with subsets, its sections' scores and its subsets' accuracies."""
+        return [Text(line, style="cyan", no_wrap=True, overflow="ellipsis")
+                for name, (_step, data) in self.evals.items() for line in compact_lines(name, data)]
+
     def get_content_height(self, container, viewport, width: int) -> int:
-        return 1 if not self.evals else 2 + len(self.evals) + len(self._warnings())
+        return 1 if not self.evals else 2 + len(self.evals) + len(self._warnings()) + len(self._scores())
 
     def render(self) -> RenderResult:
         if not self.evals:
@@ -80,7 +86,7 @@ class DiagnosticsTable(Widget):
                           fmt(data.get(M.SHORTER_WINS_ACC)), fmt(data.get(M.LONGER_WINS_ACC)),
                           *buckets, fmt(data.get(M.ECE)), fmt(data.get(M.REWARD_LENGTH_CORR), "+.2f"))
         legend = Text(COMPACT_LEGEND if compact else LEGEND, style="dim", no_wrap=True, overflow="ellipsis")
-        return Group(table, legend, *self._warnings())
+        return Group(table, legend, *self._scores(), *self._warnings())
 
 
 def pair_detail(entry: dict, rank: int) -> Text:

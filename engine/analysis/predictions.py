@@ -26,12 +26,18 @@ best incorrect one's, and the item's number in its set (runs pair up by it).
 
     write_items(run_dir, set_name, step, outcome, chosen, best_rejected, index)   # main process only
 
+A set with subsets also keeps, once, each row's subset label (`subsets.json`, a JSON list in row
+order), so a comparison can give each subset and section its own interval.
+
+    write_labels(run_dir, set_name, labels), read_labels(run_dir, set_name)
+
 numpy only: the UI reads these files, and the engine's eval (RM training, `eval` runs, RL) writes them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -45,6 +51,7 @@ DIR = "predictions"
 DTYPE = np.dtype([("r_pos", "<f4"), ("r_neg", "<f4"), ("index", "<i4")])
 RL_DTYPE = np.dtype([("outcome", "<f4"), ("gold", "<f4"), ("prompt", "<u8")])
 ITEM_DTYPE = np.dtype([("outcome", "<f4"), ("chosen", "<f4"), ("best_rejected", "<f4"), ("index", "<i4")])
+LABELS = "subsets.json"
 _STEP = re.compile(r"step-(\d+)\.npy")
 
 
@@ -136,6 +143,30 @@ def write_items(run_dir: Path, set_name: str, step: int, outcome, chosen, best_r
     for name, col in zip(ITEM_DTYPE.names, cols, strict=True):
         rows[name] = col
     return _save(run_dir, set_name, step, rows)
+
+
+def write_labels(run_dir: Path, set_name: str, labels: list[str | None]) -> Path:
+    """Each row's subset label (per pair, or per item for an N-way set), atomically."""
+    folder = set_dir(run_dir, set_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".labels.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(list(labels), fh)
+        os.replace(tmp, folder / LABELS)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / LABELS
+
+
+def read_labels(run_dir: Path, set_name: str) -> list[str | None] | None:
+    """The set's subset labels in row order, or None when it has none (or the file cannot be read)."""
+    try:
+        labels = json.loads((set_dir(run_dir, set_name) / LABELS).read_text())
+    except (OSError, ValueError):
+        return None
+    return labels if isinstance(labels, list) else None
 
 
 def _save(run_dir: Path, set_name: str, step: int, rows: np.ndarray) -> Path:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine import metrics as M
+from engine.analysis import stats
 
 V1_SECTIONS: dict[str, tuple[str, ...]] = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"),
@@ -203,3 +204,56 @@ def item_columns(found: list[Item]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 # `aplot eval --suite NAME`: the set's source in the local hub cache (the split upstream scores) and its sections
 SUITES: dict[str, tuple[str, str]] = {"rewardbench": ("hf:allenai/reward-bench@filtered", SUITE_V1),
                                       "rewardbench2": ("hf:allenai/reward-bench-2@test", "")}
+
+
+# ---------------------------------------------------------------------------- two runs, per subset and section
+
+
+def v1_table() -> dict[str, dict[str, float]]:
+    """v1's sections as section -> {subset: weight}, the weights upstream's."""
+    return {name: {s: float(V1_COUNTS[s]) for s in subsets} for name, subsets in V1_SECTIONS.items()}
+
+
+def paired_scores(values_a, values_b, labels: Sequence[str | None], table: dict[str, dict[str, float]] | None,
+                  n_resamples: int = stats.RESAMPLES, level: float = stats.LEVEL, seed: int = 0) -> dict:
+    """Two runs' per-unit values (a pair's 0/1 correctness, an item's outcome) on the same units with
+    subset `labels`: per subset, per section of `table` (weighted as the section score is) and for the
+    sections' mean, the difference B − A with a paired bootstrap interval that resamples units within
+    each subset (the subsets' sizes, and so the weights, stay as they are), and the exact sign test
+    over the units where the runs differ (McNemar's, for 0/1 values). Keys are the eval record's."""
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    lab = np.array(["" if x is None else x for x in labels], dtype=object)
+    rng = np.random.default_rng(seed)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    units: dict[str, np.ndarray] = {}
+    boot: dict[str, np.ndarray] = {}  # [B] resampled mean differences per subset
+    out: dict[str, stats.Paired] = {}
+
+    def paired(idx: np.ndarray, mean_a: float, mean_b: float, draws: np.ndarray) -> stats.Paired:
+        d = b[idx] - a[idx]
+        only_a, only_b = int(np.sum(d < 0)), int(np.sum(d > 0))
+        low, high = np.quantile(draws, q)
+        return stats.Paired(len(idx), mean_a, mean_b, mean_b - mean_a, float(low), float(high), only_a, only_b,
+                            stats.mcnemar_exact(only_a, only_b), level)
+
+    for s in sorted({x for x in lab if x}):
+        units[s] = idx = np.flatnonzero(lab == s)
+        d = b[idx] - a[idx]
+        boot[s] = d[rng.integers(0, len(idx), size=(n_resamples, len(idx)))].mean(axis=1)
+        out[M.subset_key(s, M.ACCURACY)] = paired(idx, float(a[idx].mean()), float(b[idx].mean()), boot[s])
+    sections = []
+    for name, weights in (table or {}).items():
+        have = [s for s in weights if s in units]
+        if not have:
+            continue
+        w = np.array([weights[s] for s in have]) / sum(weights[s] for s in have)
+        mean_a = float(sum(wi * a[units[s]].mean() for wi, s in zip(w, have, strict=True)))
+        mean_b = float(sum(wi * b[units[s]].mean() for wi, s in zip(w, have, strict=True)))
+        draws = sum(wi * boot[s] for wi, s in zip(w, have, strict=True))
+        sections.append((np.concatenate([units[s] for s in have]), mean_a, mean_b, draws))
+        out[M.section_key(name)] = paired(*sections[-1])
+    if sections:
+        idx = np.unique(np.concatenate([s[0] for s in sections]))
+        out[M.SECTIONS_MEAN] = paired(idx, float(np.mean([s[1] for s in sections])),
+                                      float(np.mean([s[2] for s in sections])), np.mean([s[3] for s in sections], axis=0))
+    return out

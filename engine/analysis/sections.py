@@ -25,7 +25,7 @@ def read_sections(path: str | Path) -> dict[str, dict[str, float | None]]:
     `rewardbench` (no such file needed) is RewardBench v1's own table (`engine.analysis.rewardbench`)."""
     where = str(path)
     if where == RB.SUITE_V1 and not Path(where).exists():
-        return {name: {s: float(RB.V1_COUNTS[s]) for s in subsets} for name, subsets in RB.V1_SECTIONS.items()}
+        return RB.v1_table()
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:

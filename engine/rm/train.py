@@ -180,6 +180,9 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
             predictions.write_items(ctx.paths.dir, name, step, *RB.item_columns(nway[1]))
         else:
             predictions.write(ctx.paths.dir, name, step, r_c.numpy(), r_r.numpy(), order[sort].numpy())
+        labels = [i.subset for i in nway[1]] if nway else [p.subset for p in pairs]
+        if any(label is not None for label in labels):  # so compare can give each subset its interval
+            predictions.write_labels(ctx.paths.dir, name, labels)
     stats = pair_stats(r_c, r_r)
     gap = r_c - r_r
     out = {M.ACCURACY: stats[M.ACCURACY], M.LOSS: float(bt_loss(r_c, r_r).mean()), M.REWARD_GAP: stats[M.REWARD_GAP],

@@ -183,3 +183,23 @@ def test_nway_metrics_and_the_item_predictions_they_write(tmp_path):
     back = P.read(tmp_path, "rb2")
     assert isinstance(back, P.Items) and back.index.tolist() == list(range(12))
     assert back.outcome[:2].tolist() == [0.5, 1.0] and back.best_rejected[:2].tolist() == [1.0, 1.0]
+
+
+def test_paired_scores_give_each_subset_section_and_the_mean_its_difference_and_interval():
+    labels = [s for s, _, _ in V1_PAIRS]
+    a = np.array([c > r for _, c, r in V1_PAIRS], dtype=float)
+    b = a.copy()
+    b[[1, 5, 9]] = 1.0  # B also gets alpacaeval-easy's tie, donotanswer and math-prm's second pair right
+    got = RB.paired_scores(a, b, labels, RB.v1_table(), n_resamples=2000)
+    acc = lambda v: {s: float(np.mean([x for x, lab in zip(v, labels, strict=True) if lab == s])) for s in set(labels)}  # noqa: E731
+    (sec_a, all_a), (sec_b, all_b) = RB.v1_sections(acc(a)), RB.v1_sections(acc(b))
+    for name in RB.V1_SECTIONS:
+        r = got[M.section_key(name)]
+        assert (r.acc_a, r.acc_b) == pytest.approx((sec_a[name], sec_b[name]), abs=1e-12)
+        assert r.diff == pytest.approx(sec_b[name] - sec_a[name], abs=1e-12) and r.low - 1e-12 <= r.diff <= r.high + 1e-12
+    assert got[M.SECTIONS_MEAN].diff == pytest.approx(all_b - all_a, abs=1e-12)
+    assert got[M.section_key("Chat Hard")].diff == 0 and got[M.section_key("Chat Hard")].high == 0  # nothing moved
+    r = got[M.subset_key("math-prm", M.ACCURACY)]
+    assert (r.n, r.acc_a, r.acc_b, r.only_a, r.only_b) == (2, 0.5, 1.0, 0, 1)
+    assert got[M.SECTIONS_MEAN].only_b == 3 and got[M.SECTIONS_MEAN].p == 0.25  # sign test: 2 · ½³
+    assert M.section_key("Chat") not in RB.paired_scores(a, b, labels, None)  # subsets only, without a table

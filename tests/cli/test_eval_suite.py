@@ -163,12 +163,37 @@ def test_both_suites_score_by_their_rules_on_one_and_two_ranks(bench):
                 assert rec2[set_name][key] == pytest.approx(value, abs=1e-5), (set_name, key)
     assert np.allclose(P.read(a2.dir, "rewardbench2").outcome, items.outcome)
 
+    # show: the overall, each section and each subset (with its count)
+    shown = aplot("show", a.id, runs_dir=runs, env=env).stdout
+    assert "[eval/rewardbench @ step 0: sections and subsets]" in shown
+    assert f"overall (mean of the 4 sections)  {v1[M.SECTIONS_MEAN]:.4f}" in shown
+    w1, w2 = len("xstest-should-refuse"), len("Factuality")  # each block's longest name sets its column
+    assert f"    {'Chat Hard':<{w1}}  {v1[M.section_key('Chat Hard')]:.4f}\n" in shown
+    assert f"    {'math-prm':<{w1}}  {acc['math-prm']:.4f}  (2)\n" in shown
+    assert f"    {'Ties':<{w2}}  {v2[M.section_key('Ties')]:.4f}\n" in shown and "subsets: accuracy (items)" in shown
+
     # compare: the v1 set pair by pair, the v2 set item by item (the same model: no difference)
     proc = aplot("compare", a.id, a2.id, "--json", runs_dir=runs, env=env)
     assert proc.returncode == 0, proc.stderr
-    lines = {p["set"]: p for p in json.loads(proc.stdout)["pairs"]}
+    lines = {p["set"]: p for p in json.loads(proc.stdout)["pairs"] if p["measure"] == M.ACCURACY}
     assert lines["rewardbench"]["n"] == 16 and lines["rewardbench2"]["n"] == 12
     assert lines["rewardbench2"]["measure"] == M.ACCURACY and lines["rewardbench2"]["diff"] == 0
+    measures = {(p["set"], p["measure"]) for p in json.loads(proc.stdout)["pairs"]}
+    assert {("rewardbench", M.section_key(n)) for n in RB.V1_SECTIONS} | {("rewardbench", M.SECTIONS_MEAN)} <= measures
+    assert {("rewardbench", M.subset_key(s, M.ACCURACY)) for s in V1_SUBSETS} <= measures
+    assert {("rewardbench2", M.subset_key(s, M.ACCURACY)) for s in V2_SUBSETS} <= measures
+
+
+def test_the_tui_table_adds_two_lines_a_set_with_sections_and_one_for_rewardbench_2():
+    from aplot_tui.views.sections_text import compact_lines
+
+    v1 = {M.section_key("Chat"): 0.5, M.section_key("Safety"): 0.25, M.SECTIONS_MEAN: 0.375,
+          M.subset_key("donotanswer", M.ACCURACY): 0.25, M.subset_key("alpacaeval-easy", M.ACCURACY): 0.5}
+    assert compact_lines("rb", v1) == ["rb: overall 0.375 · Chat 0.500 · Safety 0.250",
+                                       "rb subsets: alpacaeval-easy 0.500 · donotanswer 0.250"]
+    v2 = {M.section_key("Math"): 0.5, M.subset_key("Math", M.ACCURACY): 0.5, M.SECTIONS_MEAN: 0.5}
+    assert compact_lines("rb2", v2) == ["rb2: overall 0.500 · Math 0.500"]
+    assert compact_lines("plain", {M.ACCURACY: 0.9}) == []
 
 
 def test_two_models_items_are_compared_with_a_paired_bootstrap(tmp_path):
@@ -182,8 +207,12 @@ def test_two_models_items_are_compared_with_a_paired_bootstrap(tmp_path):
         mf.create(paths, name=name, kind="eval", config={"kind": "eval", "model": {"name": name}})
         n = len(outcome)
         P.write_items(paths.dir, "rewardbench2", 0, outcome, np.zeros(n), np.zeros(n), np.arange(n))
+        P.write_labels(paths.dir, "rewardbench2", ["Math"] * 4 + ["Focus"] * 4)
         dirs.append(paths.dir)
-    (line,) = significance.analyse([run_data.load_run(d) for d in dirs]).pairs
+    line, *by_subset = significance.analyse([run_data.load_run(d) for d in dirs]).pairs
+    focus, math_ = (r.result for r in by_subset)
+    assert [r.measure for r in by_subset] == [M.subset_key(s, M.ACCURACY) for s in ("Focus", "Math")]
+    assert (math_.n, math_.diff, focus.diff) == (4, pytest.approx(1.5 / 4), pytest.approx((1 / 3) / 4))
     assert line.set_name == "rewardbench2" and line.measure == M.ACCURACY and line.result.n == 8
     assert line.result.diff == pytest.approx((1 + 0.5 + 1 / 3) / 8, abs=1e-7)
     assert (line.result.only_a, line.result.only_b) == (0, 3)  # items where one model's outcome is the higher
