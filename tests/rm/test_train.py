@@ -74,20 +74,25 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
 
 
 def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, tmp_path):
-    """Two gloo ranks under DDP; the shared-prompt forward goes through the DDP wrapper and trains the
-    same as the plain two-row forward."""
-    losses = {}
-    for share in ("true", "false"):
+    """Two gloo ranks under DDP; the shared-prompt forward (the prompt encoded once, packed rows) goes
+    through the DDP wrapper and trains the same as the plain two-row forward. The packed forward itself
+    is checked against the plain one in-process (tests/rm/test_shared_prompt.py); this is the trainer's."""
+    losses, procs = {}, {}
+    for share in ("true", "false"):  # the two runs side by side
+        (tmp_path / share).mkdir()
+        procs[share] = aplot_in_background("run", tiny_config, "launch.num_processes=2", "optim.max_steps=3",
+                                           "eval.every=0", "checkpoint.every=0", f"model.share_prompt={share}",
+                                           "-q", runs_dir=tmp_path / share)
+    for share, started in procs.items():
         store = tmp_path / share
-        store.mkdir()
-        proc = aplot("run", tiny_config, "launch.num_processes=2", "optim.max_steps=3", "eval.every=0",
-                     "checkpoint.every=0", f"model.share_prompt={share}", "-q", runs_dir=store)
+        proc = started.result()
         assert proc.returncode == 0, proc.stderr + only_run(store)[0].log.read_text()[-3000:]
         paths, manifest = only_run(store)
         assert manifest["provenance"]["world_size"] == 2
         assert manifest["resolved"]["effective_batch"] == 16
         assert manifest["resolved"]["share_prompt"] is (share == "true")
         assert "--multi_gpu" in manifest["launch_argv"]
+        assert ("model.share_prompt: on" in paths.log.read_text()) is (share == "true")
         losses[share] = train_losses(paths)
     assert losses["true"].keys() == losses["false"].keys() == {1, 2, 3}
     for step, loss in losses["false"].items():
@@ -158,23 +163,3 @@ def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
     assert done.returncode == 0, done.stderr
     losses = train_losses(paths)
     assert max(losses) == step + 3 and sorted(losses) == list(range(1, step + 4))
-
-
-def test_shared_prompt_training_matches_the_plain_forward(tiny_config, tmp_path):
-    """The tiny decoder trains the same with the prompt encoded once (packed rows) as with two rows."""
-    losses, procs = {}, {}
-    for share in ("true", "false"):  # the two runs side by side
-        (tmp_path / share).mkdir()
-        procs[share] = aplot_in_background("run", tiny_config, f"model.share_prompt={share}", "eval.every=0",
-                                           "checkpoint.every=0", "-q", runs_dir=tmp_path / share)
-    for share, started in procs.items():
-        store = tmp_path / share
-        proc = started.result()
-        assert proc.returncode == 0, proc.stderr
-        paths, manifest = only_run(store)
-        assert manifest["resolved"]["share_prompt"] is (share == "true")
-        losses[share] = train_losses(paths)
-    assert "model.share_prompt: on" in (tmp_path / "true").joinpath(only_run(tmp_path / "true")[0].id,
-                                                                      "train.log").read_text()
-    for step, loss in losses["false"].items():
-        assert losses["true"][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step

@@ -22,7 +22,7 @@ KEYS = ("up", "down", "left", "right", "pageup", "pagedown", "home", "end", "ent
         "shift+tab", "space", "q", "y", "n", "c", "m", "s", "r", "d", "f", "l", "o", "w", "slash", "a", "1",
         "backspace", "f1", "ctrl+r", "ctrl+p", "minus", "period")
 SIZES = ((80, 24), (120, 36), (160, 48))
-PRESSES = 8  # a screen: ~0.13 s a key (each waits for its repaint); 3 sizes × 8 screens ≈ 30 s
+PRESSES = 5  # a screen: ~0.13 s a key (each waits for its repaint); 3 sizes × 8 screens ≈ 20 s
 SEED = int(os.environ.get("APLOT_MONKEY_SEED", "25"))
 
 
