@@ -257,3 +257,19 @@ def paired_scores(values_a, values_b, labels: Sequence[str | None], table: dict[
         out[M.SECTIONS_MEAN] = paired(idx, float(np.mean([s[1] for s in sections])),
                                       float(np.mean([s[2] for s in sections])), np.mean([s[3] for s in sections], axis=0))
     return out
+
+
+def ties_problem(pairs: Sequence) -> str | None:
+    """Why a set's Ties items could not be scored (ids that are not 'ref:N'/'tied:N', no prompt with
+    both, a tied prompt with one correct answer), said by the preflight before a run exists; None if fine."""
+    ties = [p for p in pairs if p.item is not None and (p.subset or "").lower() == TIES]
+    if not ties:
+        return None
+    zeros = np.zeros(len(ties))
+    found = items([p.item for p in ties], [p.chosen_slot for p in ties], [p.rejected_slot for p in ties], zeros, zeros,
+                  [p.subset for p in ties], [p.item_id for p in ties])
+    try:
+        ties_score(found)
+    except ValueError as e:
+        return str(e)
+    return None

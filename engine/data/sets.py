@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine import config as config_mod
 from engine import metrics as M
+from engine.analysis.rewardbench import ties_problem
 from engine.data import row_cache, sources
 from engine.data.rows import DataError, LoadResult, Pair, split_eval
 
@@ -107,6 +108,8 @@ def check(cfg: config_mod.Config, runs_root: Path | None = None) -> dict[str, di
         if why is None:
             try:
                 results[name] = load(cfg, spec, runs_root)
+                if problem := ties_problem(results[name].pairs):  # RewardBench 2's Ties rows must pair up by id
+                    why = f"{spec}: {problem}"
             except DataError as e:
                 why = str(e)
         if why is not None:

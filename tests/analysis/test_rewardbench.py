@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -203,3 +204,21 @@ def test_paired_scores_give_each_subset_section_and_the_mean_its_difference_and_
     assert (r.n, r.acc_a, r.acc_b, r.only_a, r.only_b) == (2, 0.5, 1.0, 0, 1)
     assert got[M.SECTIONS_MEAN].only_b == 3 and got[M.SECTIONS_MEAN].p == 0.25  # sign test: 2 · ½³
     assert M.section_key("Chat") not in RB.paired_scores(a, b, labels, None)  # subsets only, without a table
+
+
+def test_the_preflight_refuses_ties_rows_it_could_not_score(tmp_path):
+    from engine import config as C
+    from engine.data import sets
+
+    path = tmp_path / "rb2.jsonl"
+    rows = [v2_row(0, "Focus", ["a"], ["b", "c", "d"]), v2_row(1, "Ties", ["red"], ["cat"], "ref:1"),
+            v2_row(2, "Ties", ["red", "blue"], ["cat"], "tied:2")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = C.load(None, ["kind=eval", "data.train=", f"data.eval.rb2={path}"])
+    with pytest.raises(C.ConfigError) as e:
+        sets.check(cfg)
+    assert e.value.problems == [f"data.eval.rb2: {path}: RewardBench 2 Ties: no prompt has both a 'ref:N' and a "
+                                "'tied:N' item"]
+    rows[2]["id"] = "tied:1"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sets.check(cfg)["rb2"]["pairs"] == 3 + 1 + 2

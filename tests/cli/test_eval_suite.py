@@ -217,3 +217,22 @@ def test_two_models_items_are_compared_with_a_paired_bootstrap(tmp_path):
     assert line.result.diff == pytest.approx((1 + 0.5 + 1 / 3) / 8, abs=1e-7)
     assert (line.result.only_a, line.result.only_b) == (0, 3)  # items where one model's outcome is the higher
     assert line.result.low <= line.result.diff <= line.result.high and line.result.low >= 0
+
+
+def test_a_suite_reads_a_parquet_in_its_shape_instead_of_the_hub_cache(bench, tmp_path):
+    import pyarrow.parquet as pq
+
+    from aplot_tui.cli.common import UserError
+    from aplot_tui.cli.runs import eval_config
+    from engine.data import sets
+
+    runs, model, _ = bench
+    pq.write_table(_v1_table(), tmp_path / "filtered.parquet")
+    cfg, _ = eval_config(runs, str(model), [], None, "best", "", [], [f"rewardbench={tmp_path / 'filtered.parquet'}",
+                                                                     "rewardbench2=hf:someone/rb2-copy@test"])
+    assert cfg.data.eval == {"rewardbench": str(tmp_path / "filtered.parquet"), "rewardbench2": "hf:someone/rb2-copy@test"}
+    assert cfg.eval.sections == RB.SUITE_V1
+    cfg.data.eval.pop("rewardbench2")
+    assert sets.check(cfg)["rewardbench"]["pairs"] == 16
+    with pytest.raises(UserError, match="brings RewardBench's own sections"):
+        eval_config(runs, str(model), [], tmp_path / "s.toml", "best", "", [], ["rewardbench"])
