@@ -81,7 +81,7 @@ def _built_once(name: str, defs: dict) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the marks
 def pytest_collection_modifyitems(items):
-    """The suite runs on two pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
+    """The suite runs on three pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
     that share such a module fixture go to one worker, so it is built once rather than once per
     worker; a test that names its own `xdist_group` keeps it. Cheap module fixtures (a tokenizer)
     are built on each worker and their tests spread over all of them."""
