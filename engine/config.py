@@ -272,8 +272,8 @@ class LogSection:
 
 @dataclass
 class Config:
-    kind: str = f("rm", "what the run does: train a reward model, a PPO policy or a DPO policy, or evaluate a "
-                  "reward model (model.name = its folder) on data.eval", choices=("rm", "ppo", "dpo", "eval"))
+    kind: str = f("rm", "what the run does: train a reward model, a PPO or DPO policy, or score a reward "
+                  "model (model.name = its folder) on data.eval", choices=("rm", "ppo", "dpo", "eval"))
     name: str = f("run", "a human name; part of the run id")
     seed: int = f(0, "seed of data order, initialisation and sampling", ge=0, lt=2**32)
     tags: list = f([], "free labels shown in `aplot ls` and the runs screen")
