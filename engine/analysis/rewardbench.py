@@ -219,8 +219,10 @@ def paired_scores(values_a, values_b, labels: Sequence[str | None], table: dict[
     """Two runs' per-unit values (a pair's 0/1 correctness, an item's outcome) on the same units with
     subset `labels`: per subset, per section of `table` (weighted as the section score is) and for the
     sections' mean, the difference B − A with a paired bootstrap interval that resamples units within
-    each subset (the subsets' sizes, and so the weights, stay as they are), and the exact sign test
-    over the units where the runs differ (McNemar's, for 0/1 values). Keys are the eval record's."""
+    each subset (the subsets' sizes, and so the weights, stay as they are). A subset's p is the exact
+    sign test over the units where the runs differ (McNemar's, for 0/1 values); a section's and the
+    mean's, weighted, is the bootstrap's own two-sided p, so that its verdict and interval agree. The
+    order is the mean, the sections, the subsets; keys are the eval record's."""
     a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
     lab = np.array(["" if x is None else x for x in labels], dtype=object)
     rng = np.random.default_rng(seed)
@@ -228,19 +230,25 @@ def paired_scores(values_a, values_b, labels: Sequence[str | None], table: dict[
     units: dict[str, np.ndarray] = {}
     boot: dict[str, np.ndarray] = {}  # [B] resampled mean differences per subset
     out: dict[str, stats.Paired] = {}
+    by_section: dict[str, stats.Paired] = {}
+    by_subset: dict[str, stats.Paired] = {}
 
-    def paired(idx: np.ndarray, mean_a: float, mean_b: float, draws: np.ndarray) -> stats.Paired:
+    def paired(idx: np.ndarray, mean_a: float, mean_b: float, draws: np.ndarray, weighted: bool = True) -> stats.Paired:
         d = b[idx] - a[idx]
         only_a, only_b = int(np.sum(d < 0)), int(np.sum(d > 0))
         low, high = np.quantile(draws, q)
-        return stats.Paired(len(idx), mean_a, mean_b, mean_b - mean_a, float(low), float(high), only_a, only_b,
-                            stats.mcnemar_exact(only_a, only_b), level)
+        # the share of resamples on either side of 0, (k + 1) / (B + 1) so that it is never 0
+        tail = min(int(np.sum(draws <= 0)), int(np.sum(draws >= 0)))
+        p = min(1.0, 2 * (tail + 1) / (len(draws) + 1)) if weighted else stats.mcnemar_exact(only_a, only_b)
+        return stats.Paired(len(idx), mean_a, mean_b, mean_b - mean_a, float(low), float(high), only_a, only_b, p,
+                            level)
 
     for s in sorted({x for x in lab if x}):
         units[s] = idx = np.flatnonzero(lab == s)
         d = b[idx] - a[idx]
         boot[s] = d[rng.integers(0, len(idx), size=(n_resamples, len(idx)))].mean(axis=1)
-        out[M.subset_key(s, M.ACCURACY)] = paired(idx, float(a[idx].mean()), float(b[idx].mean()), boot[s])
+        by_subset[M.subset_key(s, M.ACCURACY)] = paired(idx, float(a[idx].mean()), float(b[idx].mean()), boot[s],
+                                                        weighted=False)
     sections = []
     for name, weights in (table or {}).items():
         have = [s for s in weights if s in units]
@@ -251,12 +259,12 @@ def paired_scores(values_a, values_b, labels: Sequence[str | None], table: dict[
         mean_b = float(sum(wi * b[units[s]].mean() for wi, s in zip(w, have, strict=True)))
         draws = sum(wi * boot[s] for wi, s in zip(w, have, strict=True))
         sections.append((np.concatenate([units[s] for s in have]), mean_a, mean_b, draws))
-        out[M.section_key(name)] = paired(*sections[-1])
+        by_section[M.section_key(name)] = paired(*sections[-1])
     if sections:
         idx = np.unique(np.concatenate([s[0] for s in sections]))
         out[M.SECTIONS_MEAN] = paired(idx, float(np.mean([s[1] for s in sections])),
                                       float(np.mean([s[2] for s in sections])), np.mean([s[3] for s in sections], axis=0))
-    return out
+    return out | by_section | by_subset
 
 
 def ties_problem(pairs: Sequence) -> str | None:

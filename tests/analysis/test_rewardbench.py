@@ -202,7 +202,10 @@ def test_paired_scores_give_each_subset_section_and_the_mean_its_difference_and_
     assert got[M.section_key("Chat Hard")].diff == 0 and got[M.section_key("Chat Hard")].high == 0  # nothing moved
     r = got[M.subset_key("math-prm", M.ACCURACY)]
     assert (r.n, r.acc_a, r.acc_b, r.only_a, r.only_b) == (2, 0.5, 1.0, 0, 1)
-    assert got[M.SECTIONS_MEAN].only_b == 3 and got[M.SECTIONS_MEAN].p == 0.25  # sign test: 2 · ½³
+    assert r.p == 1.0  # a subset's p: the exact sign test, 2 · ½¹ capped at 1
+    mean = got[M.SECTIONS_MEAN]
+    assert mean.only_b == 3 and mean.only_a == 0 and 0 < mean.p < 1  # the bootstrap's: B never worse, ties kept
+    assert list(got)[:5] == [M.SECTIONS_MEAN, *(M.section_key(n) for n in RB.V1_SECTIONS)]  # then the subsets
     assert M.section_key("Chat") not in RB.paired_scores(a, b, labels, None)  # subsets only, without a table
 
 
