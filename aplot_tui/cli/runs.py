@@ -56,7 +56,8 @@ def follow(paths: mf.RunPaths, proc=None, quiet: bool = False) -> str:
     console = Console(stderr=True, soft_wrap=piped, width=1000 if piped else None)
     tail = M.MetricsTail(paths.metrics)
     kind = mf.read(paths).get("kind", "rm")
-    keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE)}.get(kind, ())
+    keys = {"rm": (M.LOSS, M.ACCURACY, M.MARGIN_MEAN), "ppo": (M.SCORES, M.KL, M.GOLD_SCORE),
+            "dpo": (M.LOSS, M.REWARDS_ACCURACIES, M.REWARDS_MARGINS)}.get(kind, ())
     latest: dict[str, float] = {}
     looked = 0.0
     status = ""

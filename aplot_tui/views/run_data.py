@@ -19,6 +19,8 @@ DEFAULT_METRICS = {
     "rm": [M.LOSS, M.ACCURACY, M.EVERY_EVAL + M.ACCURACY, M.REWARD_GAP, M.MARGIN_MEAN, M.LEARNING_RATE],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.ENTROPY, M.CLIPFRAC, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE),
             M.GOLD_VS_KL_RL, M.GOLD_VS_KL_BON],
+    "dpo": [M.LOSS, M.REWARDS_ACCURACIES, M.EVERY_EVAL + M.ACCURACY, M.REWARDS_MARGINS, M.LOGPS_CHOSEN,
+            M.LOGPS_REJECTED, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE), M.metric_key(M.eval_split(M.WIN), M.KL)],
     "eval": [M.EVERY_EVAL + M.ACCURACY, M.EVERY_EVAL + M.SECTIONS_MEAN],
 }
 TABLE_METRICS = {
@@ -27,6 +29,8 @@ TABLE_METRICS = {
            *(M.EVERY_EVAL + k for k in (M.SHORTER_WINS_ACC, M.ACC_CHOSEN_SHORTER, M.ACC_SIMILAR, M.ACC_CHOSEN_LONGER,
                                      M.REWARD_LENGTH_CORR, M.ECE))],
     "ppo": [M.SCORES, M.GOLD_SCORE, M.KL, M.metric_key(M.eval_split(M.WIN), M.WIN_RATE)],
+    "dpo": [M.LOSS, M.REWARDS_ACCURACIES, M.EVERY_EVAL + M.ACCURACY, M.REWARDS_MARGINS,
+            M.metric_key(M.eval_split(M.WIN), M.WIN_RATE), M.metric_key(M.eval_split(M.WIN), M.KL)],
     "eval": [M.EVERY_EVAL + M.ACCURACY, M.EVERY_EVAL + M.SECTIONS_MEAN, M.EVERY_EVAL + M.REWARD_GAP,
              *(M.EVERY_EVAL + k for k in (M.SHORTER_WINS_ACC, M.REWARD_LENGTH_CORR, M.ECE))],
 }

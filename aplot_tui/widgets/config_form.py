@@ -28,10 +28,10 @@ from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 from engine import config as config_mod
 
 # top-level tables shown only for one kind of run
-KIND_SECTIONS = {"loss": "rm", "ppo": "ppo"}
+KIND_SECTIONS = {"loss": "rm", "ppo": "ppo", "dpo": "dpo"}
 # the fields people change, first and unfolded (those of a kind's own table only for that kind)
 COMMON = ("kind", "name", "model.name", "data.train", "data.eval", "loss.type", "ppo.reward_model_run",
-          "ppo.prompts", "optim.lr", "optim.batch_size", "optim.max_steps", "optim.epochs",
+          "ppo.prompts", "dpo.type", "dpo.beta", "optim.lr", "optim.batch_size", "optim.max_steps", "optim.epochs",
           "launch.num_processes", "launch.mixed_precision", "launch.cpu")
 EMPTY = '""'  # an empty number field: a string, which validation then names as the wrong type
 HINTS = {str: "empty", list: "empty · comma-separated", int: "a whole number", float: "a number"}
