@@ -113,7 +113,7 @@ def test_ls_json_lines_and_csv_on_an_empty_and_a_filled_store(runs_dir):
 
 
 @pytest.mark.parametrize(("option", "value", "allowed"), [
-    ("--kind", "foo", "rm | ppo | eval"),
+    ("--kind", "foo", "rm | ppo | dpo | eval"),
     ("--status", "bogus", "created | queued | running | completed | failed | stopped | crashed"),
 ])
 def test_ls_refuses_a_kind_or_status_that_does_not_exist(runs_dir, option, value, allowed):
