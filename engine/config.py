@@ -220,8 +220,8 @@ class EvalSection:
     every: int = f(50, "steps between evals; also evaluated at the end", ge=0)
     batch_size: int = f(32, "pairs per eval batch", gt=0)
     hard_pairs: int = f(20, "hardest pairs (most negative reward gap) written at each eval", ge=0)
-    sections: str = f("", "kind = eval: a TOML file of sections (section = [subsets], or {subset = weight}); "
-                      "scores per section and their mean, as RewardBench reports")
+    sections: str = f("", "kind = eval: a TOML file of sections (section = [subsets], or {subset = weight}), or "
+                      "`rewardbench` (RewardBench v1's own, weighted as upstream); scores per section and their mean")
 
 
 @dataclass
