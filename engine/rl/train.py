@@ -6,7 +6,8 @@ Started by the run service (`engine.runs.lifecycle`) (never by hand, though it c
         [--config_file ds_or_fsdp.yaml] -m engine.rl.train --run-dir runs/<id> [--resume]
 
 Set-up: prompts → policy (optionally fitted to the synthetic reference first; that fit is also the
-frozen reference) → the reward model of a completed RM run → judge and opponent for the win-rate.
+frozen reference) → the reward model of a completed RM run, or `[ppo.ensemble]`'s members as one proxy
+(engine.rl.ensemble) → judge and opponent for the win-rate.
 Loop, per step: sample prompts → generate → score with the RM → per-token KL penalty against the
 reference (`kl_coef`, adaptive when `kl_target` > 0) → GAE (`gamma`, `lam`) → clipped policy and
 value updates (`clip_range`, `clip_range_value`, `vf_coef`) over `ppo_epochs` × minibatches. Every
