@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from _cli import aplot, eval_records, one_line_error
 from analysis.test_rewardbench import v2_row
+from conftest import TINY_RM
 
 from engine import metrics as M
 from engine.analysis import predictions as P
@@ -74,31 +75,40 @@ def _v2_table():
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    """(store, a tiny untrained reward-model folder, env with HF_HOME at the faked hub cache). Untrained
-    is enough: the scoring is under test, not the model, and a folder costs no training run."""
-    from engine.config import ModelSection, TinyModelConfig
-    from engine.models import build_reward_model, save_reward_model, train_tokenizer
+    """(store, a tiny RM run trained with the RewardBench 2 rows as one of its eval sets, env with HF_HOME
+    at the faked hub cache)."""
+    import pyarrow.parquet as pq
 
     base = tmp_path_factory.mktemp("suite")
     runs, hf_home = base / "runs", base / "hf"
-    runs.mkdir()
     v1, v2 = _v1_table(), _v2_table()
     _snapshot(hf_home, "allenai/reward-bench", ["raw", "filtered"], {"filtered": v1, "raw": v1})
     _snapshot(hf_home, "allenai/reward-bench-2", ["test"], {"test": v2})
-    texts = [str(x) for t in (v1, v2) for col in t.to_pydict().values() for x in col if x]
-    tok = train_tokenizer(texts, vocab_size=256, max_length=48)
-    tiny = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, vocab_size=256)
-    model = save_reward_model(build_reward_model(ModelSection(name="tiny", max_length=48, tiny=tiny), tok, seed=3),
-                              base / "rm", tokenizer=tok)
+    pq.write_table(v2, base / "rb2.parquet")
+    (base / "tiny.toml").write_text(TINY_RM)
+    proc = aplot("run", base / "tiny.toml", "optim.max_steps=2", "eval.every=0", "checkpoint.every=0",
+                 "data.synthetic_pairs=60", f"data.eval.rb2={base / 'rb2.parquet'}", "-q", runs_dir=runs)
+    assert proc.returncode == 0, proc.stderr
+    ((paths, _),) = mf.list_runs(runs)
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
     env.pop("HF_DATASETS_CACHE", None)
-    return runs, model, env
+    return runs, paths.id, env
 
 
-def _eval(runs: Path, env: dict, model: Path, *extra: str):
-    return aplot("eval", model, "--suite", "rewardbench", "--suite", "rewardbench2", "-q", "launch.cpu=true",
-                 "launch.threads=1", *extra, runs_dir=runs, env=env, timeout=600)
+def test_an_rm_run_scores_an_nway_eval_set_per_item(bench):
+    runs, run_id, _ = bench
+    paths = mf.find_run(runs, run_id)
+    rec = eval_records(paths)["rb2"]
+    items = P.read(paths.dir, "rb2")
+    assert isinstance(items, P.Items) and rec[M.N_ITEMS] == len(items.index) == 12 and rec[M.N_PAIRS] == 36
+    assert rec[M.ACCURACY] == pytest.approx(float(items.outcome.mean()), abs=1e-6) and M.PAIR_ACCURACY in rec
+    assert P.read_labels(paths.dir, "rb2") == [s for s in V2_SUBSETS for _ in range(2)] + ["Ties", "Ties"]
+
+
+def _eval(runs: Path, env: dict, model: str, *extra: str):
+    return aplot("eval", model, "--which", "final", "--suite", "rewardbench", "--suite", "rewardbench2", "-q",
+                 *extra, runs_dir=runs, env=env, timeout=600)
 
 
 def _new_run(runs: Path, before: set[str]) -> mf.RunPaths:
@@ -110,7 +120,8 @@ def _new_run(runs: Path, before: set[str]) -> mf.RunPaths:
 def test_a_missing_hub_cache_is_one_line_saying_what_to_download(bench, tmp_path):
     runs, model, env = bench
     before = {p.id for p, _ in mf.list_runs(runs)}
-    proc = aplot("eval", model, "--suite", "rewardbench2", runs_dir=runs, env={**env, "HF_HOME": str(tmp_path / "none")})
+    proc = aplot("eval", model, "--which", "final", "--suite", "rewardbench2", runs_dir=runs,
+                 env={**env, "HF_HOME": str(tmp_path / "none")})
     line = one_line_error(proc)
     assert proc.returncode == 2
     assert "data.eval.rewardbench2: hf:allenai/reward-bench-2: not in the local cache" in line
@@ -127,7 +138,7 @@ def test_both_suites_score_by_their_rules_on_one_and_two_ranks(bench):
                                                                          "launch.num_processes=2")
         one, two = one_f.result(), two_f.result()
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    a, a2 = sorted((p for p, m in mf.list_runs(runs) if m["status"] == "completed"),
+    a, a2 = sorted((p for p, m in mf.list_runs(runs) if m["kind"] == "eval"),
                    key=lambda p: mf.read(p)["resolved"]["world_size"])
     assert [mf.read(p)["resolved"]["world_size"] for p in (a, a2)] == [1, 2]
 
@@ -228,11 +239,11 @@ def test_a_suite_reads_a_parquet_in_its_shape_instead_of_the_hub_cache(bench, tm
 
     runs, model, _ = bench
     pq.write_table(_v1_table(), tmp_path / "filtered.parquet")
-    cfg, _ = eval_config(runs, str(model), [], None, "best", "", [], [f"rewardbench={tmp_path / 'filtered.parquet'}",
+    cfg, _ = eval_config(runs, model, [], None, "final", "", [], [f"rewardbench={tmp_path / 'filtered.parquet'}",
                                                                      "rewardbench2=hf:someone/rb2-copy@test"])
     assert cfg.data.eval == {"rewardbench": str(tmp_path / "filtered.parquet"), "rewardbench2": "hf:someone/rb2-copy@test"}
     assert cfg.eval.sections == RB.SUITE_V1
     cfg.data.eval.pop("rewardbench2")
     assert sets.check(cfg)["rewardbench"]["pairs"] == 16
     with pytest.raises(UserError, match="brings RewardBench's own sections"):
-        eval_config(runs, str(model), [], tmp_path / "s.toml", "best", "", [], ["rewardbench"])
+        eval_config(runs, model, [], tmp_path / "s.toml", "final", "", [], ["rewardbench"])
