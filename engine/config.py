@@ -529,6 +529,9 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
         problems.append(f"data.train: dpo.judge = \"gold\", dpo.pairs = \"reference\" and dpo.sft_steps need the "
                         f"synthetic task, the only one with a gold rule, a rater and reference completions "
                         f"({src.of_all('data.train', 'dpo.judge', 'dpo.pairs', 'dpo.sft_steps')})")
+    if cfg.kind == "dpo" and cfg.dpo.type == "offset" and (cfg.data.train == "synthetic" or cfg.dpo.pairs == "reference"):
+        problems.append(f"dpo.type: offset reads each pair's `margin` column, which the synthetic task's pairs do not have "
+                        f"({src.of_all('dpo.type', 'data.train', 'dpo.pairs')})")
     if cfg.dpo.label_smoothing and cfg.dpo.type != "sigmoid":
         problems.append(f"dpo.label_smoothing: cDPO's smoothing applies to dpo.type = \"sigmoid\", got "
                         f"{cfg.dpo.type!r} ({src.of_all('dpo.label_smoothing', 'dpo.type')})")

@@ -184,6 +184,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     heldout = sampling.heldout_prompts(d.eval_prompts) if d.judge == "gold" else []
     if not pairs_from_data:
         train_pairs, eval_pairs, hashes, skipped = reference_data(ctx, ref, tok, heldout)
+    if d.type == "offset" and (lacking := sum(p.margin is None for p in train_pairs)):
+        raise TrainingError(f"dpo.type = offset: {lacking} of {len(train_pairs)} training pairs have no `margin` "
+                            "value (map your column with data.columns.margin)")
     eval_sets = rm_train.pair_datasets(ctx, tok, {"train": train_pairs, **eval_pairs})
     train_ds = eval_sets.pop("train")
     pad_id = tok.pad_token_id

@@ -24,3 +24,11 @@ def test_label_smoothing_is_for_the_sigmoid_loss_only():
     assert err.value.problems == ['dpo.label_smoothing: cDPO\'s smoothing applies to dpo.type = "sigmoid", got '
                                   "'ipo' (command line: dpo.label_smoothing=0.1; command line: dpo.type=ipo)"]
     assert C.load(None, ["kind=dpo", "dpo.label_smoothing=0.1"]).dpo.label_smoothing == 0.1
+
+
+def test_the_offset_loss_needs_a_margin_column_the_synthetic_task_lacks():
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ["kind=dpo", "dpo.type=offset"])
+    assert err.value.problems == ["dpo.type: offset reads each pair's `margin` column, which the synthetic task's pairs "
+                                  "do not have (command line: dpo.type=offset)"]
+    assert C.load(None, ["kind=dpo", "dpo.type=offset", 'data.train="p.jsonl"']).dpo.type == "offset"
