@@ -172,7 +172,7 @@ def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_
     cfg.ppo.ensemble = C.EnsembleSection(members=members, aggregate="uwo", uwo_lambda=0.5, warn_window=1,
                                          warn_ratio=0.0, warn_patience=1)
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "grpo", 2, 2, 2
-    cfg.ppo.eval_prompts, cfg.ppo.win_rate_every, cfg.ppo.ppo_epochs = 6, 3, 1
+    cfg.ppo.eval_prompts, cfg.ppo.win_rate_every, cfg.ppo.ppo_epochs, cfg.ppo.bon_samples = 6, 3, 1, 4
     cfg.launch.num_processes = 2
     whole, killed = lifecycle.create(cfg, tmp_path), lifecycle.create(cfg, tmp_path)
     assert mf.read(killed)["links"] == {"ensemble_members": members}
@@ -201,6 +201,9 @@ def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_
     first, resumed = killed.log.read_text().split("continuing at step 4")
     # the resumed attempt says it only if it is new there (the killed one may have said it, even at step 4)
     assert said(resumed) == ([alarm.line()] if alarm.step > 3 else []) and set(said(first)) <= {alarm.line()}
+    bons = [[r.data for r in M.read_all(p.metrics) if r.split == M.BON_SPLIT] for p in (whole, killed)]
+    assert bons[0] == bons[1] and bons[0][0][M.BON_N] == [1.0, 2.0, 4.0]  # best-of-n picked by the ensemble
+    assert bons[0][0][M.BON_PROXY] == sorted(bons[0][0][M.BON_PROXY])
     a = load_file(whole.checkpoints / "final" / "model.safetensors")
     b = load_file(killed.checkpoints / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
