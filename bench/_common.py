@@ -155,6 +155,35 @@ def bare_step(hf_model, optimizer, input_ids, attention_mask) -> dict:
     return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
 
+# --- TRL's RewardTrainer, set up like the engine -----------------------------------------------------
+
+
+def trl_dataset(items: list[dict]):
+    """Engine items (`PairDataset.items`) as the pre-tokenized rows RewardTrainer takes unchanged."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"chosen_ids": [int(t) for t in it["chosen_ids"]],
+                               "rejected_ids": [int(t) for t in it["rejected_ids"]]} for it in items])
+
+
+def trl_reward_trainer(hf_model, tok, train_items: list[dict], *, pairs: int, steps: int, lr: float,
+                       warmup: int, out_dir: Path, callbacks: list | None = None):
+    """TRL's RewardTrainer on the engine's batches in the engine's order (sequential sampler), fp32 on
+    CPU, with the engine's schedule, clipping, no weight decay, no checkpointing and dropout kept."""
+    from trl import RewardConfig, RewardTrainer
+
+    targs = RewardConfig(
+        output_dir=str(out_dir), per_device_train_batch_size=pairs, per_device_eval_batch_size=pairs,
+        max_steps=steps, learning_rate=lr, lr_scheduler_type="linear", warmup_steps=warmup,
+        weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, bf16=False, fp16=False,
+        use_cpu=True, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
+        disable_dropout=False, max_length=None, train_sampling_strategy="sequential", seed=0,
+        dataloader_num_workers=0,
+    )
+    return RewardTrainer(model=hf_model, args=targs, train_dataset=trl_dataset(train_items),
+                         processing_class=tok, callbacks=callbacks or [])
+
+
 # --- timing and FLOPs ---------------------------------------------------------------------------------
 
 

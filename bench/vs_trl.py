@@ -64,13 +64,7 @@ def ordered_data(cfg: config_mod.Config, tok) -> tuple[list[dict], list[dict], d
 
 
 def run_trl(args, hf_model, tok, train_items, eval_items, steps: int, warmup: int, out_dir: Path) -> dict:
-    from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import RewardConfig, RewardTrainer
-
-    def as_dataset(items):
-        return Dataset.from_list([{"chosen_ids": [int(t) for t in it["chosen_ids"]],
-                                   "rejected_ids": [int(t) for t in it["rejected_ids"]]} for it in items])
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -80,23 +74,15 @@ def run_trl(args, hf_model, tok, train_items, eval_items, steps: int, warmup: in
             self.ends.append((time.perf_counter(), time.process_time()))
 
     times = StepTimes()
-    targs = RewardConfig(
-        output_dir=str(out_dir), per_device_train_batch_size=args.pairs, per_device_eval_batch_size=args.pairs,
-        max_steps=steps, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=warmup,
-        weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, bf16=False, fp16=False,
-        use_cpu=True, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
-        disable_dropout=False, max_length=None, train_sampling_strategy="sequential", seed=0,
-        dataloader_num_workers=0,
-    )
-    trainer = RewardTrainer(model=hf_model, args=targs, train_dataset=as_dataset(train_items),
-                            processing_class=tok, callbacks=[times])
+    trainer = C.trl_reward_trainer(hf_model, tok, train_items, pairs=args.pairs, steps=steps, lr=args.lr,
+                                   warmup=warmup, out_dir=out_dir, callbacks=[times])
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
     # steps 2..N, from one step's end to the next: collation, logging and the optimizer included
     steps_s = [b[0] - a[0] for a, b in zip(times.ends, times.ends[1:], strict=False)]
     cpu_s = [b[1] - a[1] for a, b in zip(times.ends, times.ends[1:], strict=False)]
-    acc = trainer.evaluate(eval_dataset=as_dataset(eval_items))["eval_accuracy"]
+    acc = trainer.evaluate(eval_dataset=C.trl_dataset(eval_items))["eval_accuracy"]
     return {"pairs_per_s": args.pairs / C.median(steps_s), "step_s": [round(s, 3) for s in steps_s],
             "cpu_s_median": C.median(cpu_s), "train_wall_s": wall, "accuracy": acc}
 
