@@ -370,8 +370,11 @@ def wait_exit(paths: mf.RunPaths, timeout: float, proc: subprocess.Popen | None 
 def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None = None) -> str:
     """SIGINT (the trainer checkpoints and exits), then SIGTERM, then SIGKILL; the final status.
 
-    Each signal goes to the whole process group, so every rank hears it at once. The trainer's own
-    handlers make the stop work whatever dispositions the process that launched it had.
+    Each signal goes to the whole process group: one rank's trainer hears it there, and the ranks of a
+    multi-process run hear SIGINT and SIGTERM from torch's elastic agent, which forwards them. SIGKILL
+    cannot be forwarded, so it also goes to every process on this host that names the run folder (each
+    rank sits in a session of its own). The trainer's own handlers make the stop work whatever
+    dispositions the process that launched it had.
     """
     manifest = mf.read(paths)
     status, pid, host = S.effective(paths, manifest), manifest.get("pid"), manifest.get("host")
@@ -382,10 +385,12 @@ def stop(paths: mf.RunPaths, grace: float = 30.0, proc: subprocess.Popen | None 
     if host and host != liveness.this_host():
         raise mf.RunError(f"{paths.id}: runs on {host}; stop it from there")
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        try:
+        if sig == signal.SIGKILL:  # not forwarded by anyone: every process that names the run, ranks too
+            for other in liveness.processes_of(paths.dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, sig)
+        with contextlib.suppress(ProcessLookupError):  # the launcher gone, a rank may still hold the run
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
         if wait_exit(paths, wait, proc):
             break
     manifest = mf.read(paths)

@@ -122,3 +122,23 @@ def _launch_time(manifest: dict) -> float | None:
         return datetime.fromisoformat(manifest["launched_at"]).timestamp()
     except (KeyError, ValueError, TypeError):
         return None
+
+
+def processes_of(run_dir: Path) -> list[int]:
+    """The live processes on this host whose command line names the run folder (`--run-dir DIR`): its
+    launcher and every rank. A signal to the run's process group does not reach the ranks of a
+    multi-process run, since torch's elastic agent starts each rank in a session of its own; the agent
+    forwards SIGINT and SIGTERM to them, but a SIGKILL of the agent leaves them training, orphaned."""
+    needle = b"--run-dir\0" + str(Path(run_dir).resolve()).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle + b"\0" in cmdline + b"\0" and state != "Z":
+            found.append(int(entry.name))
+    return found
