@@ -29,6 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -91,14 +93,20 @@ def report(rows: list[dict], key: str, names: list[str], fields: tuple, compared
     print(f"| {key} | " + " | ".join(fields) + " |")
     print("|---" * (len(fields) + 1) + "|")
     for name in names:
-        cells = [stats.mean_sd([r[f] for r in rows if r[key] == name]) for f in fields]
-        print(f"| {name} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in cells) + " |")
+        cells = []
+        for f in fields:
+            xs = np.array([r[f] for r in rows if r[key] == name], dtype=float)
+            m, s = stats.mean_sd(xs[np.isfinite(xs)])
+            shown = "—" if np.isnan(m) else f"{m:.3f} ± {s:.3f}"
+            cells.append(shown if np.isfinite(xs).all() or np.isnan(m) else f"{shown} ({np.isfinite(xs).sum()}/{len(xs)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\nagainst {base}, paired by seed: mean difference [t 95 %]")
     for name in names[names.index(base) + 1:]:
         for f in compared:
             g = stats.grouped({r["seed"]: r[f] for r in rows if r[key] == base},
                               {r["seed"]: r[f] for r in rows if r[key] == name})
-            print(f"  {name} − {base}, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}] — {g.verdict(base, name, f not in lower_is_better)}")
+            print(f"  {name} − {base}, {f}: {g.diff:+.3f} [{g.low:+.3f}, {g.high:+.3f}], {len(g.seeds)} seeds — "
+                  f"{g.verdict(base, name, f not in lower_is_better)}")
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ each seed and each `data.length_bias` (0: an honest rater; 0.5: the rater that f
    (`--preset demo-grpo`, same seed), which also draws the reference's best-of-n curve picked by that RM
    (`ppo.bon_samples`, n = 1 … 64).
 
-Each run's curve is its win-rate evals (KL, gold win-rate); see `curve` for where each KL is measured. "At matched KL" is the curve interpolated
-linearly at a KL every method reaches (not the eval nearest it), on the rising part (up to the first eval
-past that KL); best-of-n's curve is analytic in n. Reported: mean ± sd over seeds, and each method against
+Each run's curve is its win-rate evals (KL, gold win-rate); see `curve` for where each KL is measured. "At matched KL" is each run's (KL, win) frontier
+interpolated linearly at a KL every method reaches (not the eval nearest it; see `at_kl`); best-of-n's
+curve is analytic in n. Reported: mean ± sd over seeds, and each method against
 DPO paired by seed (t interval).
 
     .venv/bin/python bench/dpo_vs_rl.py [--seeds 0 1 2] [--biases 0 0.5] [--kl 1 2 3] [--parallel 2]
@@ -62,14 +62,19 @@ def curve(paths: mf.RunPaths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def at_kl(kl: np.ndarray, win: np.ndarray, target: float) -> float:
-    """The win-rate where the curve first reaches `target` nats, linearly between the two evals around it;
-    NaN if the run never gets that far."""
-    for i in range(1, len(kl)):
-        if kl[i] >= target:
-            lo, hi = kl[i - 1], kl[i]
-            t = 1.0 if hi == lo else (target - lo) / (hi - lo)
-            return float(win[i - 1] + min(max(t, 0.0), 1.0) * (win[i] - win[i - 1]))
-    return float("nan")
+    """The best gold win-rate the run reached at a KL up to `target`: the upper frontier of its (KL, win)
+    evals (each eval that wins more than every eval at a lower KL), linear between frontier points and flat
+    after the last; NaN if no eval gets that far. Not "the curve where it first passes `target`": a DPO
+    run's first eval often overshoots in KL (16 nats at step 10) and comes back, and a first crossing then
+    reads the step-0 policy."""
+    if not (kl >= target).any():
+        return float("nan")
+    front_kl, front_win = [], []
+    for i in np.argsort(kl, kind="stable"):
+        if not front_win or win[i] > front_win[-1]:
+            front_kl.append(kl[i])
+            front_win.append(win[i])
+    return float(np.interp(target, front_kl, front_win))
 
 
 def one(store: Path, seed: int, bias: float, targets: list[float]) -> list[dict]:
@@ -115,7 +120,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = [r for rs in pool.map(lambda job: one(args.store, *job, args.kl), jobs) for r in rs]
     wall = time.time() - t0
-    print(f"{len(args.seeds)} seeds, wall {wall / 60:.1f} min; mean ± sd over seeds (NaN: KL never reached)")
+    print(f"{len(args.seeds)} seeds, wall {wall / 60:.1f} min; mean ± sd over seeds; (k/n): only k of n seeds reached that KL")
     fields = ("win_end", "kl_end", "length_end", *(f"win@kl{t:g}" for t in args.kl))
     for bias in args.biases:
         print(f"\n### data.length_bias = {bias:g}")

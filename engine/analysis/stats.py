@@ -157,6 +157,8 @@ class Grouped:
 
 def mean_sd(xs) -> tuple[float, float]:
     xs = np.asarray(xs, dtype=float)
+    if not len(xs):
+        return float("nan"), float("nan")
     return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
 
 
@@ -173,7 +175,11 @@ def t_interval(xs, level: float = LEVEL) -> tuple[float, float, float]:
 
 
 def grouped(a: dict, b: dict, level: float = LEVEL) -> Grouped:
-    """`a`, `b`: seed → value (e.g. final accuracy). The difference is paired on the seeds both have."""
+    """`a`, `b`: seed → value (e.g. final accuracy). The difference is paired on the seeds both have. A seed
+    whose value is NaN (a run that never reached a point, a metric it never logged) counts as absent:
+    NaN fails every comparison, so one of them would read as an interval that excludes 0."""
+    a = {s: v for s, v in a.items() if math.isfinite(v)}
+    b = {s: v for s, v in b.items() if math.isfinite(v)}
     ma, sa = mean_sd(list(a.values()))
     mb, sb = mean_sd(list(b.values()))
     seeds = sorted(set(a) & set(b))

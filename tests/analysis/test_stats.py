@@ -101,6 +101,15 @@ def test_grouped_difference_is_paired_by_seed_with_a_t_interval():
     assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
+def test_a_nan_seed_is_left_out_of_the_pairing_not_read_as_significant():
+    base = {0: 0.50, 1: 0.52, 2: 0.51}
+    res = stats.grouped(base, {0: float("nan"), 1: float("nan"), 2: 0.60})  # two seeds never got there
+    assert res.seeds == [2] and res.n_b == 1 and res.mean_b == pytest.approx(0.60)
+    assert not res.significant and res.verdict().startswith("too few shared seeds")
+    none = stats.grouped(base, {s: float("nan") for s in base})
+    assert none.seeds == [] and math.isnan(none.mean_b) and not none.significant
+
+
 def test_mcnemar_for_many_discordant_pairs_agrees_with_the_exact_sum_at_the_switch():
     d = stats.EXACT_UP_TO
     below = stats.mcnemar_exact(d // 2 - 40, d // 2 + 40)  # integer sum
