@@ -73,6 +73,9 @@ class ModelSection:
     dropout: float = f(0.0, "dropout of the tiny model (ignored for pretrained checkpoints)", ge=0, lt=1)
     tiny: TinyModelConfig = sub(TinyModelConfig, "shape of the model built when name = \"tiny\"")
     lora: LoraConfig = sub(LoraConfig, "parameter-efficient fine-tuning with peft")
+    init_seed: int = f(-1, "seed of a reward model's random initial weights (all of tiny, a checkpoint's new head), "
+                           "apart from the run's seed: members that share their start; -1 = the run's seed",
+                       ge=-1, lt=2**32)
 
 
 @dataclass

@@ -181,12 +181,13 @@ def build_reward_model(cfg: ModelSection, tokenizer, seed: int = 0, dtype: torch
     """The RM of `cfg`: fresh weights for `tiny`, else a checkpoint with a new 1-output head.
 
     Weights that start random (all of `tiny`, the new head of a checkpoint) are drawn
-    from `seed` in a forked RNG, so building a model never shifts the caller's stream.
+    from `cfg.init_seed`, or `seed` (the run's) when it is -1, in a forked RNG, so building a
+    model never shifts the caller's stream.
     Fully offline for local folders; hub ids resolve only from the local cache when
     HF_HUB_OFFLINE=1 is set, as it is for every run.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if cfg.init_seed < 0 else cfg.init_seed)
         if cfg.name == "tiny":
             hf_model = LlamaForSequenceClassification(tiny_config(cfg, tokenizer)).to(dtype)
         else:
