@@ -10,8 +10,9 @@ half the pairs, a habit a reward model learns and gold never pays. Steps:
    pairs differs), its pairs written here into the store;
 2. per seed, GRPO (`--preset demo-grpo`, β = --kl-coef) against each objective: member s0 alone, the five members'
    mean, worst and uwo at two λ, and the shared-start members' mean; a gold win-rate eval every
-   `--every` steps, and the reference's best-of-n curve up to n = `--bon` picked by the same objective
-   (`ppo.bon_samples`, drawn once at the start of each run from the same samples for every objective);
+   `--every` steps; in the runs of `--bon-seeds`, also the reference's best-of-n curve up to n = `--bon`
+   picked by the same objective (`ppo.bon_samples`: drawn at the start of the run, the same samples for
+   every objective of a seed, in a forked RNG that leaves the GRPO run's own stream where it was);
 3. the ensemble's cost: K = 1 and K = 3 GRPO runs side by side (two processes at once, so both see the
    same machine load), median samples/s over their rollouts after the first.
 
@@ -23,7 +24,7 @@ came from); its lead time is gold's peak step minus the step it fired, over runs
 (end ≤ peak − --fall), and its false alarms are runs where gold did not fall and it fired anyway.
 
     .venv/bin/python bench/ensemble_study.py [--seeds 0 1 2] [--steps 150] [--kl-coef 0.01] [--every 10] [--bon 256]
-        [--lambdas 0.5 2] [--parallel 2] [--store bench/.cache/ensemble_study]
+        [--bon-seeds 0] [--lambdas 0.5 2] [--parallel 2] [--store bench/.cache/ensemble_study]
 
 Runs already completed in the store are reused (it can be interrupted and run again). Prints the tables,
 then one JSON line.
@@ -50,8 +51,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine import metrics as M  # noqa: E402
-from engine.analysis import overopt  # noqa: E402
+from engine.analysis import overopt, stats  # noqa: E402
 from engine.data import synthetic  # noqa: E402
+from engine.runs import status as S  # noqa: E402
 from engine.runs import store as mf  # noqa: E402
 from engine.runs import sweeps  # noqa: E402
 
@@ -84,6 +86,17 @@ def sweep_members(store: Path, name: str, file: Path) -> tuple[str, list[mf.RunP
     if not runs or any(s.manifest.get("status") != "completed" for s in runs):
         raise RuntimeError(f"sweep {sweep_id}: not every member completed; `aplot sweep resume {sweep_id}`")
     return sweep_id, [s.paths for s in runs]
+
+
+def settle(store: Path, name: str) -> None:
+    """Wait while a run called `name` is still going (one an interrupted invocation left running), so the
+    `ensure` after this reuses it instead of starting a twin."""
+    def going() -> bool:
+        return any(manifest.get("name") == name and S.effective(paths, manifest) in S.GOING
+                   for paths, manifest in mf.list_runs(store))
+
+    while going():
+        time.sleep(POLL_S)
 
 
 def shared_init_file(store: Path) -> Path:
@@ -133,14 +146,17 @@ def figures(paths: mf.RunPaths, fall: float) -> dict:
     alarm = overopt.first_alarm([r.step for r in spread], [r.data[M.SCORES] for r in spread],
                                 [r.data[M.ENSEMBLE_STD] for r in spread], overopt.rule_of(manifest["config"])) \
         if spread else None
+    spread_of = [r.data[M.ENSEMBLE_STD] for r in spread] or [float("nan")]
     logged = "over-optimisation warning at step" in paths.log.read_text(encoding="utf-8", errors="replace")
-    (bon,) = [r.data for r in records if r.split == M.BON_SPLIT]
-    best = int(np.argmax(bon[M.BON_WIN]))
+    bons = [r.data for r in records if r.split == M.BON_SPLIT]  # only in runs of --bon-seeds
+    bon = bons[0] if bons else {k: [float("nan")] for k in (M.BON_N, M.BON_KL, M.BON_PROXY, M.BON_GOLD, M.BON_WIN)}
+    best = int(np.nanargmax(bon[M.BON_WIN])) if bons else 0
     return {"win_end": float(win[-1]), "win_peak": float(win[peak]), "peak_step": int(steps[peak]),
             "kl_at_peak": float(kl[peak]), "kl_end": float(train[-1].data[M.KL]),
             "length_end": float(train[-1].data[M.RESPONSE_LENGTH]), "fell": fell,
             "alarm_step": alarm.step if alarm else None, "alarm_in_log": logged,
             "lead_steps": float(steps[peak] - alarm.step) if alarm and fell else float("nan"),
+            "disagreement_first": float(np.mean(spread_of[:5])), "disagreement_last": float(np.mean(spread_of[-5:])),
             "bon_win_max_n": float(bon[M.BON_WIN][-1]), "bon_win_best": float(bon[M.BON_WIN][best]),
             "bon_best_n": float(bon[M.BON_N][best]), "bon_fall": float(bon[M.BON_WIN][best] - bon[M.BON_WIN][-1]),
             "curve": {"step": steps.tolist(), "kl": kl.tolist(), "win": win.tolist()},
@@ -154,6 +170,7 @@ def speed(store: Path, members: list[mf.RunPaths]) -> dict:
 
     def one(k: int) -> float:
         ids = json.dumps([p.id for p in ks[k]])
+        settle(store, f"es-speed-k{k}")
         run = ensure(store, f"es-speed-k{k}", "demo-grpo", *common, f"ppo.ensemble.members={ids}")
         rates = [r.data[M.SAMPLES_PER_S] for r in M.read_all(run.metrics) if r.split == M.TRAIN and r.step > 1]
         return float(np.median(rates))
@@ -170,6 +187,8 @@ def main() -> None:
     ap.add_argument("--kl-coef", type=float, default=0.01, help="GRPO's β (the preset's 0.1 held gold level: no fall)")
     ap.add_argument("--every", type=int, default=10, help="steps between gold win-rate evals")
     ap.add_argument("--bon", type=int, default=256, help="best-of-n up to this n (a power of two)")
+    ap.add_argument("--bon-seeds", type=int, nargs="+", default=[0],
+                    help="seeds whose runs draw the best-of-n curve (256 samples × 256 prompts is most of a run)")
     ap.add_argument("--lambdas", type=float, nargs=2, default=[0.5, 2.0], help="uwo's two λ")
     ap.add_argument("--fall", type=float, default=0.05, help="gold 'fell' where its end is this far below its peak")
     ap.add_argument("--parallel", type=int, default=2)
@@ -182,22 +201,27 @@ def main() -> None:
     accuracy = {name: [mf.read(p)["summary"].get(M.metric_key(M.eval_split(M.HELDOUT), M.ACCURACY)) for p in runs]
                 for name, runs in ((MEMBERS, members), (SHARED, shared))}
     objs = objectives(members_id, shared_id, members[0].id, args.lambdas)
-    common = [f"optim.max_steps={args.steps}", f"ppo.kl_coef={args.kl_coef}", f"ppo.win_rate_every={args.every}",
-              f"ppo.bon_samples={args.bon}"]
+    common = [f"optim.max_steps={args.steps}", f"ppo.kl_coef={args.kl_coef}", f"ppo.win_rate_every={args.every}"]
     tag = {name: name.replace(" ", "").replace("λ=", "").replace(",", "-") for name in objs}
     jobs = [(name, seed) for seed in args.seeds for name in objs]
 
     def one(job: tuple[str, int]) -> dict:
         name, seed = job
-        run = ensure(args.store, f"es-{tag[name]}-s{seed}", "demo-grpo", f"seed={seed}", *common, *objs[name])
+        settle(args.store, f"es-{tag[name]}-s{seed}")
+        run = ensure(args.store, f"es-{tag[name]}-s{seed}", "demo-grpo", f"seed={seed}", *common, *objs[name],
+                     f"ppo.bon_samples={args.bon if seed in args.bon_seeds else 0}")
         return {"objective": name, "seed": seed, "run": run.id, **figures(run, args.fall)}
 
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(one, jobs))
     cost = speed(args.store, members)
     wall = time.time() - t0
+    tables(rows, list(objs), accuracy, cost, args, wall)
+    print(json.dumps({"wall_s": round(wall, 1), "accuracy": accuracy, "speed": cost, "rows": rows}))
 
-    names = list(objs)
+
+def tables(rows: list[dict], names: list[str], accuracy: dict, cost: dict, args: argparse.Namespace,
+           wall: float) -> None:
     print(f"{len(args.seeds)} seeds × {len(names)} objectives, {args.steps} GRPO steps, wall {wall / 60:.1f} min; "
           f"mean ± sd over seeds")
     for name, accs in accuracy.items():
@@ -205,22 +229,42 @@ def main() -> None:
     fields = ("win_end", "win_peak", "kl_at_peak", "kl_end", "length_end", "bon_win_max_n", "bon_win_best", "bon_best_n")
     report(rows, "objective", names, fields, ("win_end", "win_peak", "length_end", "bon_win_max_n"), base=SINGLE,
            lower_is_better=("length_end",))
+    shown = [x for x in rows[0]["curve"]["step"] if x <= 40 or x % 30 == 0]
+    print("\ngold win-rate by step, mean over seeds\n| objective | " + " | ".join(map(str, shown)) + " |")
+    print("|---" * (len(shown) + 1) + "|")
+    for name in names:
+        curves = np.array([[dict(zip(r["curve"]["step"], r["curve"]["win"], strict=True))[x] for x in shown]
+                           for r in rows if r["objective"] == name])
+        print(f"| {name} | " + " | ".join(f"{w:.3f}" for w in curves.mean(0)) + " |")
+    for seed in args.bon_seeds:
+        picked = {r["objective"]: r["bon"] for r in rows if r["seed"] == seed}
+        if not picked:
+            continue
+        ns = picked[SINGLE][M.BON_N]
+        print(f"\nbest-of-n of the reference, seed {seed}: gold win-rate of the pick against a reference sample "
+              f"(KL at n = {ns[-1]:g}: {picked[SINGLE][M.BON_KL][-1]:.2f} nats)\n| objective | "
+              + " | ".join(f"n={n:g}" for n in ns) + " |")
+        print("|---" * (len(ns) + 1) + "|")
+        for name, bon in picked.items():
+            print(f"| {name} | " + " | ".join(f"{w:.3f}" for w in bon[M.BON_WIN]) + " |")
     print(f"\nthe warning (gold fell: end ≤ peak − {args.fall:g}); lead = gold's peak step − the warning's step")
-    print("| objective | gold fell | warning fired | lead, steps (runs where gold fell and it fired) | false alarms |")
-    print("|---|---|---|---|---|")
+    print("| objective | gold fell | warning fired | lead, steps (runs where gold fell and it fired) | false alarms | "
+          "disagreement, first 5 / last 5 rollouts |")
+    print("|---|---|---|---|---|---|")
     for name in names[1:]:
         here = [r for r in rows if r["objective"] == name]
         fired = [r for r in here if r["alarm_step"] is not None]
         leads = [r["lead_steps"] for r in fired if r["fell"]]
         false = [r for r in fired if not r["fell"]]
         lead = " ".join(f"{x:+.0f}" for x in leads) or "—"
+        first, last = (stats.mean_sd(np.array([r[f"disagreement_{x}"] for r in here])) for x in ("first", "last"))
         print(f"| {name} | {sum(r['fell'] for r in here)}/{len(here)} | {len(fired)}/{len(here)} | {lead} | "
-              f"{len(false)}/{sum(not r['fell'] for r in here)} |")
+              f"{len(false)}/{sum(not r['fell'] for r in here)} | {first[0]:.3f} ± {first[1]:.3f} / "
+              f"{last[0]:.3f} ± {last[1]:.3f} |")
         if any((r["alarm_step"] is not None) != r["alarm_in_log"] for r in here):
             print(f"  ! {name}: the recomputed warning and train.log's line disagree on some run")
     print(f"\nK = 3 against K = 1, side by side: {cost['samples_per_s_k1']:.1f} / {cost['samples_per_s_k3']:.1f} "
           f"samples/s (median of {cost['rollouts']} rollouts), {cost['slowdown']:.2f}× per rollout")
-    print(json.dumps({"wall_s": round(wall, 1), "accuracy": accuracy, "speed": cost, "rows": rows}))
 
 
 if __name__ == "__main__":
