@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -84,13 +85,25 @@ def pytest_collection_modifyitems(items):
     """The suite runs on three pytest-xdist workers (`--dist loadgroup`, pyproject's addopts). The tests
     that share such a module fixture go to one worker, so it is built once rather than once per
     worker; a test that names its own `xdist_group` keeps it. Cheap module fixtures (a tokenizer)
-    are built on each worker and their tests spread over all of them."""
+    are built on each worker and their tests spread over all of them.
+
+    Tests marked `heavy` (and so their groups) are handed out first: the workers take work in collection
+    order, and one left alone on a minute-long test at the end is a minute of two idle cores."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None or item.get_closest_marker("xdist_group") is not None:
             continue
         if any(_built_once(name, info.name2fixturedefs) for name in info.names_closure):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    sizes = collections.Counter(_group(item) for item in items)
+    heavy = {_group(item) for item in items if item.get_closest_marker("heavy")}
+    # the longest chains first (a module group is run by one worker, test after test); stable otherwise
+    items.sort(key=lambda item: (_group(item) not in heavy, -sizes[_group(item)] if _group(item) in heavy else 0))
+
+
+def _group(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return mark.args[0] if mark and mark.args else mark.kwargs.get("name", item.nodeid) if mark else item.nodeid
 
 
 def pytest_sessionfinish(session):

@@ -100,6 +100,7 @@ def exported_and_evaluated(tmp_path_factory):
     return out, ev
 
 
+@pytest.mark.heavy
 def test_the_readme_snippet_gives_aplot_evals_rewards_on_long_pairs(exported_and_evaluated, tmp_path):
     from conftest import OASST
     from transformers import AutoTokenizer

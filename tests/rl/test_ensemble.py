@@ -162,6 +162,7 @@ def train_records(paths) -> dict[int, dict]:
             for r in M.read_all(paths.metrics) if r.split == M.TRAIN}
 
 
+@pytest.mark.heavy
 def test_ensemble_grpo_on_two_ranks_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, tok):
     """Three members, uwo, GRPO on 2 gloo ranks: one run SIGKILLed after its step-3 checkpoint and resumed,
     one run left alone, side by side. Every step's metrics (the disagreement among them), every win-rate

@@ -120,6 +120,7 @@ def test_ppo_killed_after_a_checkpoint_resumes_and_completes(tmp_path, tokenizer
     assert any(not torch.equal(ref[k], final[k]) for k in ref)  # PPO changed the parameters
 
 
+@pytest.mark.heavy
 def test_grpo_trains_no_value_head_survives_sigkill_and_resumes(tmp_path, tokenizer):
     """GRPO: k = 2 samples of 4 prompts a step, the KL a loss term; killed after its step-3
     checkpoint, resumed, completed with every step — and no critic anywhere."""
@@ -270,6 +271,7 @@ def test_a_non_finite_ppo_loss_fails_the_run_or_is_skipped(tmp_path, tokenizer):
     assert all(torch.isfinite(w).all() for w in final.values())
 
 
+@pytest.mark.heavy
 def test_another_rm_run_judges_against_another_ppo_run(tmp_path, tokenizer):
     """judge = an RM run whose head is all zeros (every comparison a tie), opponent = a finished PPO
     run: every eval is 16 ties (rate 0.5, standard error 0), and both runs are linked in the manifest."""

@@ -153,6 +153,7 @@ def test_the_export_loads_in_plain_transformers_and_scores_as_aplot_does(demo_ru
     assert got[M.ACCURACY] == own[M.ACCURACY] and math.isclose(got[M.LOSS], own[M.LOSS], abs_tol=1e-6)
 
 
+@pytest.mark.heavy
 def test_per_subset_and_per_section_accuracy_match_a_hand_count(demo_run, subset_set, exported):
     runs, paths, manifest = demo_run
     pairs, subsets, data, sections = subset_set

@@ -73,6 +73,7 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     assert manifest["summary"]["final_model"] == "checkpoints/final"
 
 
+@pytest.mark.heavy
 def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, tmp_path):
     """Two gloo ranks under DDP; the shared-prompt forward (the prompt encoded once, packed rows) goes
     through the DDP wrapper and trains the same as the plain two-row forward. The packed forward itself
@@ -99,6 +100,7 @@ def test_two_cpu_processes_run_as_two_gloo_ranks(tiny_config, tmp_path):
         assert losses["true"][step] == pytest.approx(loss, rel=1e-4, abs=1e-5), step
 
 
+@pytest.mark.heavy
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path, runs_dir):
     common = ["optim.max_steps=120", "checkpoint.every=10", "eval.every=0", "-q"]
     ref_dir = tmp_path / "ref"
@@ -140,6 +142,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
         assert losses[step] == pytest.approx(ref_losses[step], rel=1e-5, abs=1e-6), step
 
 
+@pytest.mark.heavy
 def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
     proc = aplot("run", tiny_config, "optim.max_steps=100000", "checkpoint.every=0", "eval.every=0", "--detach",
                  runs_dir=runs_dir)

@@ -83,6 +83,7 @@ def worker_results(proc: subprocess.Popen, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.heavy
 def test_eval_counts_every_pair_once_and_agrees_across_world_sizes(tmp_path):
     """One fixed model, held-out sets of 1, 2, 7 and 115 pairs, eval batches of 1, 3 and 4, on 1, 2 and 3
     ranks: `n_pairs` is the set's size, and every metric (margin and diagnostics included) is the same."""
@@ -170,6 +171,7 @@ def test_three_ranks_from_a_multi_gpu_file_with_use_cpu_local_margin_two_row_for
     assert any(line.startswith(paths.id) and "step " in line for line in proc.stderr.splitlines()), proc.stderr
 
 
+@pytest.mark.heavy
 def test_three_ranks_then_resumed_on_two_keeps_the_effective_batch_and_says_so(tmp_path, runs_dir):
     proc = aplot("run", write_config(tmp_path), *UNEVEN, "optim.batch_size=4", "loss.aplot.ot_scope=global",
                  "launch.num_processes=3", "-q", runs_dir=runs_dir)

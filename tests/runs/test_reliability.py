@@ -384,6 +384,7 @@ def test_stop_pressed_during_a_checkpoint_save_ends_stopped_with_a_complete_chec
     # resuming from a stop checkpoint is proven by test_engine_rm::test_stop_checkpoints_then_resume_completes
 
 
+@pytest.mark.heavy
 def test_a_second_sigint_inside_the_stop_save_keeps_the_previous_checkpoint_resumable(tiny_config, runs_dir):
     paths = start_big_run(tiny_config, runs_dir)
     pgid = mf.read(paths)["pid"]

@@ -263,6 +263,7 @@ def test_stop_kill_and_resume_through_the_scheduler_match_an_uninterrupted_run(c
     assert_same_losses(paths, reference, total)
 
 
+@pytest.mark.heavy
 def test_a_time_limit_stops_with_a_checkpoint_and_auto_resume_finishes_the_run(cluster, tmp_path, runs_dir):
     """`time = 1` minute, SIGINT 30 s before it: each job trains until the signal, checkpoints and ends
     `stopped`, and the job resubmits the run (auto_resume = 2) until it completes — by itself, through

@@ -81,6 +81,7 @@ def launches(paths: mf.RunPaths) -> int:
     return paths.log.read_text().count("[aplot] launch:") + paths.log.read_text().count("[aplot] resume:")
 
 
+@pytest.mark.heavy
 def test_a_2x2_sweep_runs_every_run_once_never_more_than_two_at_a_time(sweep_file, runs_dir):
     sweep_id = start(sweep_file(seeds="[0, 1]"), runs_dir)  # four runs, two slots
     first = states(runs_dir, sweep_id)
@@ -107,6 +108,7 @@ def test_a_2x2_sweep_runs_every_run_once_never_more_than_two_at_a_time(sweep_fil
     assert "4/4 done" in out and sum(" completed " in line for line in out.splitlines()[2:]) == 4
 
 
+@pytest.mark.heavy
 def test_a_killed_scheduler_resumes_and_finishes_the_rest_with_no_run_started_twice(sweep_file, runs_dir):
     sweep_id = start(sweep_file(seeds="[0, 1]"), runs_dir)  # 2 x 2: one done, one running, two queued
     wait_for(lambda: any(s.status == "completed" for s in states(runs_dir, sweep_id)), 300, "a first run to finish")
