@@ -229,6 +229,9 @@ def tables(rows: list[dict], names: list[str], accuracy: dict, cost: dict, args:
     fields = ("win_end", "win_peak", "kl_at_peak", "kl_end", "length_end", "bon_win_max_n", "bon_win_best", "bon_best_n")
     report(rows, "objective", names, fields, ("win_end", "win_peak", "length_end", "bon_win_max_n"), base=SINGLE,
            lower_is_better=("length_end",))
+    print("\nthe diversity question: members of one start against members whose starts differ too")
+    diverse = ("win_end", "win_peak", "length_end")
+    report(rows, "objective", ["mean", "mean, shared init"], diverse, diverse, base="mean", lower_is_better=("length_end",))
     shown = [x for x in rows[0]["curve"]["step"] if x <= 40 or x % 30 == 0]
     print("\ngold win-rate by step, mean over seeds\n| objective | " + " | ".join(map(str, shown)) + " |")
     print("|---" * (len(shown) + 1) + "|")
