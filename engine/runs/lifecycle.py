@@ -75,7 +75,7 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
     if cfg.launch.accelerate_config and not os.path.isfile(cfg.launch.accelerate_config):
         problems.append(f"launch.accelerate_config: no such file {cfg.launch.accelerate_config!r}")
     problems += trackers.problems(cfg.log.trackers)
-    if cfg.kind != "eval" and (why := model_problem(cfg.model.name)):
+    if cfg.kind != "eval" and (why := model_problem(cfg.model.name, cfg.model.gguf_file)):
         problems.append(why)
     if cfg.kind == "eval":
         if not os.path.isfile(os.path.join(cfg.model.name, "config.json")):
@@ -100,12 +100,17 @@ def preflight(cfg: config_mod.Config, root: Path | None = None) -> Checked:
     return Checked(cfg, links, data)
 
 
-def model_problem(name: str) -> str:
+def model_problem(name: str, gguf_file: str = "") -> str:
     """Why a base model name cannot load, caught before any folder exists: it must be `tiny`, a
     local model folder, or a hub id in the local cache (offline: HF_HUB_OFFLINE) or of hub shape
-    (online, the trainer downloads it). Otherwise the trainer fails ~10 s in, in a folder left behind."""
+    (online, the trainer downloads it). Otherwise the trainer fails ~10 s in, in a folder left behind.
+    A local folder with `model.gguf_file` needs that file, not a config.json (a GGUF carries its own)."""
     if name == "tiny" or os.path.isfile(os.path.join(name, "config.json")):
         return ""
+    if gguf_file and os.path.isdir(name):
+        if os.path.isfile(os.path.join(name, gguf_file)):
+            return ""
+        return f"model.gguf_file: no {gguf_file!r} in the model folder {name!r}"
     if os.path.exists(name) or name.startswith((".", "/", "~")):
         return f"model.name: {name!r} is not a model folder (no config.json)"
     from huggingface_hub import constants, try_to_load_from_cache
