@@ -12,6 +12,10 @@ not) as the study's table, with the statistics `aplot compare` gives.
     .venv/bin/python bench/real_accuracy.py prepare                 # bench/.cache/data/{a,b}/*.jsonl
     nice -n 5 .venv/bin/python -m aplot_tui.cli --runs-dir bench/.cache/runs sweep examples/study-a.toml
     .venv/bin/python bench/real_accuracy.py report study-a          # the table, then one JSON line
+    .venv/bin/python bench/real_accuracy.py convergence study-a     # steps to BT's final ID accuracy
+
+The decoder study (issue 28, SmolLM2-135M, four methods) is examples/decoder-study.toml, reported by
+the same two commands; its plan, timings and resume steps are in the file's header.
 
 The report's rows are the sweep's methods (its axis values; "bt" is the convergence target), mean ±
 sample sd over seeds, then per eval set the difference of the two methods paired by seed (t interval)
@@ -33,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aplot_tui.views import run_data  # noqa: E402
+from bench import convergence as CV  # noqa: E402
 from bench import study_report as R  # noqa: E402
 from engine import metrics as M  # noqa: E402
 from engine.analysis import bias_checks as D  # noqa: E402
@@ -146,16 +151,19 @@ def run_result(records: list[M.Record]) -> dict:
 
 
 def method_label(axes: dict) -> str:
-    """A sweep point's method name: its axis values, "none" left out (`bt`, `aplot-minmax`)."""
-    return "-".join(str(v) for v in axes.values() if str(v) != "none") or "base"
+    """A sweep point's method name: its axis values, "none" and false left out, a true switch named by
+    its key's last part (`bt`, `aplot-minmax`, `bt-balance` for loss.length.balance = true)."""
+    parts = [k.rsplit(".", 1)[-1] if v is True else str(v) for k, v in axes.items()
+             if v is not False and str(v) != "none"]
+    return "-".join(parts) or "base"
 
 
 # ---------------------------------------------------------------------------- the report
 
 
-def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
-    """The study's report of one sweep's completed runs, and the statistics lines."""
-    from aplot_tui.views import significance
+def sweep_results(root: Path, ref: str) -> tuple[str, dict, list, list, list[dict], dict[str, list[str]]]:
+    """(sweep id, its state, every run's state, the completed ones, their results, each method's
+    overrides) of one sweep, finished or not."""
     from engine.runs import sweeps as sweep
 
     sweep_id = sweep.find_sweep(root, ref)
@@ -170,27 +178,68 @@ def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
         results.append({"direction": state.get("name", sweep_id), "method": method,
                         "seed": s.manifest["sweep"]["seed"], "run": s.paths.id,
                         **run_result(M.read_all(s.paths.metrics))})
+    return sweep_id, state, states, done, results, overrides
+
+
+def model_label(model: dict) -> str:
+    """The table's name for a run's base model: the GGUF file, or the model folder's last part."""
+    name = model.get("gguf_file") or Path(str(model.get("name", "?"))).name
+    return "MiniLM-L6" if "minilm" in name.lower() else name.removesuffix(".gguf")
+
+
+def statistics_lines(runs: list) -> list[str]:
+    """`aplot compare`'s statistics: the methods two at a time against BT over seeds (t interval), then
+    seed by seed, pair by pair (bootstrap, McNemar). Two methods read as one comparison."""
+    from aplot_tui.views import significance
+
+    label = {run.id: method_label(run.manifest["sweep"]["axes"]) for run in runs}
+    methods = list(dict.fromkeys(sorted(label.values(), key=lambda m: m != "bt")))
+    ref, others = methods[0], methods[1:]
+    lines: list[str] = []
+    for other in others:
+        group = [r for r in runs if label[r.id] in (ref, other)]
+        if len(others) > 1:
+            lines.append(f"{ref} vs {other}:")
+        lines += significance.text_lines(significance.analyse(group), {})
+    by_seed: dict[int, list] = {}
+    for run in runs:
+        by_seed.setdefault(run.config.get("seed"), []).append(run)
+    for seed, group in sorted(by_seed.items()):
+        base = [r for r in group if label[r.id] == ref]
+        for run in (r for r in group if label[r.id] != ref):
+            if not base:
+                continue
+            pair = [base[0], run]
+            lines.append(f"seed {seed}:" if len(others) == 1 else f"seed {seed}, {ref} vs {label[run.id]}:")
+            lines += [ln for ln in significance.text_lines(significance.analyse(pair),
+                                                           {r.id: label[r.id] for r in pair})
+                      if ln.startswith("  eval/")]
+    return lines
+
+
+def sweep_report(root: Path, ref: str) -> tuple[dict, list[str]]:
+    """The study's report of one sweep's completed runs, and the statistics lines."""
+    sweep_id, state, states, done, results, overrides = sweep_results(root, ref)
     methods = list(dict.fromkeys(r["method"] for r in sorted(results, key=lambda r: r["method"] != "bt")))
     cfg = done[0].manifest["config"] if done else {}
     settings = {"sweep": sweep_id, "max_length": cfg.get("model", {}).get("max_length"),
                 "lr": cfg.get("optim", {}).get("lr", 0.0), "batch_size": cfg.get("optim", {}).get("batch_size"),
                 "max_steps": cfg.get("optim", {}).get("max_steps"), "seeds": sorted({r["seed"] for r in results}),
-                "completed": f"{len(done)}/{len(states)}"}
+                "completed": f"{len(done)}/{len(states)}", "model": model_label(cfg.get("model", {}))}
     out = R.build_report(results, methods, overrides, {state.get("name", ""): str(state.get("source"))}, settings)
-    runs = [run_data.load_run(s.paths) for s in done]
-    lines = significance.text_lines(significance.analyse(runs), {})
-    by_seed: dict[int, list] = {}
-    for run in runs:
-        by_seed.setdefault(run.config.get("seed"), []).append(run)
-    for seed, pair in sorted(by_seed.items()):
-        if len(pair) == 2:
-            letters = {pair[0].id: method_label(pair[0].manifest["sweep"]["axes"]),
-                       pair[1].id: method_label(pair[1].manifest["sweep"]["axes"])}
-            lines.append(f"seed {seed}:")
-            lines += [ln for ln in significance.text_lines(significance.analyse(pair), letters)
-                      if ln.startswith("  eval/")]
+    lines = statistics_lines([run_data.load_run(s.paths) for s in done]) if done else []
     out["statistics"] = lines
     return out, lines
+
+
+def convergence_report(root: Path, ref: str, eval_set: str = "id") -> tuple[dict, str]:
+    """Steps each method of one sweep needs to reach BT's final `eval_set` accuracy (bench/convergence.py)."""
+    sweep_id, state, states, done, results, _ = sweep_results(root, ref)
+    report = CV.convergence(results, eval_set)
+    report["sweep"], report["completed"] = sweep_id, f"{len(done)}/{len(states)}"
+    model = model_label(done[0].manifest["config"].get("model", {})) if done else "?"
+    title = f"{state.get('name', sweep_id)} ({model}, {report['completed']} runs completed)"
+    return report, CV.markdown(report, title)
 
 
 def main() -> None:
@@ -201,6 +250,10 @@ def main() -> None:
     rep = sub.add_parser("report", help="the study's table of a sweep (its id or name)")
     rep.add_argument("sweep")
     rep.add_argument("--runs-dir", type=Path, default=CACHE / "runs")
+    conv = sub.add_parser("convergence", help="steps to BT's final held-out accuracy, per method, of a sweep")
+    conv.add_argument("sweep")
+    conv.add_argument("--runs-dir", type=Path, default=CACHE / "runs")
+    conv.add_argument("--set", default="id", help="the eval set whose curve is read (default: id)")
     args = ap.parse_args()
     if args.command == "prepare":
         if not HH.exists() or not OASST.exists():
@@ -208,6 +261,11 @@ def main() -> None:
         ensure_cache_dir()
         for d, files in write_splits([d for d in args.directions.split(",") if d]).items():
             print(f"direction {d}: " + "  ".join(f"{k} {v}" for k, v in files.items()))
+        return
+    if args.command == "convergence":
+        report, text = convergence_report(args.runs_dir, args.sweep, args.set)
+        print(text)
+        R.emit(report)
         return
     result, lines = sweep_report(args.runs_dir, args.sweep)
     print(R.markdown(result))
