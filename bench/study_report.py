@@ -149,7 +149,7 @@ def fmt_buckets(b: dict | None) -> str:
 
 def markdown(report: dict) -> str:
     st = report["settings"]
-    lines = [f"## APLOT vs Bradley-Terry on real data (MiniLM-L6, max_length {st['max_length']}, "
+    lines = [f"## APLOT vs Bradley-Terry on real data ({st.get('model', 'MiniLM-L6')}, max_length {st['max_length']}, "
              f"batch {st.get('batch_size', 16)}, lr {st['lr']:g}, "
              + (f"{st['max_steps']} steps" if st.get("max_steps") else "1 epoch") + ")", ""]
     lines.append("Methods (overrides on the config defaults): " + "; ".join(
