@@ -105,7 +105,7 @@ takes one `name = path` row per eval set."""
             cfg = config_mod.load(None, [o for o in overrides if o.split("=", 1)[0] not in early])
             plan(cfg)  # [launch] as the launch will give it; an accelerate file that contradicts it is a problem
             # the preflight's model check (cheap; its data read waits for launch): a bad name is said here
-            problems = [why] if (why := lifecycle.model_problem(cfg.model.name)) else []
+            problems = [why] if (why := lifecycle.model_problem(cfg.model.name, cfg.model.gguf_file)) else []
         except config_mod.ConfigError as e:
             cfg, problems = None, list(e.problems)
         problems += [f"{path}: {message}" for path, message in early.items()]
