@@ -23,7 +23,7 @@ the end, best-of-n's win-rate at n = --bon and at its best n. The warning is the
 came from); its lead time is gold's peak step minus the step it fired, over runs where gold fell
 (end ≤ peak − --fall), and its false alarms are runs where gold did not fall and it fired anyway.
 
-    .venv/bin/python bench/ensemble_study.py [--seeds 0 1 2] [--steps 150] [--kl-coef 0.01] [--every 10] [--bon 256]
+    .venv/bin/python bench/ensemble_study.py [--seeds 0 1 2 3 4] [--steps 150] [--kl-coef 0.01] [--every 10] [--bon 256]
         [--bon-seeds 0] [--lambdas 0.5 2] [--parallel 2] [--store bench/.cache/ensemble_study]
 
 Runs already completed in the store are reused (it can be interrupted and run again). Prints the tables,
@@ -182,7 +182,7 @@ def speed(store: Path, members: list[mf.RunPaths]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--kl-coef", type=float, default=0.01, help="GRPO's β (the preset's 0.1 held gold level: no fall)")
     ap.add_argument("--every", type=int, default=10, help="steps between gold win-rate evals")
