@@ -200,8 +200,9 @@ def parse_item(row: Any, item: int) -> list[Pair] | None:
     either may be one text) as pairs that between them hold every completion once or more: pair t
     is correct completion t mod m against incorrect completion t mod k, max(m, k) pairs in all.
     None for a row that is a plain pair (`parse_row`'s); a ValueError for a malformed N-way row."""
-    if not isinstance(row, dict) or not (_texts(row.get("chosen")) or _texts(row.get("rejected"))):
-        return None
+    if not isinstance(row, dict) or "chosen" not in row or "rejected" not in row \
+            or not (_texts(row["chosen"]) or _texts(row["rejected"])):
+        return None  # parse_row's: a plain pair, or the one line that names the keys a row lacks
     chosen, rejected = ([v] if isinstance(v, str) else v for v in (row["chosen"], row["rejected"]))
     if not (_texts(chosen) and _texts(rejected)):
         raise ValueError("an N-way row's chosen and rejected must each be a text or a non-empty list of texts")

@@ -160,7 +160,9 @@ def test_a_malformed_nway_row_is_one_line_naming_the_row():
 
     for row, why in [({"prompt": "p", "chosen": ["a"], "rejected": []}, "non-empty list of texts"),
                      ({"chosen": ["a"], "rejected": ["b"]}, "needs a text prompt"),
-                     ({"prompt": "p", "chosen": ["a"], "rejected": ["b"], "margin": 1.0}, "cannot have one")]:
+                     ({"prompt": "p", "chosen": ["a"], "rejected": ["b"], "margin": 1.0}, "cannot have one"),
+                     ({"chosen": [""]}, r"got keys \['chosen'\]"),  # found by test_fuzz: was a KeyError
+                     ({"prompt": "p", "rejected": ["b", "c"]}, r"got keys \['prompt', 'rejected'\]")]:
         with pytest.raises(DataError, match=f"rb2: row 1: .*{why}"):
             collect([("rb2: row 1", row)], "rb2", "x")
 
