@@ -12,6 +12,7 @@ nothing behind and a crashed earlier one (a port still in TIME_WAIT) is no obsta
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -29,6 +30,16 @@ MUNGE_DIRS = (Path("/run/munge"), Path("/var/log/munge"), Path("/var/lib/munge")
 START_TIMEOUT = 30.0
 # In the environment of both daemons, hence of every slurmstepd they spawn: stop() finds strays by it.
 MARK = "APLOT_SLURM_CLUSTER"
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_this_process() -> None:
+    """A daemon's preexec: SIGTERM it when the test process that started it dies, even by SIGKILL (no
+    finalizer runs then, and a cluster left running outlives the suite)."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def available() -> str | None:
@@ -119,7 +130,7 @@ def start_cluster(scratch: Path) -> Cluster:
             with open(scratch / "log" / f"{daemon}.out", "wb") as log:
                 cluster.procs.insert(0, subprocess.Popen([daemon, "-D", "-f", str(conf)], env=daemon_env,
                                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                                         start_new_session=True))
+                                                         start_new_session=True, preexec_fn=_die_with_this_process))
         _wait_idle(cluster, started + START_TIMEOUT)
     except BaseException as exc:
         logs = _log_tails(scratch)
@@ -219,7 +230,8 @@ def _start_munged(scratch: Path) -> subprocess.Popen:
         os.chown(MUNGE_KEY, user.pw_uid, user.pw_gid)
     with open(scratch / "log" / "munged.out", "wb") as log:
         proc = subprocess.Popen(["munged", "--foreground"], user=user.pw_uid, group=user.pw_gid, extra_groups=[],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                preexec_fn=_die_with_this_process)
     deadline = time.monotonic() + 10
     while not _munge_works():
         if proc.poll() is not None or time.monotonic() > deadline:
