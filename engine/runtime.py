@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -82,6 +83,8 @@ class RunContext:
             print("[aplot] stopped while starting: stopping after the first step (a checkpoint is saved first)",
                   flush=True)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        gc.freeze()  # what the imports built lives as long as the rank: never collect it (engine/__init__)
+        gc.enable()
         self.paths = mf.RunPaths(Path(run_dir))
         self._alive = liveness.hold(self.paths.dir)  # held until this process exits, however it exits
         self.manifest = mf.read(self.paths)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gc
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ HH = SHARED_DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
 OASST = SHARED_DATA / "oasst-en100" / "pairs.jsonl"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+gc.disable()  # until pytest_runtestloop: collection imports torch, transformers and Textual on each worker
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TINY_RM = """
@@ -99,6 +101,15 @@ def pytest_collection_modifyitems(items):
     heavy = {_group(item) for item in items if item.get_closest_marker("heavy")}
     # the longest chains first (a module group is run by one worker, test after test); stable otherwise
     items.sort(key=lambda item: (_group(item) not in heavy, -sizes[_group(item)] if _group(item) in heavy else 0))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """After collection (on a worker; on the xdist controller, which collects nothing, at once): what it
+    imported lives as long as the process, so it is frozen out of the collector's way, as in a rank
+    (engine/__init__), and the collector goes back on. Collection runs in half the CPU time."""
+    gc.freeze()
+    gc.enable()
 
 
 def _group(item) -> str:

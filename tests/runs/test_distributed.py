@@ -21,6 +21,7 @@ from _cli import aplot, one_line_error
 from _procs import group_members, kill_group, wait_for
 from conftest import TINY_RM
 
+from engine import HOLD_STOPS_ENV
 from engine import config as C
 from engine import metrics as M
 from engine.rm.train import micro_batch_indices, rebatch_for_resume
@@ -328,6 +329,17 @@ def test_a_stop_before_any_rank_exists_reaches_the_ranks_when_they_start(tmp_pat
     assert proc.wait(timeout=120) == 130
     assert_stopped_after_its_first_step(paths)
     assert "[aplot] stopped while starting" in paths.log.read_text()
+
+
+def test_a_rank_imports_without_the_collector_and_trains_with_it(tmp_path, runs_dir):
+    """Start-up runs with gc off (the collector walking what the imports built is a sixth of it);
+    training must not: a rank whose collector stayed off would keep every reference cycle it made."""
+    paths = lifecycle.create(C.load(write_config(tmp_path)), runs_dir)
+    code = ("import gc, sys; import engine; off = not gc.isenabled(); from engine.runtime import RunContext; "
+            "RunContext(sys.argv[1]); print(off, gc.isenabled(), gc.get_freeze_count() > 10_000)")
+    out = subprocess.run([sys.executable, "-c", code, str(paths.dir)], env={**cpu_env(), HOLD_STOPS_ENV: "1"},
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]
 
 
 def test_resume_refuses_overrides_outside_launch(runs_dir, tmp_path):
