@@ -18,6 +18,12 @@ samples/s is per rollout (generate, score, reference log-probs, every update of 
 aplot's own `samples_per_s` metric, and for TRL the time between the optimizer steps that end two
 rollouts. Medians over rollouts 2.. (the first warms up). Win-rate evals fall between aplot's steps
 and are not inside any step's time; TRL logs nothing in between.
+
+Where each rollout's time goes, phase by phase (seconds, medians): aplot's own `timing_s/*` metrics;
+for TRL, clocks around its `_generate` (generation), `_get_per_token_logps_and_entropies` inside
+`_generate_and_score_completions` (the policy's log-probs of the fresh samples, and the reference's),
+`_calculate_rewards` (scoring); the rest of `_generate_and_score_completions` is `other`, and the
+rollout's time after it is the updates.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import _common as C
@@ -62,12 +69,57 @@ def grpo_config(args, rm_run: str) -> config_mod.Config:
     return config_mod.load(None, over, preset="demo-grpo")
 
 
-def aplot_rates(paths: mf.RunPaths) -> list[float]:
-    return [r.data[M.SAMPLES_PER_S] for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+PHASES = {"generate": M.TIME_GENERATE, "logprobs": M.TIME_LOGPROBS, "ref_logprobs": M.TIME_REF,
+          "score": M.TIME_SCORE, "update": M.TIME_UPDATE}
 
 
-def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -> tuple[list[float], dict]:
-    """TRL's GRPOTrainer from the policy weights aplot started from; samples/s of each rollout."""
+def aplot_rates(paths: mf.RunPaths) -> tuple[list[float], dict[str, list[float]]]:
+    """samples/s of each step, and each phase's seconds per step (`other`: what no phase holds)."""
+    train = [r.data for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
+    phases = {name: [d[key] for d in train] for name, key in PHASES.items()}
+    phases["other"] = [d[M.TIME_STEP] - sum(d[key] for key in PHASES.values()) for d in train]
+    return [d[M.SAMPLES_PER_S] for d in train], phases
+
+
+def clock_trl_phases(trainer) -> list[dict[str, float]]:
+    """Per rollout, the seconds of each phase of TRL's `_generate_and_score_completions` (wrapped on this
+    instance), `other` being the rest of it; the list grows by one entry a rollout."""
+    rollouts: list[dict[str, float]] = []
+    generate, logps = trainer._generate, trainer._get_per_token_logps_and_entropies
+    rewards, prepare = trainer._calculate_rewards, trainer._generate_and_score_completions
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            if rollouts and rollouts[-1].get("open"):
+                key = name(a) if callable(name) else name
+                if key:
+                    rollouts[-1][key] += time.perf_counter() - t
+            return out
+        return wrapper
+
+    def whole(*a, **k):
+        rollouts.append(defaultdict(float, open=1.0))
+        t = time.perf_counter()
+        out = prepare(*a, **k)
+        r = rollouts[-1]
+        r.pop("open")
+        r["other"] = time.perf_counter() - t - sum(r.values())
+        return out
+
+    trainer._generate = timed("generate", generate)
+    trainer._get_per_token_logps_and_entropies = timed(
+        lambda a: "ref_logprobs" if a[0] is trainer.ref_model else "logprobs", logps)
+    trainer._calculate_rewards = timed("score", rewards)
+    trainer._generate_and_score_completions = whole
+    return rollouts
+
+
+def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path
+              ) -> tuple[list[float], dict, dict[str, list[float]]]:
+    """TRL's GRPOTrainer from the policy weights aplot started from; samples/s of each rollout, and the
+    seconds of each of its phases."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -75,7 +127,8 @@ def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -
 
     from engine.models import load_reward_model, load_tokenizer
     from engine.rl import policy as P
-    from engine.rl.train import load_prompts, rm_max_length
+    from engine.rl.ensemble import rm_max_length
+    from engine.rl.train import load_prompts
 
     p = cfg.ppo
     if args.policy == "tiny":
@@ -119,9 +172,13 @@ def trl_rates(args, cfg: config_mod.Config, paths: mf.RunPaths, out_dir: Path) -
         gradient_checkpointing=cfg.model.gradient_checkpointing, disable_tqdm=True)  # TRL's default is on; aplot's off
     trainer = GRPOTrainer(model=model, reward_funcs=rm_reward, args=targs, processing_class=tok,
                           train_dataset=Dataset.from_dict({"prompt": train_prompts}), callbacks=[Clock()])
+    rollouts = clock_trl_phases(trainer)
     trainer.train()
-    rates = [samples / (b - a) for a, b in zip(marks, marks[1:], strict=False)]
-    return rates, {"updates_per_rollout": updates_per_rollout, "steps_per_generation": steps_per_generation}
+    cycles = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    phases = {name: [r.get(name, 0.0) for r in rollouts[:len(cycles)]] for name in (*PHASES, "other")}
+    phases["update"] = [c - sum(r.values()) for c, r in zip(cycles, rollouts, strict=False)]
+    return ([samples / c for c in cycles],
+            {"updates_per_rollout": updates_per_rollout, "steps_per_generation": steps_per_generation}, phases)
 
 
 def main() -> None:
@@ -142,11 +199,11 @@ def main() -> None:
         rm_run = rm_paths.id
     cfg = grpo_config(args, rm_run)
     paths, _, wall = run(cfg, root)
-    ours = aplot_rates(paths)
+    ours, our_phases = aplot_rates(paths)
     print(f"[rl_vs_trl] aplot GRPO {paths.id}: {len(ours)} steps, {wall:.1f} s wall; "
           f"median {C.median(ours[1:]):.1f} samples/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as tmp:
-        theirs, shape = trl_rates(args, cfg, paths, Path(tmp))
+        theirs, shape, their_phases = trl_rates(args, cfg, paths, Path(tmp))
     print(f"[rl_vs_trl] TRL GRPOTrainer: {len(theirs)} rollouts; median {C.median(theirs[1:]):.1f} samples/s",
           flush=True)
     p = cfg.ppo
@@ -156,7 +213,12 @@ def main() -> None:
                        "max_new_tokens": p.max_new_tokens, "minibatch": p.minibatch_size, "epochs": p.ppo_epochs,
                        **shape},
            "aplot_samples_per_s": round(C.median(ours[1:]), 2), "trl_samples_per_s": round(C.median(theirs[1:]), 2),
-           "aplot_over_trl": round(C.median(ours[1:]) / C.median(theirs[1:]), 2)}
+           "aplot_over_trl": round(C.median(ours[1:]) / C.median(theirs[1:]), 2),
+           "phase_s_median": {name: {"aplot": round(C.median(our_phases[name][1:]), 4),
+                                     "trl": round(C.median(their_phases[name][1:]), 4)} for name in our_phases}}
+    print("[rl_vs_trl] seconds per rollout, medians: phase  aplot  TRL", flush=True)
+    for name, row in out["phase_s_median"].items():
+        print(f"[rl_vs_trl]   {name:13s} {row['aplot']:8.4f} {row['trl']:8.4f}", flush=True)
     out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     C.emit(out)
 

@@ -55,6 +55,14 @@ LEARNING_RATE = "learning_rate"
 SAMPLES_PER_S = "samples_per_s"
 SKIPPED_NONFINITE = "skipped_nonfinite"  # a step (RM) or minibatches (PPO) dropped for a non-finite loss
 TOKENS_PER_S = "tokens_per_s"
+# where an RL step's time goes, in seconds, phase by phase (verl's `timing_s/` family): the policy's
+# log-probs (and values) of the fresh samples, the reference's, the reward models' scores, the updates
+TIME_GENERATE = "timing_s/generate"
+TIME_LOGPROBS = "timing_s/logprobs"
+TIME_REF = "timing_s/ref_logprobs"
+TIME_SCORE = "timing_s/score"
+TIME_UPDATE = "timing_s/update"
+TIME_STEP = "timing_s/step"
 EPOCH = "epoch"
 N_PAIRS = "n_pairs"
 # an N-way eval set (one prompt, one correct against k incorrect completions): `accuracy` is per item

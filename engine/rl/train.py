@@ -22,7 +22,6 @@ import gzip
 import hashlib
 import json
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from engine.rl import policy as P
 from engine.runs import status as S
 from engine.runs import store as mf
 from engine.runtime import RunContext, TrainingError, run_process
+from engine.timing import Laps
 
 SYNTHETIC_POOL = 8192  # training prompts drawn for prompts = "synthetic"
 # the held-out win-rate prompts do not follow the run's seed: runs over seeds are judged on the same
@@ -333,7 +333,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     step, last = start_step - 1, {}
     k, n_samples = p.samples_per_prompt, p.rollout_batch * p.samples_per_prompt
     for step in range(start_step, total + 1):
-        t0 = time.perf_counter()
+        laps = Laps(torch.cuda.synchronize if dev.type == "cuda" else None)
         # each prompt k times, its samples side by side: [G·k], the layout the group advantages read
         prompts = [q for q in step_prompts(train_prompts, step, resolved, cfg.seed, rank, p.rollout_batch)
                    for _ in range(k)]
@@ -346,8 +346,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             responses = P.generate(policy_lm, q_ids, q_mask, max_new_tokens=p.max_new_tokens,
                                    temperature=p.temperature, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # [B, T]
             r_mask = P.response_mask(responses, tok.eos_token_id)  # [B, T]
+            laps.lap(M.TIME_GENERATE)
             logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
+            laps.lap(M.TIME_LOGPROBS)
             ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature)
+            laps.lap(M.TIME_REF)
             texts = P.decode_responses(tok, responses, r_mask)
             member_scores = proxy.member_scores(prompts, texts)  # [K, B]
             scores = E.aggregate(member_scores, p.ensemble.aggregate, p.ensemble.uwo_lambda)  # [B]
@@ -358,6 +361,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             has_eos = P.ends_with_eos(responses, r_mask, tok.eos_token_id)  # [B]
             scores = scores - p.missing_eos_penalty * (~has_eos).float()
             policy.train()
+            laps.lap(M.TIME_SCORE)
 
         # 7b. advantages. gae: per-token KL penalty, score at the last token, GAE over the value head.
         # grpo: the score against its group's mean and std (the KL is a loss term in 7c). rloo: the
@@ -382,6 +386,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             advantages = L.masked_whiten(advantages, r_mask)
 
         # 7c. clipped policy and value updates over ppo_epochs × minibatches
+        laps.lap(M.TIME_SCORE)  # the advantages: a few tensor operations, booked with the scores they come from
         stats, n_skipped = defaultdict(list), 0
         for _epoch in range(p.ppo_epochs):
             perm = torch.randperm(n_samples, device=dev)
@@ -416,6 +421,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                     for name, v in terms.items():
                         stats[name].append(v.detach())
 
+        laps.lap(M.TIME_UPDATE)
+
         # 7d. KL control and metrics (TRL's names; gathered over ranks, written by rank 0)
         mean_kl = kl.sum(1).mean()
         local = {M.KL: mean_kl, M.ENTROPY: (entropy * r_mask).sum(1).mean(), M.NON_SCORE_REWARD: non_score.sum(1).mean(),
@@ -430,8 +437,10 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         names = list(local)
         values_all = acc.reduce(torch.stack([local[k].float().to(dev) for k in names]), reduction="mean")
         data = dict(zip(names, values_all.tolist(), strict=True))
+        step_s = laps.total()
         data.update({M.KL_COEF: kl_ctl.value, M.LEARNING_RATE: scheduler.get_last_lr()[0],
-                     M.SAMPLES_PER_S: resolved["samples_per_step"] / (time.perf_counter() - t0)})
+                     M.SAMPLES_PER_S: resolved["samples_per_step"] / step_s,
+                     **{key: round(s, 4) for key, s in laps.seconds.items()}, M.TIME_STEP: round(step_s, 4)})
         if n_skipped:  # minibatches dropped for a non-finite loss (every rank drops the same ones)
             data[M.SKIPPED_NONFINITE] = n_skipped
         kl_ctl.update(data[M.KL], resolved["samples_per_step"])

@@ -142,6 +142,9 @@ def test_grpo_trains_no_value_head_survives_sigkill_and_resumes(tmp_path, tokeni
         assert M.VALUE_LOSS not in r.data and M.VALUE_CLIPFRAC not in r.data
         assert r.data[M.NON_SCORE_REWARD] == 0.0  # the KL is not in the reward
         assert r.data[M.KL_LOSS] >= 0.0 and 0.0 <= r.data[M.FRAC_REWARD_ZERO_STD] <= 1.0
+        phases = [r.data[k] for k in (M.TIME_GENERATE, M.TIME_LOGPROBS, M.TIME_REF, M.TIME_SCORE, M.TIME_UPDATE)]
+        assert min(phases) > 0.0 and sum(phases) <= r.data[M.TIME_STEP]  # where the step's time went
+        assert r.data[M.SAMPLES_PER_S] == pytest.approx(8 / r.data[M.TIME_STEP], rel=1e-2)
     assert train[0].data[M.KL] == 0.0 and train[-1].data[M.KL_LOSS] > 0.0  # sampled from π_ref, then moved off it
     state = load_file(paths.checkpoints / f"step-{mf.checkpoint_steps(paths)[-1]}" / "model.safetensors")
     assert state and not any("v_head" in key for key in state)
