@@ -63,6 +63,9 @@ TIME_REF = "timing_s/ref_logprobs"
 TIME_SCORE = "timing_s/score"
 TIME_UPDATE = "timing_s/update"
 TIME_STEP = "timing_s/step"
+# read off the wall clock: never the same in two runs of one config, so left out where runs are matched
+CLOCK_KEYS = frozenset({SAMPLES_PER_S, TOKENS_PER_S, TIME_GENERATE, TIME_LOGPROBS, TIME_REF, TIME_SCORE, TIME_UPDATE,
+                        TIME_STEP})
 EPOCH = "epoch"
 N_PAIRS = "n_pairs"
 # an N-way eval set (one prompt, one correct against k incorrect completions): `accuracy` is per item

