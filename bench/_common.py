@@ -100,7 +100,7 @@ def make_optimizer(model: nn.Module, lr: float, total_steps: int, warmup_steps: 
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.0}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr)
+                            lr=lr, fused=True)
     return opt, get_scheduler("linear", opt, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
 
 

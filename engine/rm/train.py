@@ -265,7 +265,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr,
+                                  fused=True)  # one kernel for every tensor, as transformers' Trainer defaults to
     scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_steps"], total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     share = False
