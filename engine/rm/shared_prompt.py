@@ -188,3 +188,31 @@ def shared_prompt_forward(model: nn.Module, packed: dict) -> tuple[torch.Tensor,
         mask = allowed
     last = torch.stack([packed["last_row"], packed["last"]]).to(device)  # [2, 2n]
     return model(packed["input_ids"].to(device), mask, position_ids=packed["position_ids"].to(device), last=last)
+
+
+def causal_lm_supported(lm: nn.Module, max_length: int | None = None) -> tuple[bool, str]:
+    """`shared_prompt_supported` for a bare causal LM (a DPO policy and its reference, no RewardModel
+    around them): the same architecture, attention and window checks, on the LM's own config."""
+    lm = unwrap(lm)
+    peft_config = getattr(lm, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return False, f"peft {peft_config.peft_type} adds virtual tokens that the packed mask does not cover"
+    config = lm.config
+    if config.model_type not in SUPPORTED_TYPES:
+        return False, f"architecture {config.model_type!r} is not among those checked for packed masks {SUPPORTED_TYPES}"
+    if config._attn_implementation not in MASK_IMPLEMENTATIONS:
+        return False, (f"attention implementation {config._attn_implementation!r} takes no custom 4D mask; "
+                       "use sdpa or eager")
+    window = _sliding_window(config)
+    if window is not None and (max_length is None or max_length > window):
+        return False, f"sliding-window attention ({window} tokens) is not expressed in the packed mask"
+    return True, ""
+
+
+def attention_bias(allowed: torch.Tensor, attn_implementation: str, device) -> torch.Tensor:
+    """`pack_pairs`' boolean mask [R, 1, T, T] as the attention layer of `attn_implementation` takes it:
+    eager adds the mask to the scores (0 or the float minimum), sdpa takes the booleans."""
+    allowed = allowed.to(device)
+    if attn_implementation == "eager":
+        return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
+    return allowed
