@@ -33,12 +33,13 @@ from engine.data.pairs import collate_pairs
 from engine.data.rows import LoadResult
 from engine.dpo import losses as DL
 from engine.dpo import sampling
-from engine.dpo.logps import response_logps
+from engine.dpo.logps import packed_response_logps, response_logps
 from engine.lr_schedule import lr_scheduler
 from engine.models import SentenceEncoder, load_tokenizer, n_params
 from engine.rl import policy as P
 from engine.rm import train as rm_train
 from engine.rm.losses import bt_loss
+from engine.rm.shared_prompt import causal_lm_supported, pack_pairs
 from engine.runs import status as S
 from engine.runtime import RunContext, TrainingError, run_process
 
@@ -94,28 +95,38 @@ def reference_data(ctx: RunContext, ref, tok, heldout: list[str]):
 # ---------------------------------------------------------------------------- one batch
 
 
-def implicit(ctx: RunContext, policy, ref, batch: dict, with_hidden: bool = False):
+def implicit(ctx: RunContext, policy, ref, batch: dict, with_hidden: bool = False, share: bool = False):
     """(r⁺, r⁻, log π⁺, log π⁻ [n] each, the policy's last hidden states [2n, H] or None) of a [2n] pair
-    batch; the reference's log-probs under no_grad, once per batch (none for SimPO, reference-free)."""
+    batch; the reference's log-probs under no_grad, once per batch (none for SimPO, reference-free).
+    `share`: both models read one packed [prompt | chosen | rejected] row per pair (`model.share_prompt`)."""
     dev, d = ctx.accelerator.device, ctx.cfg.dpo
     n = batch["input_ids"].shape[0] // 2
-    ids, mask, start = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "prompt_len"))
+    if share:
+        packed = pack_pairs(batch, pad_id=0)  # pad columns see only themselves and are never read: any valid id
+
+        def logps(model, hidden=False):
+            return packed_response_logps(model, packed, with_hidden=hidden)
+    else:
+        ids, mask, start = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "prompt_len"))
+
+        def logps(model, hidden=False):
+            return response_logps(model, ids, mask, start, with_hidden=hidden)
     ref_c = ref_r = None
     if d.type != "simpo":
         with torch.no_grad():
-            ref_logp, _, _ = response_logps(ref, ids, mask, start)  # [2n]
+            ref_logp, _, _ = logps(ref)  # [2n]
         ref_c, ref_r = ref_logp[:n], ref_logp[n:]
-    logp, count, hidden = response_logps(policy, ids, mask, start, with_hidden=with_hidden)  # [2n], [2n], [2n, H]
+    logp, count, hidden = logps(policy, with_hidden)  # [2n], [2n], [2n, H]
     r_c, r_r = DL.implicit_rewards(d, logp[:n], logp[n:], ref_c, ref_r, count[:n], count[n:])
     return r_c, r_r, logp[:n], logp[n:], hidden
 
 
-def pair_loss(ctx: RunContext, policy, ref, batch: dict, step: int, texts, encoder):
+def pair_loss(ctx: RunContext, policy, ref, batch: dict, step: int, texts, encoder, share: bool = False):
     """The scalar loss of one micro-batch, its implicit rewards and log-probs, and the stats of its
     margin and length terms. `loss.length` acts on the implicit rewards as on an RM's rewards."""
     cfg, acc = ctx.cfg, ctx.accelerator
     aplot = cfg.dpo.type == "aplot"
-    r_c, r_r, lp_c, lp_r, hidden = implicit(ctx, policy, ref, batch, with_hidden=aplot)
+    r_c, r_r, lp_c, lp_r, hidden = implicit(ctx, policy, ref, batch, with_hidden=aplot, share=share)
     n, margin, stats = len(r_c), None, {}
     if aplot:
         e_c, e_r = rm_train.representations(cfg.loss.aplot, hidden[:n], hidden[n:], texts, encoder)
@@ -129,7 +140,8 @@ def pair_loss(ctx: RunContext, policy, ref, batch: dict, step: int, texts, encod
 
 
 @torch.no_grad()
-def evaluate(ctx: RunContext, policy, ref, dataset, pairs: list, pad_id: int, name: str, step: int) -> dict:
+def evaluate(ctx: RunContext, policy, ref, dataset, pairs: list, pad_id: int, name: str, step: int,
+             share: bool = False) -> dict:
     """Implicit-reward accuracy and TRL's DPO metrics over one eval set, every pair once whatever the
     world size (`engine.rm.train.eval_loader`), each pair's implicit rewards kept as an RM eval keeps
     its rewards (`predictions/<set>/step-N.npy`), so compare's statistics read DPO runs as RM runs."""
@@ -138,7 +150,7 @@ def evaluate(ctx: RunContext, policy, ref, dataset, pairs: list, pad_id: int, na
     parts = []
     for batch, idx in rm_train.eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
         with acc.autocast():
-            r_c, r_r, lp_c, lp_r, _ = implicit(ctx, policy, ref, batch)
+            r_c, r_r, lp_c, lp_r, _ = implicit(ctx, policy, ref, batch, share=share)
         lens = batch["lengths"].view(2, len(idx)).T.contiguous()  # [n, 2]
         parts.append(acc.gather_for_metrics((r_c.float(), r_r.float(), lp_c.float(), lp_r.float(), lens, idx)))
     policy.train()
@@ -210,6 +222,11 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_steps"], total)
     policy, optimizer, scheduler = acc.prepare(lm, optimizer, scheduler)
     policy_lm = acc.unwrap_model(policy)  # samples and is exported
+    share = False
+    if cfg.model.share_prompt:  # one packed [prompt | chosen | rejected] row per pair, for policy and reference
+        share, why = causal_lm_supported(policy_lm, cfg.model.max_length)
+        say("[aplot] model.share_prompt: " + ("on" if share else f"plain two-row forward ({why})"))
+    resolved["share_prompt"] = share
 
     # 5. resume
     state = ctx.resume_state()
@@ -220,7 +237,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         f"dpo.type {d.type}, β {d.beta}, on {acc.num_processes} process(es)")
 
     def run_evals(step: int) -> dict:
-        results = {name: evaluate(ctx, policy, ref, ds, eval_pairs[name], pad_id, name, step)
+        results = {name: evaluate(ctx, policy, ref, ds, eval_pairs[name], pad_id, name, step, share)
                    for name, ds in eval_sets.items()}
         for name, r in results.items():
             ctx.log(step, M.eval_split(name), r)
@@ -241,7 +258,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             batch = collate_pairs([train_ds[i] for i in idx], pad_id)
             texts = ([train_pairs[i].chosen for i in idx], [train_pairs[i].rejected for i in idx])
             with acc.accumulate(policy), acc.autocast():
-                loss, r_c, r_r, lp_c, lp_r, stats = pair_loss(ctx, policy, ref, batch, step, texts, encoder)
+                loss, r_c, r_r, lp_c, lp_r, stats = pair_loss(ctx, policy, ref, batch, step, texts, encoder, share)
                 if ctx.nonfinite(loss, step, optimizer):
                     skipped_step = True
                     break
