@@ -140,12 +140,14 @@ def eval_loader(acc, dataset: PairDataset, batch_size: int, pad_id: int):
 
 @torch.no_grad()
 def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: int, encoder, *,
-             name: str | None = None, step: int | None = None) -> tuple[dict, list[dict]]:
+             name: str | None = None, step: int | None = None, share: bool = False) -> tuple[dict, list[dict]]:
     """(accuracy, BT loss, reward gap and diagnostics; the hardest pairs) over one eval set, every
     pair counted once.
 
     The same on any number of ranks: the gathered rewards are put back in set order before anything
     is computed from them, including the margin, which is solved on fixed chunks of that order.
+    With `share` each rank packs its own batch into [prompt | chosen | rejected] rows (as training
+    does), so the sharding and the numbers are the plain forward's, at about half the tokens.
     Given the set's `name` and the `step`, the main process also keeps every pair's rewards
     (`engine.analysis.predictions`), so runs can later be compared pair by pair.
     """
@@ -156,7 +158,10 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     for batch, idx in eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
         n = len(idx)
         with acc.autocast():
-            rewards, hidden = model(batch["input_ids"], batch["attention_mask"])  # [2n], [2n, H]
+            if share:
+                rewards, hidden = shared_prompt_forward(model, pack_pairs(batch, pad_id))  # [2n], [2n, H]
+            else:
+                rewards, hidden = model(batch["input_ids"], batch["attention_mask"])  # [2n], [2n, H]
         lens = batch["lengths"].view(2, n).T.contiguous()  # [n, 2]: chosen, rejected
         mine = (rewards[:n].float(), rewards[n:].float(), lens, idx)
         if aplot:
@@ -220,10 +225,11 @@ def eval_margins(cfg, r_c, r_r, h_c, h_r, pairs: list, encoder) -> torch.Tensor:
     return torch.cat(out).float()
 
 
-def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step) -> dict[str, dict]:
+def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share: bool = False) -> dict[str, dict]:
     results = {}
     for name, ds in eval_sets.items():
-        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step)
+        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step,
+                                       share=share)
         ctx.log(step, M.eval_split(name), results[name])
         if ctx.is_main and hard:
             D.append_hard_pairs(ctx.paths.hard_pairs, step, name, hard)
@@ -363,7 +369,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             last_train = data
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step != total and eval_sets:
-            results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step)
+            results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share)
             maybe_best(step, results)
         if ctx.stop_requested:
             checkpoint(step)
@@ -373,7 +379,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 6. the end: final eval, resumable state, exported model
     if eval_sets:
-        results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step)
+        results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share)
         maybe_best(step, results)
     checkpoint(step)
     ctx.export_model(model, tokenizer, "final")

@@ -17,6 +17,7 @@ from transformers import (
     Qwen2ForSequenceClassification,
 )
 
+from engine import metrics as M
 from engine.config import LoraConfig, ModelSection, TinyModelConfig
 from engine.data.pairs import PairDataset, collate_pairs
 from engine.data.rows import Pair
@@ -252,3 +253,37 @@ def test_supported_explains_every_fallback(tok):
     model.config.model_type = "phi"
     ok, why = shared_prompt_supported(model)
     assert not ok and "'phi'" in why
+
+
+
+def test_evaluate_packed_gives_the_plain_rewards_and_metrics(tok, monkeypatch):
+    """engine.rm.train.evaluate with share on: per-pair rewards to 1e-5 and the same metrics, over an
+    uneven last batch (batches of 2) with truncated pairs (max_length 24)."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from engine.rm import train as T
+
+    model = tiny(tok).eval()
+    pairs = PAIRS * 2 + PAIRS[:1]
+    ds = PairDataset(pairs, tok, 24)
+    assert len(ds) % 2 == 1 and any(it["truncated"] for it in ds.items)
+    cfg = SimpleNamespace(kind="eval", loss=SimpleNamespace(type="bt"),
+                          eval=SimpleNamespace(batch_size=2, hard_pairs=0))
+    ctx = SimpleNamespace(accelerator=Accelerator(cpu=True), cfg=cfg, is_main=True)
+    stats = {}
+    monkeypatch.setattr(T, "pair_stats", lambda r_c, r_r: stats.setdefault(len(stats), (r_c, r_r)) and
+                        {M.ACCURACY: float((r_c > r_r).float().mean()), M.REWARD_GAP: float((r_c - r_r).mean())})
+    packed_calls = []
+    real = T.shared_prompt_forward
+    monkeypatch.setattr(T, "shared_prompt_forward", lambda m, p: packed_calls.append(1) or real(m, p))
+    plain, _ = T.evaluate(ctx, model, ds, pairs, tok.eos_token_id, None, share=False)
+    assert not packed_calls
+    packed, _ = T.evaluate(ctx, model, ds, pairs, tok.eos_token_id, None, share=True)
+    assert len(packed_calls) == (len(ds) + 1) // 2  # every batch packed, the last one of a single pair
+    for a, b in zip(stats[0], stats[1], strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert packed.keys() == plain.keys()
+    for k, v in plain.items():
+        assert packed[k] == pytest.approx(v, abs=1e-5), k
