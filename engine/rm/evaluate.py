@@ -18,6 +18,7 @@ from engine.analysis import bias_checks as D
 from engine.analysis import rewardbench as RB
 from engine.analysis.sections import read_sections, section_scores
 from engine.models import load_reward_model, n_params
+from engine.rm.shared_prompt import shared_prompt_supported
 from engine.rm.train import data_counts, evaluate, load_data, pair_datasets
 from engine.runs import status as S
 from engine.runtime import RunContext, TrainingError, run_process
@@ -41,10 +42,16 @@ def run_eval(ctx: RunContext) -> tuple[str, dict]:
     eval_sets = pair_datasets(ctx, tokenizer, eval_pairs)
     resolved = {"world_size": acc.num_processes, "n_params": n_params(model), "total_steps": 0,
                 **data_counts(eval_sets, skipped), **{f"n_eval_{k}": len(v) for k, v in eval_sets.items()}}
+    share = False
+    if cfg.model.share_prompt:  # score each pair as one packed [prompt | chosen | rejected] row, as training does
+        share, why = shared_prompt_supported(model, cfg.model.max_length)
+        acc.print("[aplot] model.share_prompt: " + ("on" if share else f"plain two-row forward ({why})"))
+    resolved["share_prompt"] = share
     ctx.start(resolved, hashes)
     summary: dict = {"step": 0}
     for name, ds in eval_sets.items():
-        out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0)
+        out, hard = evaluate(ctx, model, ds, eval_pairs[name], tokenizer.pad_token_id, None, name=name, step=0,
+                             share=share)
         if sections and any(p.subset is not None for p in eval_pairs[name]):
             try:  # `rewardbench`: upstream's sections and weights, on the sets with its subsets (and no N-way rows)
                 if cfg.eval.sections != RB.SUITE_V1:
