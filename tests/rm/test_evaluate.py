@@ -78,6 +78,8 @@ def test_eval_of_a_run_reproduces_its_final_heldout_accuracy(demo_run):
     assert math.isclose(got[M.REWARD_GAP], own[M.REWARD_GAP], abs_tol=1e-6)
     evm = mf.read(ev)
     assert evm["links"] == {"model_run": paths.id, "model_checkpoint": "final"}
+    assert evm["resolved"]["share_prompt"] is manifest["resolved"]["share_prompt"]  # packed iff training packed
+    assert ("model.share_prompt: on" in ev.log.read_text()) is evm["resolved"]["share_prompt"]
     assert evm["resolved"]["truncated_pairs"][M.HELDOUT] == manifest["resolved"]["truncated_pairs"][M.HELDOUT]
     # beside the trained runs: ls, show and compare know it
     rows = [json.loads(line) for line in aplot("ls", "--json", runs_dir=runs).stdout.splitlines()]
