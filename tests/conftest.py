@@ -16,8 +16,8 @@ HH = SHARED_DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
 OASST = SHARED_DATA / "oasst-en100" / "pairs.jsonl"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-gc.disable()  # until pytest_runtestloop: collection imports torch, transformers and Textual on each worker
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+gc.disable()  # until pytest_runtestloop: collection imports torch, transformers and Textual on each worker
 
 TINY_RM = """
 kind = "rm"

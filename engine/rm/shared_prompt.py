@@ -57,19 +57,7 @@ def shared_prompt_supported(model: nn.Module, max_length: int | None = None) -> 
         return False, f"the model is a {type(model).__name__}, not a RewardModel"
     if not model.is_decoder:
         return False, "encoder model: bidirectional attention lets the prompt see the response, so it cannot be shared"
-    peft_config = getattr(model.hf_model, "active_peft_config", None)
-    if peft_config is not None and peft_config.is_prompt_learning:
-        return False, f"peft {peft_config.peft_type} adds virtual tokens that the packed mask does not cover"
-    config = model.config
-    if config.model_type not in SUPPORTED_TYPES:
-        return False, f"architecture {config.model_type!r} is not among those checked for packed masks {SUPPORTED_TYPES}"
-    impl = config._attn_implementation
-    if impl not in MASK_IMPLEMENTATIONS:
-        return False, f"attention implementation {impl!r} takes no custom 4D mask; use sdpa or eager"
-    window = _sliding_window(config)
-    if window is not None and (max_length is None or max_length > window):
-        return False, f"sliding-window attention ({window} tokens) is not expressed in the packed mask"
-    return True, ""
+    return causal_lm_supported(model.hf_model, max_length)
 
 
 def _triples(batch: Mapping | Sequence[Mapping]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -181,18 +169,14 @@ def shared_prompt_forward(model: nn.Module, packed: dict) -> tuple[torch.Tensor,
     goes through the wrapper, so DDP's gradient sync sees it. Tensors are moved to the device here."""
     inner = unwrap(model)
     device = next(inner.parameters()).device
-    allowed = packed["attention_mask"].to(device)  # [R, 1, T, T]
-    if inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        mask = torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    else:  # sdpa takes a boolean mask whatever the compute dtype
-        mask = allowed
+    mask = attention_bias(packed["attention_mask"], inner.config._attn_implementation, device)  # [R, 1, T, T]
     last = torch.stack([packed["last_row"], packed["last"]]).to(device)  # [2, 2n]
     return model(packed["input_ids"].to(device), mask, position_ids=packed["position_ids"].to(device), last=last)
 
 
 def causal_lm_supported(lm: nn.Module, max_length: int | None = None) -> tuple[bool, str]:
-    """`shared_prompt_supported` for a bare causal LM (a DPO policy and its reference, no RewardModel
-    around them): the same architecture, attention and window checks, on the LM's own config."""
+    """(True, "") when a packed [prompt | chosen | rejected] row gives this causal LM (a DPO policy, or the
+    decoder inside a RewardModel) exactly what the two plain rows would, else (False, one line why)."""
     lm = unwrap(lm)
     peft_config = getattr(lm, "active_peft_config", None)
     if peft_config is not None and peft_config.is_prompt_learning:
@@ -211,7 +195,8 @@ def causal_lm_supported(lm: nn.Module, max_length: int | None = None) -> tuple[b
 
 def attention_bias(allowed: torch.Tensor, attn_implementation: str, device) -> torch.Tensor:
     """`pack_pairs`' boolean mask [R, 1, T, T] as the attention layer of `attn_implementation` takes it:
-    eager adds the mask to the scores (0 or the float minimum), sdpa takes the booleans."""
+    eager adds the mask to the scores (0 or the float minimum), sdpa takes the booleans whatever the
+    compute dtype."""
     allowed = allowed.to(device)
     if attn_implementation == "eager":
         return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
