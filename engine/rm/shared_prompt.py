@@ -63,8 +63,10 @@ def shared_prompt_supported(model: nn.Module, max_length: int | None = None) -> 
 def _triples(batch: Mapping | Sequence[Mapping]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(prompt [P], chosen tail [c], rejected tail [r]) per pair, from a `collate_pairs` batch or from
     `encode_pairs` items. The tails keep the closing specials (EOS), which is where the reward is read."""
-    if isinstance(batch, Mapping):
-        ids, lengths, starts = batch["input_ids"], batch["attention_mask"].sum(-1), batch["prompt_len"]
+    if isinstance(batch, Mapping):  # read on the host: an eval loader's batch is already on the GPU, and the
+        # packed rows are built on the host anyway (one copy each here, not a sync per pair and slice)
+        ids, lengths, starts = (t.cpu() for t in (batch["input_ids"], batch["attention_mask"].sum(-1),
+                                                  batch["prompt_len"]))
         n = ids.shape[0] // 2
         rows = [(ids[i, : lengths[i]], ids[n + i, : lengths[n + i]], int(starts[i])) for i in range(n)]
     else:
