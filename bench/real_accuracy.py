@@ -47,6 +47,7 @@ HH = DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
 OASST = DATA / "oasst-en100" / "pairs.jsonl"
 CACHE = ROOT / "bench" / ".cache"
 HH_TRAIN, HH_TEST, SPLIT_SEED, OASST_TEST_FRACTION = 1800, 512, 0, 0.2
+CURVE_PAIRS = 256  # the first pairs of `id`: a decoder's learning curve, every ~10 % of an epoch, at a quarter of the cost
 
 DIRECTIONS = {
     "a": "train HH harmless (1,800 pairs); ID = 512 HH test pairs; OOD = 732 OpenAssistant pairs",
@@ -99,7 +100,8 @@ def write_splits(directions: list[str], root: Path = CACHE / "data") -> dict[str
     out = {}
     if "a" in directions:
         out["a"] = {"train": write_jsonl(hh_train, root / "a" / "train.jsonl"),
-                    "id": write_jsonl(hh_test, root / "a" / "id.jsonl"), "ood": OASST}
+                    "id": write_jsonl(hh_test, root / "a" / "id.jsonl"),
+                    "curve": write_jsonl(hh_test[:CURVE_PAIRS], root / "a" / "curve.jsonl"), "ood": OASST}
     if "b" in directions:
         oa_train, oa_test = prompt_split(read_jsonl(OASST), OASST_TEST_FRACTION, SPLIT_SEED)
         out["b"] = {"train": write_jsonl(oa_train, root / "b" / "train.jsonl"),

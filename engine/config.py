@@ -221,6 +221,8 @@ class OptimSection:
 @dataclass
 class EvalSection:
     every: int = f(50, "steps between evals; also evaluated at the end", ge=0)
+    final_only: list = f([], "eval sets scored only at the end, not every `every` steps: large test sets beside a "
+                             "small one that draws the learning curve")
     batch_size: int = f(32, "pairs per eval batch", gt=0)
     hard_pairs: int = f(20, "hardest pairs (most negative reward gap) written at each eval", ge=0)
     sections: str = f("", "kind = eval: a TOML file of sections (section = [subsets], or {subset = weight}), or "
@@ -501,6 +503,11 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
         elif name == "heldout" and (cfg.data.train and cfg.data.eval_fraction > 0):
             problems.append(f"data.eval.heldout: the name is taken by eval_fraction's split "
                             f"({src.of_all('data.eval.heldout', 'data.eval_fraction')})")
+    named = set(cfg.data.eval) | ({"heldout"} if cfg.data.train and cfg.data.eval_fraction > 0 else set())
+    for name in cfg.eval.final_only:
+        if name not in named:
+            problems.append(f"eval.final_only: {name!r} is not an eval set (these are: {', '.join(sorted(named)) or 'none'}) "
+                            f"({src.of_all('eval.final_only', 'data.eval', 'data.eval_fraction')})")
     for ours, theirs in cfg.data.columns.items():
         if ours not in DATA_COLUMNS:
             problems.append(f"data.columns.{ours}: not one of aplot's columns ({', '.join(DATA_COLUMNS)}) "

@@ -178,3 +178,13 @@ def test_a_bad_override_of_a_preset_names_the_preset_not_its_file():
     assert err.value.problems == ['ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule '
                                   '(command line: ppo.prompts="p.jsonl", over preset demo-grpo)']
     assert str(C.PRESETS_DIR) not in str(err.value)
+
+
+def test_a_final_only_eval_set_must_be_one_the_run_has():
+    cfg = C.load(None, ["data.eval.ood=o.jsonl", 'eval.final_only=["ood", "heldout"]'])
+    assert cfg.eval.final_only == ["ood", "heldout"]
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ["data.eval.ood=o.jsonl", "data.eval_fraction=0", 'eval.final_only=["odd"]'])
+    assert err.value.problems == [
+        "eval.final_only: 'odd' is not an eval set (these are: ood) (command line: eval.final_only=[\"odd\"]; "
+        "command line: data.eval.ood=o.jsonl; command line: data.eval_fraction=0)"]

@@ -236,9 +236,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         f"{[f'{k}:{len(v)}' for k, v in eval_sets.items()]}, {total} steps of {resolved['effective_batch']} pairs, "
         f"dpo.type {d.type}, β {d.beta}, on {acc.num_processes} process(es)")
 
-    def run_evals(step: int) -> dict:
+    def run_evals(step: int, final: bool = False) -> dict:
         results = {name: evaluate(ctx, policy, ref, ds, eval_pairs[name], pad_id, name, step, share)
-                   for name, ds in eval_sets.items()}
+                   for name, ds in rm_train.due(eval_sets, cfg.eval.final_only, final).items()}
         for name, r in results.items():
             ctx.log(step, M.eval_split(name), r)
         if heldout:
@@ -303,7 +303,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             ctx.save(step, {"effective_batch": resolved["effective_batch"]})
 
     # 7. the end: final evals, resumable state, exported policy
-    results = run_evals(step)
+    results = run_evals(step, final=True)
     ctx.save(step, {"effective_batch": resolved["effective_batch"]})
     ctx.export_model(policy, tok, "final")
     return S.COMPLETED, summarize(step, results, last_train, completed=True)

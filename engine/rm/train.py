@@ -225,9 +225,16 @@ def eval_margins(cfg, r_c, r_r, h_c, h_r, pairs: list, encoder) -> torch.Tensor:
     return torch.cat(out).float()
 
 
-def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share: bool = False) -> dict[str, dict]:
+def due(eval_sets: dict, final_only: list, final: bool) -> dict:
+    """The sets an eval at this point scores: every one at the end, the others in between (a curve drawn
+    on a small set every few steps, the large test sets once)."""
+    return eval_sets if final else {k: v for k, v in eval_sets.items() if k not in final_only}
+
+
+def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share: bool = False,
+              final: bool = False) -> dict[str, dict]:
     results = {}
-    for name, ds in eval_sets.items():
+    for name, ds in due(eval_sets, ctx.cfg.eval.final_only, final).items():
         results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step,
                                        share=share)
         ctx.log(step, M.eval_split(name), results[name])
@@ -379,7 +386,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 6. the end: final eval, resumable state, exported model
     if eval_sets:
-        results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share)
+        results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share, final=True)
         maybe_best(step, results)
     checkpoint(step)
     ctx.export_model(model, tokenizer, "final")

@@ -37,7 +37,8 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     long_answer = "yes, and here is a much longer and more careful answer " * 3
     ood.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": long_answer, "rejected": "no"}) + "\n"
                            for i in range(10)))
-    proc = aplot("run", tiny_config, f'data.eval.ood="{ood}"', "-q", runs_dir=runs_dir)
+    proc = aplot("run", tiny_config, f'data.eval.ood="{ood}"', f'data.eval.last="{ood}"', 'eval.final_only=["last"]',
+                 "-q", runs_dir=runs_dir)
     assert proc.returncode == 0, proc.stderr
     paths, manifest = only_run(runs_dir)
     assert manifest["status"] == "completed" and manifest["exit_code"] == 0
@@ -49,7 +50,7 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     for r in train:
         assert all(isinstance(r.data[k], float) for k in EVERY_STEP), r.data
     evals = {(r.step, r.split) for r in recs if r.split.startswith("eval/")}
-    assert evals == {(3, "eval/heldout"), (3, "eval/ood"), (6, "eval/heldout"), (6, "eval/ood")}
+    assert evals == {(3, "eval/heldout"), (3, "eval/ood"), (6, "eval/heldout"), (6, "eval/ood"), (6, "eval/last")}
     last_ood = [r for r in recs if r.split == "eval/ood"][-1].data
     assert last_ood["n_pairs"] == 10 and 0 <= last_ood[M.ACCURACY] <= 1
     assert len(last_ood[M.MARGIN_HIST]) == len(last_ood[M.GAP_HIST]) == 10
@@ -59,7 +60,7 @@ def test_tiny_aplot_run_completes_logs_every_step_and_changes_weights(tiny_confi
     assert last_ood[D.N_CHOSEN_LONGER] == 10 and last_ood[D.LONGER_WINS_ACC] == 1.0
     assert 0 <= last_ood[D.ECE] <= 1
     hard = D.latest_hard_pairs(D.read_hard_pairs(paths.hard_pairs))
-    assert set(hard) == {"heldout", "ood"} and hard["ood"]["step"] == 6
+    assert set(hard) == {"heldout", "ood", "last"} and hard["ood"]["step"] == 6
     gaps = [p["gap"] for p in hard["ood"]["pairs"]]
     assert gaps == sorted(gaps) and hard["ood"]["pairs"][0]["prompt"].startswith("q")
     # weights: step checkpoints differ from each other, the export equals the last state
