@@ -531,6 +531,9 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
     if cfg.ppo.reward_model_run and cfg.ppo.ensemble.members:
         problems.append(f"ppo.ensemble.members: set either it or ppo.reward_model_run, not both (a single RM is "
                         f"members = [that run]) ({src.of_all('ppo.ensemble.members', 'ppo.reward_model_run')})")
+    if cfg.kind == "ppo" and cfg.model.lora.r > 0:
+        problems.append(f"model.lora.r: LoRA applies to rm and dpo runs; a ppo run trains every weight of its "
+                        f"policy, got {cfg.model.lora.r} ({src.of_all('model.lora.r', 'kind')})")
     if cfg.kind == "ppo" and cfg.ppo.judge == "gold" and cfg.ppo.prompts != "synthetic":
         problems.append(f'ppo.judge: "gold" needs ppo.prompts = "synthetic", the only task with a gold rule '
                         f"({src.of_all('ppo.judge', 'ppo.prompts', 'kind')})")

@@ -213,17 +213,23 @@ def build_reward_model(cfg: ModelSection, tokenizer, seed: int = 0, dtype: torch
         else:
             hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if cfg.lora.r > 0:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,  # keeps the new score/classifier head trainable and saved
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules) or None,  # None: peft's default per architecture
-        )
-        hf_model = get_peft_model(hf_model, lora)
+        hf_model = add_lora(hf_model, cfg, "SEQ_CLS")  # keeps the new score/classifier head trainable and saved
     return RewardModel(hf_model, is_decoder)
+
+
+def add_lora(hf_model: nn.Module, cfg: ModelSection, task: str) -> nn.Module:
+    """peft's LoRA of `cfg.lora` around `hf_model`, for a peft `TaskType` (SEQ_CLS: a reward model,
+    whose new head trains in full; CAUSAL_LM: a DPO policy, whose LM head stays frozen). The adapter's
+    random half is drawn from the caller's RNG stream."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    return get_peft_model(hf_model, LoraConfig(
+        task_type=TaskType[task],
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules) or None,  # None: peft's default per architecture
+    ))
 
 
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:

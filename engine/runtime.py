@@ -369,11 +369,12 @@ class RunContext:
         return out
 
     def _frozen_base_rebuilt(self) -> bool:
-        """Whether step checkpoints may leave out frozen weights: an RM's LoRA base, which every
-        launch rebuilds identically from model.name (or the seed, for `tiny`), on an unsharded run."""
+        """Whether step checkpoints may leave out frozen weights: an RM's or a DPO policy's LoRA base,
+        which every launch rebuilds identically from model.name (the seed, for `tiny`; a DPO run's
+        fitted start from checkpoints/reference), on an unsharded run."""
         from accelerate.utils import DistributedType
 
-        return (self.cfg.kind == "rm" and self.cfg.model.lora.r > 0
+        return (self.cfg.kind in ("rm", "dpo") and self.cfg.model.lora.r > 0
                 and self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED))
 
     def _adapter_base(self) -> str:

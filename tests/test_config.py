@@ -188,3 +188,11 @@ def test_a_final_only_eval_set_must_be_one_the_run_has():
     assert err.value.problems == [
         "eval.final_only: 'odd' is not an eval set (these are: ood) (command line: eval.final_only=[\"odd\"]; "
         "command line: data.eval.ood=o.jsonl; command line: data.eval_fraction=0)"]
+
+
+def test_lora_on_a_ppo_run_is_refused_not_ignored():
+    assert C.load(None, ["kind=dpo", "model.lora.r=8"]).model.lora.r == 8
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ["model.lora.r=8", 'ppo.reward_model_run="rm"'], preset="demo-ppo")
+    assert err.value.problems[0].startswith("model.lora.r: LoRA applies to rm and dpo runs; a ppo run trains every "
+                                            "weight of its policy, got 8 (command line: model.lora.r=8")

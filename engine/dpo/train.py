@@ -35,7 +35,7 @@ from engine.dpo import losses as DL
 from engine.dpo import sampling
 from engine.dpo.logps import packed_response_logps, response_logps
 from engine.lr_schedule import lr_scheduler
-from engine.models import SentenceEncoder, load_tokenizer, n_params
+from engine.models import SentenceEncoder, add_lora, load_tokenizer, n_params
 from engine.rl import policy as P
 from engine.rm import train as rm_train
 from engine.rm.losses import bt_loss
@@ -190,7 +190,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     acc.wait_for_everyone()  # rank 0 trains (tiny) and saves it; the others read the saved copy
     tok = tok or load_tokenizer(cfg.model, corpus, ctx.paths.dir / "tokenizer")
     lm = start_policy(ctx, tok)
-    ref = P.frozen_copy(lm)
+    ref = P.frozen_copy(lm)  # the start, before any adapter: LoRA's reference is its base, as it was
+    if cfg.model.lora.r > 0:  # adapters on the policy only; step checkpoints then hold them alone
+        lm = add_lora(lm, cfg.model, "CAUSAL_LM")
 
     # 2. pairs, and the held-out prompts of the win-rate
     heldout = sampling.heldout_prompts(d.eval_prompts) if d.judge == "gold" else []
@@ -210,7 +212,8 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 3. derived sizes, computed once and frozen into the manifest
     resolved = config_mod.resolve(cfg, len(train_ds), acc.num_processes)
-    resolved.update({"n_params": n_params(lm), "n_train_pairs": len(train_ds),
+    resolved.update({"n_params": n_params(lm), "n_trainable_params": n_params(lm, trainable_only=True),
+                     "n_train_pairs": len(train_ds),
                      **{f"n_eval_{k}": len(v) for k, v in eval_sets.items()}, "n_heldout_prompts": len(heldout)})
     total, accum, bs = resolved["total_steps"], cfg.optim.grad_accum, cfg.optim.batch_size
 
