@@ -1,4 +1,5 @@
-"""The learning-rate schedules `optim.scheduler` names, as torch `LambdaLR`s.
+"""The learning-rate schedules `optim.scheduler` names, as torch `LambdaLR`s, and the AdamW the
+pair trainers (RM, DPO) step under them.
 
 The curves are transformers' `get_scheduler` ones (linear and cosine decay to 0 after a linear
 warm-up; `constant` ignores the warm-up, as `get_constant_schedule` does), tested equal to it in
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -38,3 +40,11 @@ def lr_scheduler(name: str, optimizer: Optimizer, warmup_steps: int, total_steps
         return LambdaLR(optimizer, _constant)
     curve = {"linear": _linear, "cosine": _cosine}[name]
     return LambdaLR(optimizer, partial(curve, warmup=warmup_steps, total=total_steps))
+
+
+def adamw(model: torch.nn.Module, weight_decay: float, lr: float) -> Optimizer:
+    """AdamW over the trainable weights, with decay on matrices only (norms and biases keep theirs), as
+    transformers' Trainer groups them; fused, one kernel for every tensor, as the Trainer defaults to."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}], lr=lr, fused=True)

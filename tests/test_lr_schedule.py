@@ -35,3 +35,17 @@ def test_a_resumed_schedule_continues_where_its_state_left_off():
     again = lr_scheduler("cosine", torch.optim.AdamW(params, lr=1e-3), 2, 10)
     again.load_state_dict(first.state_dict())
     assert lrs(again, 5) == lrs(first, 5)
+
+
+def test_adamw_decays_matrices_only_and_leaves_frozen_weights_out():
+    import torch
+
+    from engine.lr_schedule import adamw
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    model[2].requires_grad_(False)
+    opt = adamw(model, weight_decay=0.1, lr=1e-3)
+    decay, keep = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3)] and decay["weight_decay"] == 0.1
+    assert [p.shape for p in keep["params"]] == [(4,), (4,), (4,)] and keep["weight_decay"] == 0.0
+    assert all(g["fused"] for g in opt.param_groups)

@@ -45,8 +45,8 @@ def sample(lm, tok, prompts: list[str], cfg, seed: int, ref=None, batch: int = 6
             texts += P.decode_responses(tok, resp, r_mask)
             lengths += r_mask.sum(1).tolist()
             if ref is not None:
-                logp = P.sequence_logprobs(lm, ids, mask, resp, r_mask, d.temperature)[0]  # [B, T]
-                ref_logp = P.sequence_logprobs(ref, ids, mask, resp, r_mask, d.temperature)[0]
+                logp = P.sequence_logprobs(lm, ids, mask, resp, r_mask, d.temperature, entropy=False)[0]  # [B, T]
+                ref_logp = P.sequence_logprobs(ref, ids, mask, resp, r_mask, d.temperature, entropy=False)[0]
                 kls += (L.per_token_kl(logp, ref_logp) * r_mask).sum(1).tolist()
     return texts, (kls if ref is not None else None), lengths
 

@@ -34,7 +34,7 @@ from engine.data.rows import LoadResult
 from engine.dpo import losses as DL
 from engine.dpo import sampling
 from engine.dpo.logps import packed_response_logps, response_logps
-from engine.lr_schedule import lr_scheduler
+from engine.lr_schedule import adamw, lr_scheduler
 from engine.models import SentenceEncoder, add_lora, load_tokenizer, n_params
 from engine.rl import policy as P
 from engine.rm import train as rm_train
@@ -218,10 +218,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     total, accum, bs = resolved["total_steps"], cfg.optim.grad_accum, cfg.optim.batch_size
 
     # 4. optimizer and schedule
-    decay = [p for p in lm.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in lm.parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)
+    optimizer = adamw(lm, cfg.optim.weight_decay, cfg.optim.lr)
     scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_steps"], total)
     policy, optimizer, scheduler = acc.prepare(lm, optimizer, scheduler)
     policy_lm = acc.unwrap_model(policy)  # samples and is exported

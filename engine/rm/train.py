@@ -27,7 +27,7 @@ from engine.data import sets as data_sets
 from engine.data import token_cache
 from engine.data.pairs import PairDataset, collate_pairs
 from engine.data.rows import DataError
-from engine.lr_schedule import lr_scheduler
+from engine.lr_schedule import adamw, lr_scheduler
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
 from engine.rm.losses import bt_loss, length_terms, pair_stats, rm_loss
 from engine.rm.ot_margin import aplot_margin, global_margin
@@ -275,11 +275,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     total, accum, bs = resolved["total_steps"], cfg.optim.grad_accum, cfg.optim.batch_size
 
     # 3. optimizer and schedule
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr,
-                                  fused=True)  # one kernel for every tensor, as transformers' Trainer defaults to
+    optimizer = adamw(model, cfg.optim.weight_decay, cfg.optim.lr)
     scheduler = lr_scheduler(cfg.optim.scheduler, optimizer, resolved["warmup_steps"], total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     share = False
