@@ -162,6 +162,9 @@ class PPOSection:
     samples_per_prompt: int = f(1, "responses sampled for each prompt of a rollout (k; the group of grpo and "
                                 "rloo, at least 2 there)", gt=0)
     minibatch_size: int = f(16, "rollout samples per PPO minibatch", gt=0)
+    pack_groups: bool = f(False, "grpo/rloo: each group's prompt computed once for its k samples (one packed row "
+                                 "[prompt | sample 1 | … | sample k], falls back with a log line where the model "
+                                 "cannot), and minibatches of whole groups instead of shuffled samples")
     max_new_tokens: int = f(16, "tokens generated per response", gt=0)
     temperature: float = f(1.0, "sampling temperature of rollouts", gt=0)
     kl_coef: float = f(0.05, "β of the per-token KL penalty against the reference", ge=0)
@@ -522,6 +525,11 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
         problems.append(f"ppo.samples_per_prompt: {cfg.ppo.advantage} needs at least 2 samples per prompt (the "
                         f"other samples of a prompt are its baseline), got {cfg.ppo.samples_per_prompt} "
                         f"({src.of_all('ppo.samples_per_prompt', 'ppo.advantage')})")
+    if cfg.ppo.pack_groups and (cfg.ppo.advantage == "gae" or cfg.ppo.minibatch_size % cfg.ppo.samples_per_prompt):
+        problems.append(f"ppo.pack_groups: packs the groups of grpo or rloo, whose minibatches then hold whole groups, "
+                        f"so minibatch_size must be a multiple of samples_per_prompt; got advantage "
+                        f"{cfg.ppo.advantage!r}, minibatch_size {cfg.ppo.minibatch_size}, samples_per_prompt "
+                        f"{cfg.ppo.samples_per_prompt} ({src.of_all('ppo.pack_groups', 'ppo.advantage', 'ppo.minibatch_size', 'ppo.samples_per_prompt')})")
     if cfg.ppo.bon_samples and cfg.ppo.bon_samples & (cfg.ppo.bon_samples - 1):
         problems.append(f"ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two (2, 4 … 64), "
                         f"got {cfg.ppo.bon_samples} ({src.of('ppo.bon_samples')})")

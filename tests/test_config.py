@@ -196,3 +196,13 @@ def test_lora_on_a_ppo_run_is_refused_not_ignored():
         C.load(None, ["model.lora.r=8", 'ppo.reward_model_run="rm"'], preset="demo-ppo")
     assert err.value.problems[0].startswith("model.lora.r: LoRA applies to rm and dpo runs; a ppo run trains every "
                                             "weight of its policy, got 8 (command line: model.lora.r=8")
+
+
+def test_pack_groups_needs_a_group_method_and_whole_groups_per_minibatch():
+    assert C.load(None, ["ppo.advantage=grpo", "ppo.samples_per_prompt=4", "ppo.minibatch_size=8",
+                         "ppo.pack_groups=true"]).ppo.pack_groups
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ["ppo.advantage=grpo", "ppo.samples_per_prompt=4", "ppo.minibatch_size=6", "ppo.pack_groups=true"])
+    assert err.value.problems[0].startswith("ppo.pack_groups: packs the groups of grpo or rloo, whose minibatches "
+                                            "then hold whole groups, so minibatch_size must be a multiple of "
+                                            "samples_per_prompt; got advantage 'grpo', minibatch_size 6")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from engine.models import unwrap
+from engine.packing import attention_bias
 from engine.rl.losses import logprobs_from_logits
-from engine.rm.shared_prompt import CHOSEN, REJECTED, attention_bias
+from engine.rm.shared_prompt import CHOSEN, REJECTED
 
 
 def response_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor,

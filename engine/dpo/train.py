@@ -36,10 +36,11 @@ from engine.dpo import sampling
 from engine.dpo.logps import packed_response_logps, response_logps
 from engine.lr_schedule import adamw, lr_scheduler
 from engine.models import SentenceEncoder, add_lora, load_tokenizer, n_params
+from engine.packing import causal_lm_supported
 from engine.rl import policy as P
 from engine.rm import train as rm_train
 from engine.rm.losses import bt_loss
-from engine.rm.shared_prompt import causal_lm_supported, pack_pairs
+from engine.rm.shared_prompt import pack_pairs
 from engine.runs import status as S
 from engine.runtime import RunContext, TrainingError, run_process
 

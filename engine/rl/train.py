@@ -35,8 +35,10 @@ from engine.data import synthetic
 from engine.data.rows import ASSISTANT_MARK, render_messages
 from engine.lr_schedule import lr_scheduler
 from engine.models import load_tokenizer, n_params
+from engine.packing import causal_lm_supported
 from engine.rl import best_of_n as bon
 from engine.rl import ensemble as E
+from engine.rl import group_pack as GP
 from engine.rl import losses as L
 from engine.rl import policy as P
 from engine.runs import status as S
@@ -311,12 +313,17 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         start_step, best = state["step"] + 1, state.get("best", best)
         kl_ctl.load_state_dict(state["kl_ctl"])
         watch.load_state_dict(state.get("overopt", watch.state_dict()))
+    unwrapped = acc.unwrap_model(policy)
+    policy_lm = unwrapped if group else unwrapped.hf_model  # the causal LM that samples and is exported
+    pack = False
+    if p.pack_groups:  # one packed [prompt | sample 1 | … | sample k] row per group, policy and reference
+        pack, why = causal_lm_supported(policy_lm, cfg.model.max_length)
+        say("[aplot] ppo.pack_groups: " + ("on" if pack else f"plain rows ({why})"))
+    resolved["pack_groups"] = pack
     ctx.start(resolved, hashes)
     say(f"[aplot] {resolved['n_params']:,} policy params, {len(train_prompts)} train / {len(eval_prompts)} held-out "
         f"prompts, {total} steps of {resolved['global_rollout']} prompts × {p.samples_per_prompt} samples ({p.advantage}), "
         f"judge {p.judge}, opponent {p.opponent}")
-    unwrapped = acc.unwrap_model(policy)
-    policy_lm = unwrapped if group else unwrapped.hf_model  # the causal LM that samples and is exported
 
     def evaluate(step: int) -> dict:
         result = win_rate_eval(ctx, policy_lm, tok, eval_local, opponent_texts, judge, proxy, step)
@@ -348,9 +355,16 @@ def train(ctx: RunContext) -> tuple[str, dict]:
                                    temperature=p.temperature, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)  # [B, T]
             r_mask = P.response_mask(responses, tok.eos_token_id)  # [B, T]
             laps.lap(M.TIME_GENERATE)
-            logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
-            laps.lap(M.TIME_LOGPROBS)
-            ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature, entropy=False)
+            if pack:
+                packed = GP.pack_groups(q_ids, q_mask, responses, r_mask, k, tok.pad_token_id)
+                logp, entropy, values = GP.packed_sequence_logprobs(policy, packed, responses, p.temperature)
+                laps.lap(M.TIME_LOGPROBS)
+                ref_logp, _, _ = GP.packed_sequence_logprobs(ref, packed, responses, p.temperature, entropy=False)
+            else:
+                logp, entropy, values = P.sequence_logprobs(policy, q_ids, q_mask, responses, r_mask, p.temperature)
+                laps.lap(M.TIME_LOGPROBS)
+                ref_logp, _, _ = P.sequence_logprobs(ref, q_ids, q_mask, responses, r_mask, p.temperature,
+                                                     entropy=False)
             laps.lap(M.TIME_REF)
             texts = P.decode_responses(tok, responses, r_mask)
             member_scores = proxy.member_scores(prompts, texts)  # [K, B]
@@ -390,38 +404,41 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         laps.lap(M.TIME_SCORE)  # the advantages: a few tensor operations, booked with the scores they come from
         stats, n_skipped = defaultdict(list), 0
         for _epoch in range(p.ppo_epochs):
-            perm = torch.randperm(n_samples, device=dev)
-            for mb in perm.split(p.minibatch_size):
-                for micro in mb.tensor_split(min(cfg.optim.grad_accum, len(mb))):
-                    with acc.accumulate(policy), acc.autocast():
+            for micro in update_order(n_samples, k if pack else 1, p.minibatch_size, cfg.optim.grad_accum, dev):
+                with acc.accumulate(policy), acc.autocast():
+                    if pack:  # micro: whole groups, group-major
+                        new_logp = GP.packed_sequence_logprobs(policy, GP.select(packed, micro[::k] // k, k),
+                                                               responses[micro], p.temperature, entropy=False)[0]
+                        new_values = None
+                    else:
                         new_logp, _, new_values = P.sequence_logprobs(
                             policy, q_ids[micro], q_mask[micro], responses[micro], r_mask[micro], p.temperature,
                             entropy=False)
-                        m = r_mask[micro]
-                        pg_loss, pg_clipfrac, approxkl = L.policy_loss(new_logp, logp[micro], advantages[micro], m,
-                                                                       p.clip_range)
-                        terms = {M.POLICY_LOSS: pg_loss, M.CLIPFRAC: pg_clipfrac, M.APPROXKL: approxkl}
-                        if not group:
-                            terms[M.VALUE_LOSS], terms[M.VALUE_CLIPFRAC] = L.value_loss(
-                                new_values.float(), values[micro], returns[micro], m, p.clip_range_value)
-                            loss = pg_loss + p.vf_coef * terms[M.VALUE_LOSS]
-                        elif p.advantage == "grpo":  # β · mean k3 KL to the reference, differentiated
-                            terms[M.KL_LOSS] = L.masked_mean(L.k3_kl(new_logp, ref_logp[micro]), m)
-                            loss = pg_loss + kl_ctl.value * terms[M.KL_LOSS]
-                        else:
-                            loss = pg_loss
-                        if ctx.nonfinite(loss, step, optimizer):  # fails the run unless optim.skip_nonfinite
-                            n_skipped += 1
-                            continue
-                        acc.backward(loss)
-                        if acc.sync_gradients and cfg.optim.max_grad_norm > 0:
-                            acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
-                        optimizer.step()
-                        if acc.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    for name, v in terms.items():
-                        stats[name].append(v.detach())
+                    m = r_mask[micro]
+                    pg_loss, pg_clipfrac, approxkl = L.policy_loss(new_logp, logp[micro], advantages[micro], m,
+                                                                   p.clip_range)
+                    terms = {M.POLICY_LOSS: pg_loss, M.CLIPFRAC: pg_clipfrac, M.APPROXKL: approxkl}
+                    if not group:
+                        terms[M.VALUE_LOSS], terms[M.VALUE_CLIPFRAC] = L.value_loss(
+                            new_values.float(), values[micro], returns[micro], m, p.clip_range_value)
+                        loss = pg_loss + p.vf_coef * terms[M.VALUE_LOSS]
+                    elif p.advantage == "grpo":  # β · mean k3 KL to the reference, differentiated
+                        terms[M.KL_LOSS] = L.masked_mean(L.k3_kl(new_logp, ref_logp[micro]), m)
+                        loss = pg_loss + kl_ctl.value * terms[M.KL_LOSS]
+                    else:
+                        loss = pg_loss
+                    if ctx.nonfinite(loss, step, optimizer):  # fails the run unless optim.skip_nonfinite
+                        n_skipped += 1
+                        continue
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.optim.max_grad_norm > 0:
+                        acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+                    optimizer.step()
+                    if acc.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for name, v in terms.items():
+                    stats[name].append(v.detach())
 
         laps.lap(M.TIME_UPDATE)
 
@@ -466,6 +483,17 @@ def train(ctx: RunContext) -> tuple[str, dict]:
     ctx.save(step, {"best": best, "kl_ctl": kl_ctl.state_dict(), "overopt": watch.state_dict()})
     ctx.export_model(policy_lm, tok, "final")
     return S.COMPLETED, summarize(step, last, win, best, completed=True)
+
+
+def update_order(n_samples: int, k: int, minibatch_size: int, grad_accum: int, device):
+    """Each update's sample indices over one pass of a rollout: a fresh shuffle cut into minibatches, each
+    into `grad_accum` micro-batches. k > 1 (`ppo.pack_groups`) shuffles whole groups instead, so every
+    micro-batch holds whole groups, group-major, and packs them one to a row."""
+    perm = torch.randperm(n_samples // k, device=device)
+    arange = torch.arange(k, device=device)
+    for mb in perm.split(minibatch_size // k):
+        for micro in mb.tensor_split(min(grad_accum, len(mb))):
+            yield (micro[:, None] * k + arange).flatten()
 
 
 def resolve_ppo(cfg, n_train: int, n_eval: int, world: int) -> dict:

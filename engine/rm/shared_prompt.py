@@ -31,22 +31,9 @@ import torch
 from torch import nn
 
 from engine.models import RewardModel, unwrap
-
-# Decoder families whose modelling code hands a 4D mask to attention untouched and takes position
-# ids for RoPE or learned positions; each is checked against the plain forward in the tests.
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
-MASK_IMPLEMENTATIONS = ("sdpa", "eager")  # flash-attention kernels take no arbitrary 4D mask
+from engine.packing import attention_bias, causal_lm_supported
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1  # segment ids of a packed row
-
-
-def _sliding_window(config) -> int | None:
-    """The attention window if any layer uses one (Mistral's `sliding_window`, Qwen's layer_types)."""
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and "sliding_attention" not in layer_types:
-        return None
-    return window
 
 
 def shared_prompt_supported(model: nn.Module, max_length: int | None = None) -> tuple[bool, str]:
@@ -174,32 +161,3 @@ def shared_prompt_forward(model: nn.Module, packed: dict) -> tuple[torch.Tensor,
     mask = attention_bias(packed["attention_mask"], inner.config._attn_implementation, device)  # [R, 1, T, T]
     last = torch.stack([packed["last_row"], packed["last"]]).to(device)  # [2, 2n]
     return model(packed["input_ids"].to(device), mask, position_ids=packed["position_ids"].to(device), last=last)
-
-
-def causal_lm_supported(lm: nn.Module, max_length: int | None = None) -> tuple[bool, str]:
-    """(True, "") when a packed [prompt | chosen | rejected] row gives this causal LM (a DPO policy, or the
-    decoder inside a RewardModel) exactly what the two plain rows would, else (False, one line why)."""
-    lm = unwrap(lm)
-    peft_config = getattr(lm, "active_peft_config", None)
-    if peft_config is not None and peft_config.is_prompt_learning:
-        return False, f"peft {peft_config.peft_type} adds virtual tokens that the packed mask does not cover"
-    config = lm.config
-    if config.model_type not in SUPPORTED_TYPES:
-        return False, f"architecture {config.model_type!r} is not among those checked for packed masks {SUPPORTED_TYPES}"
-    if config._attn_implementation not in MASK_IMPLEMENTATIONS:
-        return False, (f"attention implementation {config._attn_implementation!r} takes no custom 4D mask; "
-                       "use sdpa or eager")
-    window = _sliding_window(config)
-    if window is not None and (max_length is None or max_length > window):
-        return False, f"sliding-window attention ({window} tokens) is not expressed in the packed mask"
-    return True, ""
-
-
-def attention_bias(allowed: torch.Tensor, attn_implementation: str, device) -> torch.Tensor:
-    """`pack_pairs`' boolean mask [R, 1, T, T] as the attention layer of `attn_implementation` takes it:
-    eager adds the mask to the scores (0 or the float minimum), sdpa takes the booleans whatever the
-    compute dtype."""
-    allowed = allowed.to(device)
-    if attn_implementation == "eager":
-        return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    return allowed

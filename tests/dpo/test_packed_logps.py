@@ -16,8 +16,9 @@ from engine.dpo import losses as DL
 from engine.dpo.logps import packed_response_logps, response_logps
 from engine.dpo.train import implicit
 from engine.models import train_tokenizer
+from engine.packing import causal_lm_supported
 from engine.rl.policy import frozen_copy
-from engine.rm.shared_prompt import causal_lm_supported, pack_pairs
+from engine.rm.shared_prompt import pack_pairs
 
 TEXTS = [f"Human: how do I bake bread number {i}? Assistant: knead the dough {i % 7} times." for i in range(200)]
 PROMPTS = ["how do I bake bread?", "hi", "what is 2 + 2? Please explain it slowly.", "bake"]

@@ -154,14 +154,19 @@ def test_grpo_trains_no_value_head_survives_sigkill_and_resumes(tmp_path, tokeni
 
 
 def test_rloo_on_two_ranks_puts_the_kl_in_the_reward(tmp_path, tokenizer):
+    """RLOO with its groups packed (ppo.pack_groups: each prompt read once for its 2 samples, minibatches
+    of whole groups) on two ranks; tests/rl/test_group_pack.py checks the packed log-probs themselves."""
     rm_id = make_rm_run(tmp_path, tokenizer)
     cfg = ppo_config(rm_id, max_steps=2)
     cfg.ppo.advantage, cfg.ppo.samples_per_prompt, cfg.ppo.rollout_batch, cfg.ppo.sft_steps = "rloo", 2, 3, 2
+    cfg.ppo.pack_groups = True
     cfg.ppo.bon_samples, cfg.ppo.eval_prompts, cfg.ppo.judge = 4, 5, "gold"  # 5 prompts: 3 on one rank, 2 on the other
     cfg.launch.num_processes = 2
     paths = lifecycle.create(cfg, tmp_path)
     assert lifecycle.reap(paths, lifecycle.spawn(paths)) == "completed", paths.log.read_text()[-3000:]
-    assert mf.read(paths)["resolved"]["samples_per_step"] == 3 * 2 * 2
+    resolved = mf.read(paths)["resolved"]
+    assert resolved["samples_per_step"] == 3 * 2 * 2 and resolved["pack_groups"] is True
+    assert "[aplot] ppo.pack_groups: on" in paths.log.read_text()
     records = M.read_all(paths.metrics)
     (bon,) = [r for r in records if r.split == M.BON_SPLIT]  # the reference's best-of-n curve, gathered once
     assert bon.step == 0 and bon.data["n"] == [1.0, 2.0, 4.0]
