@@ -1,6 +1,6 @@
 """aplot's GRPO step against TRL's GRPOTrainer: one policy, one reward model, one rollout shape.
 
-    .venv/bin/python bench/rl_vs_trl.py [--policy tiny|smollm2] [--steps 30] [--rm-run ID --runs-dir DIR]
+    .venv/bin/python bench/rl_vs_trl.py [--policy tiny|smollm2] [--steps 30] [--pack off|on|both] [--rm-run ID --runs-dir DIR]
 
 1. The demo reward model (`--preset demo-rm`, 150 steps, trained here unless `--rm-run` names one).
 2. aplot: `--preset demo-grpo` through the real entry point (`engine.runs.lifecycle`, `accelerate
@@ -57,9 +57,10 @@ def run(cfg: config_mod.Config, root: Path) -> tuple[mf.RunPaths, str, float]:
     return paths, status, time.time() - t0
 
 
-def grpo_config(args, rm_run: str) -> config_mod.Config:
+def grpo_config(args, rm_run: str, pack: bool = False) -> config_mod.Config:
     over = [f"ppo.reward_model_run={rm_run}", f"optim.max_steps={args.steps}", "ppo.win_rate_every=1000",
-            "ppo.eval_prompts=64", "launch.threads=1", f"name=rl-vs-trl-{args.policy}"]
+            "ppo.eval_prompts=64", "launch.threads=1", f"name=rl-vs-trl-{args.policy}{'-packed' if pack else ''}",
+            f"ppo.pack_groups={str(pack).lower()}"]
     if args.policy == "smollm2":
         from engine.rl.policy import smollm2_gguf
 
@@ -187,6 +188,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="rollouts (GRPO steps) of each trainer")
     ap.add_argument("--rm-run", help="a completed RM run in --runs-dir (default: train the demo RM here)")
     ap.add_argument("--runs-dir", type=Path)
+    ap.add_argument("--pack", choices=("off", "on", "both"), default="both",
+                    help="aplot with ppo.pack_groups off, on, or both (one run each, side by side with TRL)")
     args = ap.parse_args()
     C.set_threads(1)
     import trl
@@ -197,11 +200,22 @@ def main() -> None:
         rm_paths, _, wall = run(config_mod.load(None, ["optim.max_steps=150", "eval.every=0"], preset="demo-rm"), root)
         print(f"[rl_vs_trl] demo RM {rm_paths.id} in {wall:.1f} s", flush=True)
         rm_run = rm_paths.id
-    cfg = grpo_config(args, rm_run)
-    paths, _, wall = run(cfg, root)
-    ours, our_phases = aplot_rates(paths)
-    print(f"[rl_vs_trl] aplot GRPO {paths.id}: {len(ours)} steps, {wall:.1f} s wall; "
-          f"median {C.median(ours[1:]):.1f} samples/s", flush=True)
+    packed_rates = None
+    if args.pack != "off":
+        packed_cfg = grpo_config(args, rm_run, pack=True)
+        packed_paths, _, wall = run(packed_cfg, root)
+        packed_rates = aplot_rates(packed_paths)
+        print(f"[rl_vs_trl] aplot GRPO, groups packed {packed_paths.id}: {wall:.1f} s wall; "
+              f"median {C.median(packed_rates[0][1:]):.1f} samples/s", flush=True)
+    if args.pack == "on":
+        cfg, (ours, our_phases), paths = packed_cfg, packed_rates, packed_paths
+        packed_rates = None
+    else:
+        cfg = grpo_config(args, rm_run)
+        paths, _, wall = run(cfg, root)
+        ours, our_phases = aplot_rates(paths)
+        print(f"[rl_vs_trl] aplot GRPO {paths.id}: {len(ours)} steps, {wall:.1f} s wall; "
+              f"median {C.median(ours[1:]):.1f} samples/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as tmp:
         theirs, shape, their_phases = trl_rates(args, cfg, paths, Path(tmp))
     print(f"[rl_vs_trl] TRL GRPOTrainer: {len(theirs)} rollouts; median {C.median(theirs[1:]):.1f} samples/s",
@@ -216,9 +230,17 @@ def main() -> None:
            "aplot_over_trl": round(C.median(ours[1:]) / C.median(theirs[1:]), 2),
            "phase_s_median": {name: {"aplot": round(C.median(our_phases[name][1:]), 4),
                                      "trl": round(C.median(their_phases[name][1:]), 4)} for name in our_phases}}
-    print("[rl_vs_trl] seconds per rollout, medians: phase  aplot  TRL", flush=True)
+    out["aplot_pack_groups"] = args.pack == "on"
+    if packed_rates is not None:
+        rates, phases = packed_rates
+        out["aplot_packed_samples_per_s"] = round(C.median(rates[1:]), 2)
+        out["aplot_packed_over_trl"] = round(C.median(rates[1:]) / C.median(theirs[1:]), 2)
+        for name, row in out["phase_s_median"].items():
+            row["aplot_packed"] = round(C.median(phases[name][1:]), 4)
+    print("[rl_vs_trl] seconds per rollout, medians: phase  aplot  TRL  [aplot, groups packed]", flush=True)
     for name, row in out["phase_s_median"].items():
-        print(f"[rl_vs_trl]   {name:13s} {row['aplot']:8.4f} {row['trl']:8.4f}", flush=True)
+        packed = f" {row['aplot_packed']:8.4f}" if "aplot_packed" in row else ""
+        print(f"[rl_vs_trl]   {name:13s} {row['aplot']:8.4f} {row['trl']:8.4f}{packed}", flush=True)
     out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     C.emit(out)
 
