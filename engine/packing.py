@@ -59,3 +59,9 @@ def attention_bias(allowed: torch.Tensor, attn_implementation: str, device) -> t
     if attn_implementation == "eager":
         return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)
     return allowed
+
+
+def row_multiple(device: torch.device) -> int:
+    """The width packed rows round up to: 16 on a GPU, where fused attention kernels want the mask's
+    last dimension aligned and fall back to a slow path otherwise; 1 (no padding) on CPU."""
+    return 16 if device.type == "cuda" else 1

@@ -36,7 +36,7 @@ from engine.dpo import sampling
 from engine.dpo.logps import packed_response_logps, response_logps
 from engine.lr_schedule import adamw, lr_scheduler
 from engine.models import SentenceEncoder, add_lora, load_tokenizer, n_params
-from engine.packing import causal_lm_supported
+from engine.packing import causal_lm_supported, row_multiple
 from engine.rl import policy as P
 from engine.rm import train as rm_train
 from engine.rm.losses import bt_loss
@@ -103,7 +103,7 @@ def implicit(ctx: RunContext, policy, ref, batch: dict, with_hidden: bool = Fals
     dev, d = ctx.accelerator.device, ctx.cfg.dpo
     n = batch["input_ids"].shape[0] // 2
     if share:
-        packed = pack_pairs(batch, pad_id=0)  # pad columns see only themselves and are never read: any valid id
+        packed = pack_pairs(batch, 0, row_multiple(dev))  # pad columns see only themselves, never read: any id
 
         def logps(model, hidden=False):
             return packed_response_logps(model, packed, with_hidden=hidden)

@@ -28,7 +28,7 @@ PROMPT, PAD = 0, -1  # segment ids; sample j of a group is segment j + 1
 
 
 def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tensor, r_mask: torch.Tensor,
-                k: int, pad_id: int) -> dict:
+                k: int, pad_id: int, pad_to_multiple_of: int = 1) -> dict:
     """[G·k] rollout rows (prompts left-padded, each repeated k times in a row) → G packed rows.
 
     Returns input_ids, segments, position_ids [G, W]; attention_mask [G, 1, W, W] bool (True = may
@@ -42,7 +42,7 @@ def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tens
     q_ids, q_mask, responses, r_mask = (t.cpu() for t in (q_ids, q_mask, responses, r_mask))
     prompt_len = q_mask[::k].sum(1)  # [G] real prompt tokens (left padding)
     resp_len = r_mask.sum(1)  # [G·k] real response tokens, EOS included
-    width = int(prompt_len.max()) + k * T
+    width = -(-(int(prompt_len.max()) + k * T) // pad_to_multiple_of) * pad_to_multiple_of  # rounded up (GPU kernels)
     input_ids = torch.full((groups, width), pad_id, dtype=torch.long)  # [G, W]
     segments = torch.full((groups, width), PAD, dtype=torch.long)  # [G, W]
     position_ids = torch.zeros((groups, width), dtype=torch.long)  # [G, W]
@@ -71,7 +71,7 @@ def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tens
     allowed = causal & ((seg_k == PROMPT) | (seg_k == seg_q)) & (seg_q != PAD) & (seg_k != PAD)  # [G, W, W]
     allowed |= torch.eye(width, dtype=torch.bool) & (seg_q == PAD)  # a pad query sees itself: never an empty row
     return {"input_ids": input_ids, "segments": segments, "position_ids": position_ids,
-            "attention_mask": allowed[:, None], "cols": cols}
+            "attention_mask": allowed[:, None], "cols": cols, "pad_to_multiple_of": pad_to_multiple_of}
 
 
 def packed_sequence_logprobs(model: nn.Module, packed: dict, responses: torch.Tensor, temperature: float,
@@ -105,7 +105,9 @@ def select(packed: dict, groups: torch.Tensor, k: int) -> dict:
     groups = groups.cpu()
     samples = (groups[:, None] * k + torch.arange(k)).flatten()  # [g·k]
     segments = packed["segments"][groups]
-    width = int((segments != PAD).sum(1).max())  # real tokens fill each row from its start
+    multiple = packed["pad_to_multiple_of"]
+    width = -(-int((segments != PAD).sum(1).max()) // multiple) * multiple  # real tokens fill each row from its start
     return {"input_ids": packed["input_ids"][groups, :width], "segments": segments[:, :width],
             "position_ids": packed["position_ids"][groups, :width],
-            "attention_mask": packed["attention_mask"][groups][..., :width, :width], "cols": packed["cols"][samples]}
+            "attention_mask": packed["attention_mask"][groups][..., :width, :width], "cols": packed["cols"][samples],
+            "pad_to_multiple_of": multiple}

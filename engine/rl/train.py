@@ -35,7 +35,7 @@ from engine.data import synthetic
 from engine.data.rows import ASSISTANT_MARK, render_messages
 from engine.lr_schedule import lr_scheduler
 from engine.models import load_tokenizer, n_params
-from engine.packing import causal_lm_supported
+from engine.packing import causal_lm_supported, row_multiple
 from engine.rl import best_of_n as bon
 from engine.rl import ensemble as E
 from engine.rl import group_pack as GP
@@ -356,7 +356,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             r_mask = P.response_mask(responses, tok.eos_token_id)  # [B, T]
             laps.lap(M.TIME_GENERATE)
             if pack:
-                packed = GP.pack_groups(q_ids, q_mask, responses, r_mask, k, tok.pad_token_id)
+                packed = GP.pack_groups(q_ids, q_mask, responses, r_mask, k, tok.pad_token_id, row_multiple(dev))
                 logp, entropy, values = GP.packed_sequence_logprobs(policy, packed, responses, p.temperature)
                 laps.lap(M.TIME_LOGPROBS)
                 ref_logp, _, _ = GP.packed_sequence_logprobs(ref, packed, responses, p.temperature, entropy=False)

@@ -29,6 +29,7 @@ from engine.data.pairs import PairDataset, collate_pairs
 from engine.data.rows import DataError
 from engine.lr_schedule import adamw, lr_scheduler
 from engine.models import SentenceEncoder, build_reward_model, load_tokenizer, n_params
+from engine.packing import row_multiple
 from engine.rm.losses import bt_loss, length_terms, pair_stats, rm_loss
 from engine.rm.ot_margin import aplot_margin, global_margin
 from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
@@ -159,7 +160,8 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
         n = len(idx)
         with acc.autocast():
             if share:
-                rewards, hidden = shared_prompt_forward(model, pack_pairs(batch, pad_id))  # [2n], [2n, H]
+                packed = pack_pairs(batch, pad_id, row_multiple(acc.device))
+                rewards, hidden = shared_prompt_forward(model, packed)  # [2n], [2n, H]
             else:
                 rewards, hidden = model(batch["input_ids"], batch["attention_mask"])  # [2n], [2n, H]
         lens = batch["lengths"].view(2, n).T.contiguous()  # [n, 2]: chosen, rejected
@@ -320,7 +322,7 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             n = len(idx)
             with acc.accumulate(model), acc.autocast():
                 if share:
-                    packed = pack_pairs(batch, pad_id, 16 if acc.device.type == "cuda" else 1)
+                    packed = pack_pairs(batch, pad_id, row_multiple(acc.device))
                     rewards, hidden = shared_prompt_forward(model, packed)            # [2n], [2n, H]
                 else:
                     rewards, hidden = model(batch["input_ids"].to(acc.device),

@@ -40,8 +40,8 @@ def test_packed_groups_give_the_plain_rows_logprobs_entropies_and_gradients(attn
     lm = tiny_lm(attn)
     q_ids, q_mask, responses, r_mask = rollout()
     assert r_mask.sum(1).tolist() == [7, 4, 7, 7, 7, 1, 7, 7, 7]
-    packed = pack_groups(q_ids, q_mask, responses, r_mask, K, PAD)
-    assert packed["input_ids"].shape == (3, 5 + K * T)
+    packed = pack_groups(q_ids, q_mask, responses, r_mask, K, PAD, pad_to_multiple_of=8)
+    assert packed["input_ids"].shape == (3, 32)  # 5 + 3 · 7 = 26, rounded up to 8s
 
     lp, ent, _ = P.sequence_logprobs(lm, q_ids, q_mask, responses, r_mask, temperature=0.7)
     (lp * r_mask).sum().backward()
@@ -77,3 +77,17 @@ def test_packed_updates_take_whole_groups_and_every_sample_once_a_pass():
     plain = torch.cat(list(update_order(12, 1, 6, 2, "cpu")))
     torch.manual_seed(0)
     assert torch.equal(plain, torch.randperm(12))  # k = 1: the shuffle the updates always took
+
+
+def test_a_minibatch_of_groups_is_cut_to_its_own_rows():
+    from engine.rl.group_pack import select
+
+    lm = tiny_lm("sdpa")
+    q_ids, q_mask, responses, r_mask = rollout()
+    packed = pack_groups(q_ids, q_mask, responses, r_mask, K, PAD)
+    part = select(packed, torch.tensor([1]), K)  # group 1: a 2-token prompt, samples of 7, 7 and 1 tokens
+    assert part["input_ids"].shape == (1, 2 + 7 + 7 + 1)
+    with torch.no_grad():
+        whole = packed_sequence_logprobs(lm, packed, responses, 1.0)[0][3:6]
+        alone = packed_sequence_logprobs(lm, part, responses[3:6], 1.0)[0]
+    torch.testing.assert_close(alone, whole, atol=1e-6, rtol=0)
