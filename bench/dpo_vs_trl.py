@@ -21,7 +21,7 @@ run, seconds).
    (`keep_start`), so TRL is handed the already-fitted ids (prompt_ids = the shared head, chosen_ids /
    rejected_ids = each answer with its closing EOS) and its own re-tokenisation at set-up is skipped
    (`PreTokenized`): every row is then ≤ max_length and its collator cuts nothing. Same lr, linear
-   schedule and warm-up steps, AdamW (torch, not fused), no weight decay, clip 1.0, β, loss "sigmoid",
+   schedule and warm-up steps, fused AdamW (aplot's, TRL's `adamw_torch_fused`), no weight decay, clip 1.0, β, loss "sigmoid",
    fp32, gradient checkpointing off (TRL's default is on), no eval, no checkpoints, metrics logged every
    step on both sides. TRL keeps its own forward (a fused, chunked LM head) and builds its reference by
    loading the same folder again; aplot's reference is a frozen copy.
@@ -180,7 +180,7 @@ def trl_rates(args, start: Path, tok, batches: list[list[dict]], warmup: int, ou
     targs = DPOConfig(
         output_dir=str(out_dir), use_cpu=True, bf16=False, fp16=False, report_to="none", save_strategy="no",
         eval_strategy="no", logging_steps=1, disable_tqdm=True, seed=0, learning_rate=args.lr,
-        lr_scheduler_type="linear", warmup_steps=warmup, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
+        lr_scheduler_type="linear", warmup_steps=warmup, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch_fused",
         per_device_train_batch_size=args.batch, gradient_accumulation_steps=1, max_steps=args.steps,
         train_sampling_strategy="sequential", dataloader_num_workers=0, gradient_checkpointing=False,
         max_length=args.max_length, beta=args.beta, loss_type=["sigmoid"], precompute_ref_log_probs=False)
