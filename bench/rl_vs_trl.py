@@ -192,6 +192,7 @@ def main() -> None:
                     help="aplot with ppo.pack_groups off, on, or both (one run each, side by side with TRL)")
     args = ap.parse_args()
     C.set_threads(1)
+    load_start = round(os.getloadavg()[0], 2)
     import trl
 
     root = args.runs_dir or Path(tempfile.mkdtemp(prefix="aplot-rl-vs-trl-"))
@@ -241,7 +242,7 @@ def main() -> None:
     for name, row in out["phase_s_median"].items():
         packed = f" {row['aplot_packed']:8.4f}" if "aplot_packed" in row else ""
         print(f"[rl_vs_trl]   {name:13s} {row['aplot']:8.4f} {row['trl']:8.4f}{packed}", flush=True)
-    out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    out["machine"]["load_avg_1m"], out["machine"]["load_avg_1m_end"] = load_start, round(os.getloadavg()[0], 2)
     C.emit(out)
 
 
