@@ -530,6 +530,11 @@ def validate(cfg: Config, where: str | Origins = "config", problems: list[str] |
                         f"so minibatch_size must be a multiple of samples_per_prompt; got advantage "
                         f"{cfg.ppo.advantage!r}, minibatch_size {cfg.ppo.minibatch_size}, samples_per_prompt "
                         f"{cfg.ppo.samples_per_prompt} ({src.of_all('ppo.pack_groups', 'ppo.advantage', 'ppo.minibatch_size', 'ppo.samples_per_prompt')})")
+    elif cfg.ppo.pack_groups and cfg.optim.grad_accum > cfg.ppo.minibatch_size // cfg.ppo.samples_per_prompt:
+        problems.append(f"optim.grad_accum: with ppo.pack_groups a micro-batch holds at least one whole group, so at "
+                        f"most minibatch_size / samples_per_prompt = {cfg.ppo.minibatch_size // cfg.ppo.samples_per_prompt}"
+                        f" micro-batches, got {cfg.optim.grad_accum} "
+                        f"({src.of_all('optim.grad_accum', 'ppo.pack_groups', 'ppo.minibatch_size', 'ppo.samples_per_prompt')})")
     if cfg.ppo.bon_samples and cfg.ppo.bon_samples & (cfg.ppo.bon_samples - 1):
         problems.append(f"ppo.bon_samples: the best-of-n curve doubles n up to it, so a power of two (2, 4 … 64), "
                         f"got {cfg.ppo.bon_samples} ({src.of('ppo.bon_samples')})")

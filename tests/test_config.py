@@ -206,3 +206,9 @@ def test_pack_groups_needs_a_group_method_and_whole_groups_per_minibatch():
     assert err.value.problems[0].startswith("ppo.pack_groups: packs the groups of grpo or rloo, whose minibatches "
                                             "then hold whole groups, so minibatch_size must be a multiple of "
                                             "samples_per_prompt; got advantage 'grpo', minibatch_size 6")
+    with pytest.raises(C.ConfigError) as err:
+        C.load(None, ["ppo.advantage=grpo", "ppo.samples_per_prompt=4", "ppo.minibatch_size=8", "ppo.pack_groups=true",
+                      "optim.grad_accum=3"])
+    assert err.value.problems[0].startswith("optim.grad_accum: with ppo.pack_groups a micro-batch holds at least one "
+                                            "whole group, so at most minibatch_size / samples_per_prompt = 2 "
+                                            "micro-batches, got 3")
