@@ -55,6 +55,12 @@ class TrainingError(AplotError):
     exit_code = EXIT_FAILED
 
 
+class StopDuringEval(Exception):  # noqa: N818 — a signal to the trainer, not an error
+    """A stop arrived in the middle of an eval. The eval is dropped unlogged, the trainer checkpoints
+    the step it had finished, and the resumed run scores that eval first: a stop never waits on a long
+    eval (past the stop's grace it would be killed and lose every step since the last checkpoint)."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="aplot training entry point (started by `aplot run`).")
     p.add_argument("--run-dir", required=True, type=Path, help="the run folder holding manifest.toml")
@@ -154,6 +160,12 @@ class RunContext:
 
         flag = torch.tensor([1.0 if self._stop_flag else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def stop_between_eval_batches(self) -> None:
+        """Raise StopDuringEval in a training run that was asked to stop (every rank at the same batch:
+        the check is a collective); an eval run (`kind = "eval"`) scores to the end."""
+        if self.cfg.kind != "eval" and self.stop_requested:
+            raise StopDuringEval
 
     def nonfinite(self, loss, step: int, optimizer) -> bool:
         """False when `loss` is finite on every rank. Otherwise fail the run (TrainingError), or with

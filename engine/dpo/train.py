@@ -42,7 +42,7 @@ from engine.rm import train as rm_train
 from engine.rm.losses import bt_loss
 from engine.rm.shared_prompt import pack_pairs
 from engine.runs import status as S
-from engine.runtime import RunContext, TrainingError, run_process
+from engine.runtime import RunContext, StopDuringEval, TrainingError, run_process
 
 REFERENCE = "reference"  # checkpoints/reference: the SFT-fitted start, kept for resume
 REFERENCE_PAIRS = "reference_pairs.jsonl"  # dpo.pairs = "reference": the sampled, rated rows, kept for resume
@@ -150,6 +150,7 @@ def evaluate(ctx: RunContext, policy, ref, dataset, pairs: list, pad_id: int, na
     policy.eval()
     parts = []
     for batch, idx in rm_train.eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
+        ctx.stop_between_eval_batches()
         with acc.autocast():
             r_c, r_r, lp_c, lp_r, _ = implicit(ctx, policy, ref, batch, share=share)
         lens = batch["lengths"].view(2, len(idx)).T.contiguous()  # [n, 2]
@@ -246,11 +247,26 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             results[M.WIN] = sampling.win_rate_eval(ctx, policy_lm, ref, tok, heldout_local, reference_texts, step)
         return results
 
+    def checkpoint(step: int, eval_pending: bool = False) -> None:
+        ctx.save(step, {"effective_batch": resolved["effective_batch"], "eval_pending": eval_pending})
+
+    def evals(step: int, final: bool = False) -> dict | None:
+        """The evals of `step`, or None when a stop arrived during them (then checkpointed as pending)."""
+        try:
+            return run_evals(step, final)
+        except StopDuringEval:
+            say(f"[aplot] stop during the eval at step {step}: checkpointed; the eval runs first on resume")
+            checkpoint(step, eval_pending=True)
+            return None
+
     results = run_evals(0) if start_step == 1 and heldout else {}  # the start of the curve: ≈ 0.5, KL 0
 
-    # 6. the loop
+    # 6. the loop (first the eval a stop interrupted, if any; the final one is the end's)
     policy.train()
     step, last_train = start_step - 1, {}
+    if saved is not None and saved.get("eval_pending") and step < total:
+        if (results := evals(step)) is None:
+            return S.STOPPED, summarize(step, {}, last_train)  # nothing scored since the resume
     for step in range(start_step, total + 1):
         t0 = time.perf_counter()
         rows, losses, mstats, n_tokens, grad_norm, skipped_step = [], [], [], 0, None, False
@@ -296,16 +312,20 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             last_train = data
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step != total:
-            results = run_evals(step)
+            if (scored := evals(step)) is None:
+                return S.STOPPED, summarize(step, results, last_train)
+            results = scored
         if ctx.stop_requested:
-            ctx.save(step, {"effective_batch": resolved["effective_batch"]})
+            checkpoint(step)
             return S.STOPPED, summarize(step, results, last_train)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != total:
-            ctx.save(step, {"effective_batch": resolved["effective_batch"]})
+            checkpoint(step)
 
     # 7. the end: final evals, resumable state, exported policy
-    results = run_evals(step, final=True)
-    ctx.save(step, {"effective_batch": resolved["effective_batch"]})
+    if (scored := evals(step, final=True)) is None:
+        return S.STOPPED, summarize(step, results, last_train)
+    results = scored
+    checkpoint(step)
     ctx.export_model(policy, tok, "final")
     return S.COMPLETED, summarize(step, results, last_train, completed=True)
 

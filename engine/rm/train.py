@@ -35,7 +35,7 @@ from engine.rm.ot_margin import aplot_margin, global_margin
 from engine.rm.shared_prompt import pack_pairs, shared_prompt_forward, shared_prompt_supported
 from engine.runs import status as S
 from engine.runs import store as mf
-from engine.runtime import RunContext, TrainingError, run_process
+from engine.runtime import RunContext, StopDuringEval, TrainingError, run_process
 
 HIST_POINTS = 256  # (margin, gap) pairs kept per eval set for the margin panel
 
@@ -157,6 +157,7 @@ def evaluate(ctx: RunContext, model, dataset: PairDataset, pairs: list, pad_id: 
     model.eval()
     parts: list[tuple] = []
     for batch, idx in eval_loader(acc, dataset, cfg.eval.batch_size, pad_id):
+        ctx.stop_between_eval_batches()
         n = len(idx)
         with acc.autocast():
             if share:
@@ -235,14 +236,13 @@ def due(eval_sets: dict, final_only: list, final: bool) -> dict:
 
 def run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share: bool = False,
               final: bool = False) -> dict[str, dict]:
-    results = {}
-    for name, ds in due(eval_sets, ctx.cfg.eval.final_only, final).items():
-        results[name], hard = evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step,
-                                       share=share)
-        ctx.log(step, M.eval_split(name), results[name])
+    scored = {name: evaluate(ctx, model, ds, eval_pairs[name], pad_id, encoder, name=name, step=step, share=share)
+              for name, ds in due(eval_sets, ctx.cfg.eval.final_only, final).items()}
+    for name, (result, hard) in scored.items():  # logged once every set is scored: a stopped eval leaves no trace
+        ctx.log(step, M.eval_split(name), result)
         if ctx.is_main and hard:
             D.append_hard_pairs(ctx.paths.hard_pairs, step, name, hard)
-    return results
+    return {name: result for name, (result, _) in scored.items()}
 
 
 # ---------------------------------------------------------------------------- main
@@ -298,8 +298,19 @@ def train(ctx: RunContext) -> tuple[str, dict]:
         f"eval sets {[f'{k}:{len(v)}' for k, v in eval_sets.items()]}, {total} steps "
         f"of {resolved['effective_batch']} pairs on {acc.num_processes} process(es)")
 
-    def checkpoint(step: int) -> None:
-        ctx.save(step, {"best": best, "effective_batch": resolved["effective_batch"]})
+    def checkpoint(step: int, eval_pending: bool = False) -> None:
+        ctx.save(step, {"best": best, "effective_batch": resolved["effective_batch"], "eval_pending": eval_pending})
+
+    def evals(step: int, final: bool = False) -> dict | None:
+        """The evals of `step`, or None when a stop arrived during them (then checkpointed as pending)."""
+        try:
+            out = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share, final=final)
+        except StopDuringEval:
+            say(f"[aplot] stop during the eval at step {step}: checkpointed; the eval runs first on resume")
+            checkpoint(step, eval_pending=True)
+            return None
+        maybe_best(step, out)
+        return out
 
     def maybe_best(step: int, results: dict) -> None:
         if not results:
@@ -309,9 +320,12 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             best.update(accuracy=results[name][M.ACCURACY], step=step, set=name)
             ctx.export_model(model, tokenizer, "best")
 
-    # 5. the loop
+    # 5. the loop (first the eval a stop interrupted, if any; the final one is the end's)
     model.train()
     step, results, last_train = start_step - 1, {}, {}
+    if state is not None and state.get("eval_pending") and step < total:
+        if (results := evals(step)) is None:
+            return S.STOPPED, summarize(step, {}, best, last_train)  # nothing scored since the resume
     for step in range(start_step, total + 1):
         t0 = time.perf_counter()
         rc_all, rr_all, losses, mstats, n_tokens = [], [], [], [], 0
@@ -374,8 +388,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
             last_train = data
 
         if cfg.eval.every and step % cfg.eval.every == 0 and step != total and eval_sets:
-            results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share)
-            maybe_best(step, results)
+            if (scored := evals(step)) is None:
+                return S.STOPPED, summarize(step, results, best, last_train)
+            results = scored
         if ctx.stop_requested:
             checkpoint(step)
             return S.STOPPED, summarize(step, results, best, last_train)
@@ -384,8 +399,9 @@ def train(ctx: RunContext) -> tuple[str, dict]:
 
     # 6. the end: final eval, resumable state, exported model
     if eval_sets:
-        results = run_evals(ctx, model, eval_sets, eval_pairs, pad_id, encoder, step, share, final=True)
-        maybe_best(step, results)
+        if (scored := evals(step, final=True)) is None:
+            return S.STOPPED, summarize(step, results, best, last_train)
+        results = scored
     checkpoint(step)
     ctx.export_model(model, tokenizer, "final")
     return S.COMPLETED, summarize(step, results, best, last_train, completed=True)

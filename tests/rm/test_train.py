@@ -144,6 +144,35 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
 
 
 @pytest.mark.heavy
+def test_a_stop_during_a_long_eval_keeps_that_step_and_the_eval_runs_first_on_resume(tiny_config, runs_dir, tmp_path):
+    """A stop must not wait on an eval (past its grace the run is killed and every step since the last
+    checkpoint is lost): the eval is dropped unlogged, the step it followed is checkpointed, and the
+    resumed run scores that eval before it trains on."""
+    from engine.runs import lifecycle
+
+    big = tmp_path / "big.jsonl"  # 1,500 pairs one at a time: seconds of eval on the tiny model
+    big.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a fine answer", "rejected": "no"}) + "\n"
+                           for i in range(1500)))
+    proc = aplot("run", tiny_config, f'data.eval.big="{big}"', "eval.batch_size=1", "eval.every=2",
+                 "optim.max_steps=4", "checkpoint.every=0", "--detach", runs_dir=runs_dir)
+    assert proc.returncode == 0, proc.stderr
+    paths, _ = only_run(runs_dir)
+    deadline = time.monotonic() + 120
+    while 2 not in train_losses(paths) if paths.metrics.exists() else True:
+        assert time.monotonic() < deadline, paths.log.read_text()[-2000:]
+        time.sleep(0.02)  # step 2 trained: its eval is starting
+    assert lifecycle.stop(paths) == "stopped"
+    assert "[aplot] stop during the eval at step 2: checkpointed" in paths.log.read_text()
+    manifest = mf.read(paths)
+    assert manifest["summary"]["step"] == 2 and mf.checkpoint_steps(paths) == [2]
+    assert not [r for r in M.read_all(paths.metrics) if r.split.startswith("eval/")]  # nothing half-scored
+    done = aplot("resume", paths.id, "-q", runs_dir=runs_dir)
+    assert done.returncode == 0, done.stderr
+    evals = sorted((r.step, r.split) for r in M.read_all(paths.metrics) if r.split.startswith("eval/"))
+    assert evals == [(2, "eval/big"), (2, "eval/heldout"), (4, "eval/big"), (4, "eval/heldout")]
+    assert sorted(train_losses(paths)) == [1, 2, 3, 4]
+
+
 def test_stop_checkpoints_then_resume_completes(tiny_config, runs_dir):
     proc = aplot("run", tiny_config, "optim.max_steps=100000", "checkpoint.every=0", "eval.every=0", "--detach",
                  runs_dir=runs_dir)
