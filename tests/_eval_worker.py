@@ -42,7 +42,8 @@ def main() -> None:
         rm.hf_model.score.weight.mul_(1000.0)
     model = acc.prepare(rm)
     pairs = synthetic_pairs(max(SIZES), seed=5, noise=0.1).pairs
-    ctx = SimpleNamespace(accelerator=acc, cfg=cfg, is_main=acc.is_main_process)
+    ctx = SimpleNamespace(accelerator=acc, cfg=cfg, is_main=acc.is_main_process,
+                          stop_between_eval_batches=lambda: None)  # an eval run: never stopped mid-eval
     results = {"world": acc.num_processes}
     for size in SIZES:
         ds = PairDataset(pairs[:size], tok, MAX_LENGTH)

@@ -271,7 +271,8 @@ def test_evaluate_packed_gives_the_plain_rewards_and_metrics(tok, monkeypatch):
     assert len(ds) % 2 == 1 and any(it["truncated"] for it in ds.items)
     cfg = SimpleNamespace(kind="eval", loss=SimpleNamespace(type="bt"),
                           eval=SimpleNamespace(batch_size=2, hard_pairs=0))
-    ctx = SimpleNamespace(accelerator=Accelerator(cpu=True), cfg=cfg, is_main=True)
+    ctx = SimpleNamespace(accelerator=Accelerator(cpu=True), cfg=cfg, is_main=True,
+                          stop_between_eval_batches=lambda: None)  # an eval run: never stopped mid-eval
     stats = {}
     monkeypatch.setattr(T, "pair_stats", lambda r_c, r_r: stats.setdefault(len(stats), (r_c, r_r)) and
                         {M.ACCURACY: float((r_c > r_r).float().mean()), M.REWARD_GAP: float((r_c - r_r).mean())})
