@@ -150,9 +150,9 @@ def test_a_stop_during_a_long_eval_keeps_that_step_and_the_eval_runs_first_on_re
     resumed run scores that eval before it trains on."""
     from engine.runs import lifecycle
 
-    big = tmp_path / "big.jsonl"  # 1,500 pairs one at a time: seconds of eval on the tiny model
+    big = tmp_path / "big.jsonl"  # 600 pairs one at a time: seconds of eval on the tiny model
     big.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "a fine answer", "rejected": "no"}) + "\n"
-                           for i in range(1500)))
+                           for i in range(600)))
     proc = aplot("run", tiny_config, f'data.eval.big="{big}"', "eval.batch_size=1", "eval.every=2",
                  "optim.max_steps=4", "checkpoint.every=0", "--detach", runs_dir=runs_dir)
     assert proc.returncode == 0, proc.stderr
