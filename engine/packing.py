@@ -20,6 +20,7 @@ from engine.models import unwrap
 # ids for RoPE or learned positions; each is checked against the plain forward in the tests.
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
 MASK_IMPLEMENTATIONS = ("sdpa", "eager")  # flash-attention kernels take no arbitrary 4D mask
+PROMPT, PAD = 0, -1  # segment ids every packed row shares; its responses are numbered from 1
 
 
 def _sliding_window(config) -> int | None:
@@ -49,6 +50,28 @@ def causal_lm_supported(lm: nn.Module, max_length: int | None = None) -> tuple[b
     if window is not None and (max_length is None or max_length > window):
         return False, f"sliding-window attention ({window} tokens) is not expressed in the packed mask"
     return True, ""
+
+
+def round_up(width: int, multiple: int) -> int:
+    """`width` rounded up to a multiple of `multiple` (see `row_multiple`)."""
+    return -(-width // multiple) * multiple
+
+
+def block_mask(segments: torch.Tensor, owners: torch.Tensor | None = None) -> torch.Tensor:
+    """The boolean mask [R, 1, T, T] (True = may attend) of packed rows with these segment ids [R, T]:
+    a token sees, causally, its own owner's PROMPT and its own segment, never a sibling response nor
+    another owner (`owners` [R, T]: which pair a token belongs to, when a row holds several; None: one
+    owner per row). A PAD query attends to itself only: an all-masked row would give NaN that reaches
+    real tokens through 0 · NaN in the next layer's attention."""
+    width = segments.shape[1]
+    idx = torch.arange(width)
+    causal = idx[:, None] >= idx[None, :]  # [T, T] query ≥ key
+    seg_q, seg_k = segments[:, :, None], segments[:, None, :]  # [R, T, 1], [R, 1, T]
+    allowed = causal & ((seg_k == PROMPT) | (seg_k == seg_q)) & (seg_q != PAD) & (seg_k != PAD)  # [R, T, T]
+    if owners is not None:
+        allowed &= owners[:, :, None] == owners[:, None, :]
+    allowed |= torch.eye(width, dtype=torch.bool) & (seg_q == PAD)
+    return allowed[:, None]
 
 
 def attention_bias(allowed: torch.Tensor, attn_implementation: str, device) -> torch.Tensor:

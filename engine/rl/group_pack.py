@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from engine.models import unwrap
-from engine.packing import attention_bias
+from engine.packing import PAD, PROMPT, attention_bias, block_mask, round_up
 from engine.rl.losses import entropy_from_logits, logprobs_from_logits
 
-PROMPT, PAD = 0, -1  # segment ids; sample j of a group is segment j + 1
+# segment ids (engine.packing): PROMPT, PAD, and sample j of a group is segment j + 1
 
 
 def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tensor, r_mask: torch.Tensor,
@@ -42,7 +42,7 @@ def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tens
     q_ids, q_mask, responses, r_mask = (t.cpu() for t in (q_ids, q_mask, responses, r_mask))
     prompt_len = q_mask[::k].sum(1)  # [G] real prompt tokens (left padding)
     resp_len = r_mask.sum(1)  # [G·k] real response tokens, EOS included
-    width = -(-(int(prompt_len.max()) + k * T) // pad_to_multiple_of) * pad_to_multiple_of  # rounded up (GPU kernels)
+    width = round_up(int(prompt_len.max()) + k * T, pad_to_multiple_of)  # rounded up (GPU kernels)
     input_ids = torch.full((groups, width), pad_id, dtype=torch.long)  # [G, W]
     segments = torch.full((groups, width), PAD, dtype=torch.long)  # [G, W]
     position_ids = torch.zeros((groups, width), dtype=torch.long)  # [G, W]
@@ -65,13 +65,8 @@ def pack_groups(q_ids: torch.Tensor, q_mask: torch.Tensor, responses: torch.Tens
             position_ids[g, at:at + m] = torch.arange(p, p + m)
             cols[s, :m] = torch.cat([torch.tensor([p - 1]), torch.arange(at, at + m - 1)])
             at += m
-    idx = torch.arange(width)
-    causal = idx[:, None] >= idx[None, :]  # [W, W] query ≥ key
-    seg_q, seg_k = segments[:, :, None], segments[:, None, :]  # [G, W, 1], [G, 1, W]
-    allowed = causal & ((seg_k == PROMPT) | (seg_k == seg_q)) & (seg_q != PAD) & (seg_k != PAD)  # [G, W, W]
-    allowed |= torch.eye(width, dtype=torch.bool) & (seg_q == PAD)  # a pad query sees itself: never an empty row
     return {"input_ids": input_ids, "segments": segments, "position_ids": position_ids,
-            "attention_mask": allowed[:, None], "cols": cols, "pad_to_multiple_of": pad_to_multiple_of}
+            "attention_mask": block_mask(segments), "cols": cols, "pad_to_multiple_of": pad_to_multiple_of}
 
 
 def packed_sequence_logprobs(model: nn.Module, packed: dict, responses: torch.Tensor, temperature: float,
@@ -106,7 +101,7 @@ def select(packed: dict, groups: torch.Tensor, k: int) -> dict:
     samples = (groups[:, None] * k + torch.arange(k)).flatten()  # [g·k]
     segments = packed["segments"][groups]
     multiple = packed["pad_to_multiple_of"]
-    width = -(-int((segments != PAD).sum(1).max()) // multiple) * multiple  # real tokens fill each row from its start
+    width = round_up(int((segments != PAD).sum(1).max()), multiple)  # real tokens fill each row from its start
     return {"input_ids": packed["input_ids"][groups, :width], "segments": segments[:, :width],
             "position_ids": packed["position_ids"][groups, :width],
             "attention_mask": packed["attention_mask"][groups][..., :width, :width], "cols": packed["cols"][samples],

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from engine.models import RewardModel, unwrap
-from engine.packing import attention_bias, causal_lm_supported
+from engine.packing import PAD, PROMPT, attention_bias, block_mask, causal_lm_supported, round_up
 
-PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1  # segment ids of a packed row
+CHOSEN, REJECTED = 1, 2  # segment ids of a packed row's responses (engine.packing: PROMPT, PAD)
 
 
 def shared_prompt_supported(model: nn.Module, max_length: int | None = None) -> tuple[bool, str]:
@@ -105,7 +105,7 @@ def pack_pairs(batch: Mapping | Sequence[Mapping], pad_id: int, pad_to_multiple_
     n = len(triples)
     sizes = [len(p) + len(c) + len(r) for p, c, r in triples]
     width = max(max(sizes), row_tokens or 0)
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = round_up(width, pad_to_multiple_of)
     rows = _first_fit_rows(sizes, width)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [R, T]
     segments = torch.full((len(rows), width), PAD, dtype=torch.long)  # [R, T]
@@ -131,21 +131,12 @@ def pack_pairs(batch: Mapping | Sequence[Mapping], pad_id: int, pad_to_multiple_
             last[i], last[n + i] = at + p + c - 1, at + p + c + r - 1
             at += p + c + r
 
-    idx = torch.arange(width)
-    causal = idx[:, None] >= idx[None, :]  # [T, T] query ≥ key
-    seg_q, seg_k = segments[:, :, None], segments[:, None, :]  # [R, T, 1], [R, 1, T]
-    same_pair = pair_ids[:, :, None] == pair_ids[:, None, :]  # [R, T, T]
-    visible = same_pair & ((seg_k == PROMPT) | (seg_k == seg_q))  # the pair's prompt, or the query's own tail
-    allowed = causal & visible & (seg_q != PAD) & (seg_k != PAD)  # [R, T, T]
-    # A pad query attends to itself only: an all-masked row would give NaN that reaches real tokens
-    # through 0 · NaN in the next layer's attention.
-    allowed |= torch.eye(width, dtype=torch.bool) & (seg_q == PAD)
     return {
         "input_ids": input_ids,
         "segments": segments,
         "pair_ids": pair_ids,
         "position_ids": position_ids,
-        "attention_mask": allowed[:, None],  # [R, 1, T, T]
+        "attention_mask": block_mask(segments, pair_ids),  # [R, 1, T, T]
         "last_row": last_row,
         "last": last,
         "n_tokens": int((segments != PAD).sum()),
