@@ -123,7 +123,7 @@ class RunContext:
         )
         if accelerator.device.type == "cpu":
             local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-            torch.set_num_threads(cfg.launch.threads or max(1, (os.cpu_count() or 1) // max(local, 1)))
+            torch.set_num_threads(cfg.launch.threads or launch_mod.default_threads(local))
         set_seed(cfg.seed, device_specific=False)
         if trackers:
             from engine import trackers as tracking

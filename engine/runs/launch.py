@@ -150,12 +150,19 @@ def argv(cfg: Config, run_dir: Path, resume: bool = False, port: int | None = No
         out += ["--main_process_port", str(port or free_port())]
     out += ["--mixed_precision", launch.mixed_precision]
     # Given always: left out, accelerate picks its own and says so in every train.log (even at threads=1)
-    threads = launch.threads or max(1, (os.cpu_count() or 1) // max(launch.num_processes, 1))
+    threads = launch.threads or default_threads(launch.num_processes)
     out += ["--num_cpu_threads_per_process", str(threads)]
     out += ["-m", MODULES[cfg.kind], "--run-dir", str(run_dir)]
     if resume:
         out.append("--resume")
     return out
+
+
+def default_threads(processes_here: int) -> int:
+    """CPU threads per process when `launch.threads` is 0: the cores this process may run on (its
+    affinity: a Slurm job's allocation or a taskset, not the whole node's count), shared evenly."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(processes_here, 1))
 
 
 def env_for_tree() -> dict[str, str]:
