@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,9 +108,15 @@ def pytest_collection_modifyitems(items):
 def pytest_runtestloop(session):
     """After collection (on a worker; on the xdist controller, which collects nothing, at once): what it
     imported lives as long as the process, so it is frozen out of the collector's way, as in a rank
-    (engine/__init__), and the collector goes back on. Collection runs in half the CPU time."""
+    (engine/__init__), and the collector goes back on. Collection runs in half the CPU time.
+
+    Torch in a worker computes on one thread: three workers and their runs already share two cores,
+    and intra-op threads that outnumber the cores spin against each other (a test scoring 400 pairs
+    in-process took 12 s on two threads beside a run, 4.7 s on one)."""
     gc.freeze()
     gc.enable()
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _group(item) -> str:
