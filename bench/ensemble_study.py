@@ -12,7 +12,8 @@ half the pairs, a habit a reward model learns and gold never pays. Steps:
    mean, worst and uwo at two λ, and the shared-start members' mean; a gold win-rate eval every
    `--every` steps; in the runs of `--bon-seeds`, also the reference's best-of-n curve up to n = `--bon`
    picked by the same objective (`ppo.bon_samples`: drawn at the start of the run, the same samples for
-   every objective of a seed, in a forked RNG that leaves the GRPO run's own stream where it was);
+   every objective of a seed, in a forked RNG that leaves the GRPO run's own stream where it was; a seed
+   added to --bon-seeds after its GRPO runs exist gets one-step runs `es-bon-…` that draw only the curve);
 3. the ensemble's cost: K = 1 and K = 3 GRPO runs side by side (two processes at once, so both see the
    same machine load), median samples/s over their rollouts after the first.
 
@@ -148,19 +149,26 @@ def figures(paths: mf.RunPaths, fall: float) -> dict:
         if spread else None
     spread_of = [r.data[M.ENSEMBLE_STD] for r in spread] or [float("nan")]
     logged = "over-optimisation warning at step" in paths.log.read_text(encoding="utf-8", errors="replace")
-    bons = [r.data for r in records if r.split == M.BON_SPLIT]  # only in runs of --bon-seeds
-    bon = bons[0] if bons else {k: [float("nan")] for k in (M.BON_N, M.BON_KL, M.BON_PROXY, M.BON_GOLD, M.BON_WIN)}
-    best = int(np.nanargmax(bon[M.BON_WIN])) if bons else 0
     return {"win_end": float(win[-1]), "win_peak": float(win[peak]), "peak_step": int(steps[peak]),
             "kl_at_peak": float(kl[peak]), "kl_end": float(train[-1].data[M.KL]),
             "length_end": float(train[-1].data[M.RESPONSE_LENGTH]), "fell": fell,
             "alarm_step": alarm.step if alarm else None, "alarm_in_log": logged,
             "lead_steps": float(steps[peak] - alarm.step) if alarm and fell else float("nan"),
             "disagreement_first": float(np.mean(spread_of[:5])), "disagreement_last": float(np.mean(spread_of[-5:])),
-            "bon_win_max_n": float(bon[M.BON_WIN][-1]), "bon_win_best": float(bon[M.BON_WIN][best]),
+            "curve": {"step": steps.tolist(), "kl": kl.tolist(), "win": win.tolist()}, **bon_figures(records)}
+
+
+BON_FIELDS = (M.BON_N, M.BON_KL, M.BON_PROXY, M.BON_GOLD, M.BON_WIN)
+
+
+def bon_figures(records: list[M.Record]) -> dict:
+    """A run's best-of-n curve (NaN where it drew none): the win-rate at the largest n and at its best n."""
+    bons = [r.data for r in records if r.split == M.BON_SPLIT]
+    bon = bons[0] if bons else {k: [float("nan")] for k in BON_FIELDS}
+    best = int(np.nanargmax(bon[M.BON_WIN])) if bons else 0
+    return {"bon_win_max_n": float(bon[M.BON_WIN][-1]), "bon_win_best": float(bon[M.BON_WIN][best]),
             "bon_best_n": float(bon[M.BON_N][best]), "bon_fall": float(bon[M.BON_WIN][best] - bon[M.BON_WIN][-1]),
-            "curve": {"step": steps.tolist(), "kl": kl.tolist(), "win": win.tolist()},
-            "bon": {k: bon[k] for k in (M.BON_N, M.BON_KL, M.BON_PROXY, M.BON_GOLD, M.BON_WIN)}}
+            "bon": {k: bon[k] for k in BON_FIELDS}, "has_bon": bool(bons)}
 
 
 def speed(store: Path, members: list[mf.RunPaths]) -> dict:
@@ -210,7 +218,15 @@ def main() -> None:
         settle(args.store, f"es-{tag[name]}-s{seed}")
         run = ensure(args.store, f"es-{tag[name]}-s{seed}", "demo-grpo", f"seed={seed}", *common, *objs[name],
                      f"ppo.bon_samples={args.bon if seed in args.bon_seeds else 0}")
-        return {"objective": name, "seed": seed, "run": run.id, **figures(run, args.fall)}
+        row = {"objective": name, "seed": seed, "run": run.id, **figures(run, args.fall)}
+        if seed in args.bon_seeds and not row["has_bon"]:
+            # a GRPO run of this seed exists without the curve (--bon-seeds grew since): a one-step run draws
+            # it, from the same forked RNG and so the same samples a full run of this seed would have drawn
+            settle(args.store, f"es-bon-{tag[name]}-s{seed}")
+            bon_run = ensure(args.store, f"es-bon-{tag[name]}-s{seed}", "demo-grpo", f"seed={seed}", *common,
+                             *objs[name], "optim.max_steps=1", f"ppo.bon_samples={args.bon}")
+            row |= bon_figures(M.read_all(bon_run.metrics)) | {"bon_run": bon_run.id}
+        return row
 
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(one, jobs))
@@ -227,7 +243,8 @@ def tables(rows: list[dict], names: list[str], accuracy: dict, cost: dict, args:
     for name, accs in accuracy.items():
         print(f"{name} held-out accuracy: " + " ".join(f"{a:.3f}" for a in accs))
     fields = ("win_end", "win_peak", "kl_at_peak", "kl_end", "length_end", "bon_win_max_n", "bon_win_best", "bon_best_n")
-    report(rows, "objective", names, fields, ("win_end", "win_peak", "length_end", "bon_win_max_n"), base=SINGLE,
+    report(rows, "objective", names, fields, ("win_end", "win_peak", "length_end", "bon_win_max_n", "bon_win_best"),
+           base=SINGLE,
            lower_is_better=("length_end",))
     print("\nthe diversity question: members of one start against members whose starts differ too")
     diverse = ("win_end", "win_peak", "length_end")
@@ -239,17 +256,19 @@ def tables(rows: list[dict], names: list[str], accuracy: dict, cost: dict, args:
         curves = np.array([[dict(zip(r["curve"]["step"], r["curve"]["win"], strict=True))[x] for x in shown]
                            for r in rows if r["objective"] == name])
         print(f"| {name} | " + " | ".join(f"{w:.3f}" for w in curves.mean(0)) + " |")
-    for seed in args.bon_seeds:
-        picked = {r["objective"]: r["bon"] for r in rows if r["seed"] == seed}
-        if not picked:
-            continue
-        ns = picked[SINGLE][M.BON_N]
-        print(f"\nbest-of-n of the reference, seed {seed}: gold win-rate of the pick against a reference sample "
-              f"(KL at n = {ns[-1]:g}: {picked[SINGLE][M.BON_KL][-1]:.2f} nats)\n| objective | "
+    with_bon = [r for r in rows if r["has_bon"]]
+    seeds = sorted({r["seed"] for r in with_bon})
+    if with_bon:
+        ns = next(r for r in with_bon if r["objective"] == SINGLE)["bon"][M.BON_N]
+        kl = np.mean([r["bon"][M.BON_KL][-1] for r in with_bon if r["objective"] == SINGLE])
+        print(f"\nbest-of-n of the reference, mean over seeds {seeds}: gold win-rate of the pick against a "
+              f"reference sample (KL at n = {ns[-1]:g}: {kl:.2f} nats)\n| objective | "
               + " | ".join(f"n={n:g}" for n in ns) + " |")
         print("|---" * (len(ns) + 1) + "|")
-        for name, bon in picked.items():
-            print(f"| {name} | " + " | ".join(f"{w:.3f}" for w in bon[M.BON_WIN]) + " |")
+        for name in names:
+            curves = np.array([r["bon"][M.BON_WIN] for r in with_bon if r["objective"] == name])
+            if len(curves):
+                print(f"| {name} | " + " | ".join(f"{w:.3f}" for w in curves.mean(0)) + " |")
     print(f"\nthe warning (gold fell: end ≤ peak − {args.fall:g}); lead = gold's peak step − the warning's step")
     print("| objective | gold fell | warning fired | lead, steps (runs where gold fell and it fired) | false alarms | "
           "disagreement, first 5 / last 5 rollouts |")
