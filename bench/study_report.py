@@ -58,15 +58,21 @@ def shorter_wins_buckets(overall: float, bucket_n: dict[str, int]) -> dict[str, 
 # ---------------------------------------------------------------------------- rows
 
 
-def method_row(method: str, runs: list[dict], target: float | None) -> dict:
-    """One method's row over its seeds."""
+def convergence_set(results: list[dict]) -> str:
+    """The set whose curve the steps-to-BT column reads: `curve`, where the runs score a small set along
+    the way and the test sets only at the end (`eval.final_only`), else `id`."""
+    return "curve" if any(len(r.get("curve", {}).get("curve", [])) > 1 for r in results) else "id"
+
+
+def method_row(method: str, runs: list[dict], target: float | None, along: str = "id") -> dict:
+    """One method's row over its seeds; `along`: the eval set of the steps-to-BT column."""
     sets = ("id", "ood")
     row = {"method": method, "seeds": sorted(r["seed"] for r in runs),
            **{s: mean_sd([r["final"][s]["accuracy"] for r in runs if s in r["final"]]) for s in sets},
            "buckets": {s: {b: mean_sd([r["final"][s]["buckets"][b] for r in runs if s in r["final"]])["mean"]
                            for b in D.BUCKETS} for s in sets}}
     if target is not None and method != UNTRAINED:
-        reached = [steps_to_reach(r["curve"].get("id", []), target) for r in runs]
+        reached = [steps_to_reach(r["curve"].get(along, []), target) for r in runs]
         hit = [s for s in reached if s is not None]
         row["steps_to_bt"] = {"values": reached, "reached": len(hit), "n": len(reached),
                               "mean": statistics.fmean(hit) if hit else None}
@@ -94,16 +100,17 @@ def direction_report(results: list[dict], methods: list[str], description: str) 
     for r in results:
         by_method.setdefault(r["method"], []).append(r)
     bt = by_method.get("bt", [])
-    target = mean_sd([r["final"].get("id", {}).get("accuracy") for r in bt])["mean"] if bt else None
+    along = convergence_set(results)
+    target = mean_sd([r["final"].get(along, {}).get("accuracy") for r in bt])["mean"] if bt else None
     rows = []
     if UNTRAINED in by_method:
         rows.append(method_row(UNTRAINED, by_method[UNTRAINED], None))
     if results:
         rows.append(shorter_wins_row(by_method.get(UNTRAINED, results)[0]))
-    rows += [method_row(m, by_method[m], target) for m in methods if m in by_method]
+    rows += [method_row(m, by_method[m], target, along) for m in methods if m in by_method]
     trained = [r for r in results if r["method"] != UNTRAINED]
     sample = (by_method.get(UNTRAINED) or results or [{"final": {}}])[0]["final"]
-    return {"description": description, "bt_target": target,
+    return {"description": description, "bt_target": target, "convergence_set": along,
             "total_steps": max((r["steps"] for r in trained), default=None),
             "n_pairs": {s: v.get("n_pairs") for s, v in sample.items()},
             "bucket_n": {s: v.get("bucket_n") for s, v in sample.items()}, "rows": rows}
@@ -158,14 +165,15 @@ def markdown(report: dict) -> str:
         total = rep["total_steps"]
         lines += ["", f"### Direction {d}: {rep['description']}", ""]
         n = rep["n_pairs"]
+        along_name = {"id": "ID"}.get(rep.get("convergence_set", "id"), rep.get("convergence_set"))
         bn = {s: "/".join(str((v or {}).get(b, "?")) for b in D.BUCKETS) for s, v in rep["bucket_n"].items()}
         lines.append(f"Eval pairs: ID {n.get('id')}, OOD {n.get('ood')}; length buckets (chosen shorter / "
                      f"similar / chosen longer, ±max(5 tokens, 10 % of mean length)): ID {bn.get('id')}, "
-                     f"OOD {bn.get('ood')}. BT's final ID accuracy (the convergence target): "
+                     f"OOD {bn.get('ood')}. BT's final {along_name} accuracy (the convergence target): "
                      f"{fmt_num(rep['bt_target'])}. One run's accuracy near 0.6 has a binomial standard error of "
                      + " / ".join(f"{math.sqrt(0.24 / n[s]):.3f} ({s.upper()})" for s in ("id", "ood") if n.get(s))
                      + ".")
-        lines += ["", f"| method | seeds | ID acc | OOD acc | steps to BT's ID acc (of {total}) | margin mean "
+        lines += ["", f"| method | seeds | ID acc | OOD acc | steps to BT's {along_name} acc (of {total}) | margin mean "
                       "| margin spread | corr(margin, gap) | ID acc by length (s/≈/l) | OOD acc by length (s/≈/l) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for row in rep["rows"]:

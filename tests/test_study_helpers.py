@@ -165,6 +165,27 @@ def test_direction_report_rows_target_and_convergence():
     assert "1.00 / 0.50 / 0.00" in table[2]
 
 
+def test_with_the_test_sets_scored_only_at_the_end_the_steps_column_reads_the_curve_set():
+    """eval.final_only: `id` has one point, at the end, so every method 'reaches' BT there; the column
+    reads the small `curve` set scored along the way instead, and says so."""
+    def along(method, seed, final, points):
+        r = result(method, seed, 0.6)
+        r["final"]["curve"] = {**r["final"]["id"], "accuracy": final}
+        r["curve"]["curve"] = points
+        return r
+
+    runs = [along("bt", 0, 0.60, [[23, 0.50], [46, 0.58], [112, 0.60]]),
+            along("aplot", 0, 0.61, [[23, 0.55], [46, 0.61], [112, 0.61]])]
+    rep = SR.direction_report(runs, ["bt", "aplot"], "t")
+    assert rep["convergence_set"] == "curve" and rep["bt_target"] == pytest.approx(0.60)
+    bt, aplot = rep["rows"][-2:]
+    assert bt["steps_to_bt"]["values"] == [112] and aplot["steps_to_bt"]["values"] == [46]
+    text = SR.markdown({"settings": {"max_length": 256, "lr": 1e-4, "max_steps": 0}, "methods": {"bt": []},
+                        "directions": {"a": rep}})
+    assert "steps to BT's curve acc (of 112)" in text
+    assert SR.direction_report([result("bt", 0, 0.6)], ["bt"], "t")["convergence_set"] == "id"
+
+
 def test_never_reaching_bt_reads_never():
     runs = [result("bt", 0, 0.60), result("aplot", 0, 0.55, curve=[[28, 0.5], [112, 0.55]])]
     row = SR.direction_report(runs, ["bt", "aplot"], "t")["rows"][-1]
