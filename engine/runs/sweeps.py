@@ -225,8 +225,10 @@ def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
     state = update_state(root, sweep_id, scheduler_pid=os.getpid(), scheduler_started_at=mf.now_iso())
     parallel = int(state.get("max_parallel", 1))
     for rs in run_states(root, state):  # claimed by a scheduler that died before it could launch them
+        # (alive, it was launched: a scheduler killed between the launcher's start and the manifest's
+        # note of it leaves the run's liveness lock held, by the launcher, and no launched_at)
         if rs.manifest.get("status") == S.CREATED and not mf.launched(rs.manifest) and rs.manifest.get("sweep", {}).get(
-                "claimed_at"):
+                "claimed_at") and not liveness.held_here(rs.paths.dir):
             mf.update(rs.paths, status=S.QUEUED)
             _say(f"{rs.paths.id}: claimed but never launched; back in the queue")
     _say(f"{sweep_id}: scheduling {len(state.get('runs', []))} runs, {parallel} at a time")
