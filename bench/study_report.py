@@ -165,7 +165,8 @@ def markdown(report: dict) -> str:
         total = rep["total_steps"]
         lines += ["", f"### Direction {d}: {rep['description']}", ""]
         n = rep["n_pairs"]
-        along_name = {"id": "ID"}.get(rep.get("convergence_set", "id"), rep.get("convergence_set"))
+        along = rep.get("convergence_set", "id")
+        along_name = "ID" if along == "id" else along
         bn = {s: "/".join(str((v or {}).get(b, "?")) for b in D.BUCKETS) for s, v in rep["bucket_n"].items()}
         lines.append(f"Eval pairs: ID {n.get('id')}, OOD {n.get('ood')}; length buckets (chosen shorter / "
                      f"similar / chosen longer, ±max(5 tokens, 10 % of mean length)): ID {bn.get('id')}, "
