@@ -46,6 +46,7 @@ DATA = ROOT.parent / "shared" / "data"
 HH = DATA / "hh-rlhf-harmless-base" / "test.jsonl.gz"
 OASST = DATA / "oasst-en100" / "pairs.jsonl"
 CACHE = ROOT / "bench" / ".cache"
+KEPT = ROOT / "bench" / "results" / "runs"  # committed: a sweep's record outlives the machine that ran it
 HH_TRAIN, HH_TEST, SPLIT_SEED, OASST_TEST_FRACTION = 1800, 512, 0, 0.2
 CURVE_PAIRS = 256  # the first pairs of `id`: a decoder's learning curve, every ~10 % of an epoch, at a quarter of the cost
 
@@ -244,6 +245,43 @@ def convergence_report(root: Path, ref: str, eval_set: str = "id") -> tuple[dict
     return report, CV.markdown(report, title)
 
 
+# ---------------------------------------------------------------------------- keeping a sweep
+
+# what a run's record is without its weights: checkpoints and the tokenizer copy are rebuilt by the run,
+# the locks and heartbeat belong to the machine that held them
+NOT_KEPT = ("checkpoints", "tokenizer", ".manifest.lock", ".alive.lock", "heartbeat", "scheduler.lock")
+
+
+def keep(root: Path, ref: str, dest: Path = KEPT) -> list[str]:
+    """Copy one sweep's record into `dest` (a runs dir): its state and spec, and each run's manifest,
+    metrics, log and per-pair predictions, without checkpoints. Sessions here start on a fresh machine,
+    so a study longer than one session lives on through this folder: the report reads it, and copied
+    back into a runs dir its queued runs start with `sweep resume`. Refused while a run is going or is
+    stopped part-way, since its checkpoint would not travel. Returns the kept run ids."""
+    import shutil
+
+    from engine.runs import status as S
+    from engine.runs import sweeps as sweep
+
+    sweep_id = sweep.find_sweep(root, ref)
+    states = sweep.run_states(root, sweep.read_state(root, sweep_id))
+    for s in states:
+        if s.status in S.GOING:
+            raise SystemExit(f"{s.paths.id}: {s.status}; stop the queue with `aplot sweep stop {ref} --drain` "
+                             "and keep the sweep once its running runs have finished")
+        if s.status != S.QUEUED and s.status not in (S.COMPLETED, S.FAILED):
+            raise SystemExit(f"{s.paths.id}: {s.status} part-way and its checkpoint would not be kept; "
+                             f"`aplot sweep resume {ref}` it to the end first")
+    ignore = shutil.ignore_patterns(*NOT_KEPT)
+    for src, name in ((sweep.sweep_dir(root, sweep_id), Path("sweeps") / sweep_id),
+                      *((s.paths.dir, Path(s.paths.id)) for s in states)):
+        target = dest / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(src, target, ignore=ignore)
+    return [s.paths.id for s in states]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -256,6 +294,10 @@ def main() -> None:
     conv.add_argument("sweep")
     conv.add_argument("--runs-dir", type=Path, default=CACHE / "runs")
     conv.add_argument("--set", default="id", help="the eval set whose curve is read (default: id)")
+    kept = sub.add_parser("keep", help="copy a sweep's record, without checkpoints, into bench/results/runs")
+    kept.add_argument("sweep")
+    kept.add_argument("--runs-dir", type=Path, default=CACHE / "runs")
+    kept.add_argument("--to", type=Path, default=KEPT)
     args = ap.parse_args()
     if args.command == "prepare":
         if not HH.exists() or not OASST.exists():
@@ -263,6 +305,10 @@ def main() -> None:
         ensure_cache_dir()
         for d, files in write_splits([d for d in args.directions.split(",") if d]).items():
             print(f"direction {d}: " + "  ".join(f"{k} {v}" for k, v in files.items()))
+        return
+    if args.command == "keep":
+        ids = keep(args.runs_dir, args.sweep, args.to)
+        print(f"{args.sweep}: {len(ids)} runs kept in {args.to}")
         return
     if args.command == "convergence":
         report, text = convergence_report(args.runs_dir, args.sweep, args.set)

@@ -217,3 +217,49 @@ def test_the_report_of_a_sweep_is_the_study_table_with_its_statistics(tmp_path):
     assert result["settings"]["completed"] == "2/2"
     assert any(line.startswith("  eval/heldout: bt ") and "discordant" in line for line in lines)
     assert RA.method_label({"loss.type": "aplot", "loss.aplot.normalize_costs": "minmax"}) == "aplot-minmax"
+
+
+def test_a_kept_sweep_carries_its_record_without_weights_and_resumes_its_queue(tmp_path):
+    """`keep` copies what a fresh machine needs to report a sweep and start its queued runs: manifests,
+    metrics, predictions; never checkpoints, locks or heartbeats. A run still going is refused."""
+    import shutil
+
+    import tomli_w
+
+    from engine.runs import status as S
+    from engine.runs import store as mf
+    from engine.runs import sweeps as sweep
+
+    root, dest = tmp_path / "runs", tmp_path / "kept"
+    fixtures = Path(__file__).parent / "fixtures" / "runs"
+    done, waiting = "20260301-091500-rm-bt-base-a1f3", "20260301-101500-rm-aplot-hh-b2c4"
+    sweep_id = "20260301-090000-sweep-study-0a0b"
+    for run_id in (done, waiting):
+        shutil.copytree(fixtures / run_id, root / run_id)
+        mf.update(mf.RunPaths(root / run_id), sweep={"id": sweep_id, "seed": 0, "axes": {"loss.type": "bt"}})
+    (root / done / "checkpoints" / "step-10").mkdir(parents=True)
+    (root / done / "checkpoints" / "step-10" / "model.safetensors").write_bytes(b"weights")
+    (root / done / "heartbeat").write_text("1")
+    folder = sweep.sweep_dir(root, sweep_id)
+    folder.mkdir(parents=True)
+    (folder / sweep.STATE).write_text(tomli_w.dumps({"id": sweep_id, "name": "study", "runs": [done, waiting]}))
+    (folder / sweep.LOCK).write_text("")
+
+    mf.update(mf.RunPaths(root / waiting), status=S.CREATED)  # claimed by a live scheduler: going
+    with pytest.raises(SystemExit, match=f"{waiting}: created"):
+        RA.keep(root, "study", dest)
+    assert not dest.exists()
+
+    mf.update(mf.RunPaths(root / waiting), status=S.QUEUED)
+    assert RA.keep(root, "study", dest) == [done, waiting]
+    assert not (dest / done / "checkpoints").exists() and not (dest / done / "heartbeat").exists()
+    assert not (sweep.sweep_dir(dest, sweep_id) / sweep.LOCK).exists()
+    assert (dest / done / "predictions").is_dir()
+    assert (dest / done / "metrics.jsonl").read_bytes() == (root / done / "metrics.jsonl").read_bytes()
+    states = {s.paths.id: s for s in sweep.run_states(dest, sweep.read_state(dest, sweep_id))}
+    assert states[done].status == S.COMPLETED and states[waiting].pending
+    assert RA.run_result(M.read_all(states[done].paths.metrics)) == RA.run_result(M.read_all(root / done / "metrics.jsonl"))
+
+    (root / done / "train.log").write_text("later\n")  # keeping again replaces the earlier copy
+    RA.keep(root, "study", dest)
+    assert (dest / done / "train.log").read_text() == "later\n"
