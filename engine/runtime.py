@@ -124,6 +124,8 @@ class RunContext:
         if accelerator.device.type == "cpu":
             local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
             torch.set_num_threads(cfg.launch.threads or launch_mod.default_threads(local))
+            if cfg.launch.mixed_precision == "bf16" and (why := launch_mod.slow_bf16()):
+                accelerator.print(f"[aplot] warning: {why}", flush=True)
         set_seed(cfg.seed, device_specific=False)
         if trackers:
             from engine import trackers as tracking
