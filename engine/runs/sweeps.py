@@ -210,6 +210,19 @@ def _say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
+def requeue_unlaunched(root: Path, state: dict) -> list[str]:
+    """Put back in the queue the runs a scheduler claimed and died before launching; their ids.
+    Alive means launched: a scheduler killed between the launcher's start and the manifest's note of it
+    leaves no launched_at but the run's liveness lock held, by the launcher, and that run is left alone."""
+    out = []
+    for rs in run_states(root, state):
+        if rs.manifest.get("status") == S.CREATED and not mf.launched(rs.manifest) and rs.manifest.get("sweep", {}).get(
+                "claimed_at") and not liveness.held_here(rs.paths.dir):
+            mf.update(rs.paths, status=S.QUEUED)
+            out.append(rs.paths.id)
+    return out
+
+
 def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
     """The scheduler's loop; returns when nothing is left to start and nothing runs, or on a stop."""
     folder = sweep_dir(root, sweep_id)
@@ -224,13 +237,8 @@ def schedule(root: Path, sweep_id: str, poll: float = POLL_S) -> int:
         signal.signal(sig, lambda *_: quit_event.set())
     state = update_state(root, sweep_id, scheduler_pid=os.getpid(), scheduler_started_at=mf.now_iso())
     parallel = int(state.get("max_parallel", 1))
-    for rs in run_states(root, state):  # claimed by a scheduler that died before it could launch them
-        # (alive, it was launched: a scheduler killed between the launcher's start and the manifest's
-        # note of it leaves the run's liveness lock held, by the launcher, and no launched_at)
-        if rs.manifest.get("status") == S.CREATED and not mf.launched(rs.manifest) and rs.manifest.get("sweep", {}).get(
-                "claimed_at") and not liveness.held_here(rs.paths.dir):
-            mf.update(rs.paths, status=S.QUEUED)
-            _say(f"{rs.paths.id}: claimed but never launched; back in the queue")
+    for run_id in requeue_unlaunched(root, state):
+        _say(f"{run_id}: claimed but never launched; back in the queue")
     _say(f"{sweep_id}: scheduling {len(state.get('runs', []))} runs, {parallel} at a time")
     while not quit_event.is_set():
         if read_state(root, sweep_id).get("stop_requested_at"):

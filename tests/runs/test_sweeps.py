@@ -167,3 +167,23 @@ def test_create_queues_every_run_seed_by_seed_and_starts_nothing(sweep_file, run
                for s in got)
     assert not sweep.scheduler_alive(runs_dir, sweep_id) and sweep.sweep_status(runs_dir, sweep_id) == "stopped"
     assert (sweep.sweep_dir(runs_dir, sweep_id) / sweep.SPEC).read_text() == open(sweep_file()).read()
+
+
+def test_a_claimed_run_whose_launcher_holds_its_lock_is_never_requeued(sweep_file, runs_dir):
+    """The window b9ab2f5 closed, forced: two runs claimed, neither with launched_at; one's liveness
+    lock is held (its launcher started, the scheduler died before noting it). Only the other goes back
+    in the queue, so a resumed sweep cannot start the first a second time."""
+    from engine.runs import liveness, sweep_spec
+
+    sweep_id = sweep.create(sweep_spec.load(sweep_file(seeds="[0]")), runs_dir)  # two runs, nothing started
+    alive, dead = states(runs_dir, sweep_id)
+    for rs in (alive, dead):
+        assert mf.claim(rs.paths, S.QUEUED, status=S.CREATED, sweep={"claimed_at": mf.now_iso()})
+    fd = liveness.hold(alive.paths.dir)  # the launcher's hold
+    try:
+        assert sweep.requeue_unlaunched(runs_dir, sweep.read_state(runs_dir, sweep_id)) == [dead.paths.id]
+        assert mf.read(alive.paths)["status"] == S.CREATED and mf.read(dead.paths)["status"] == S.QUEUED
+    finally:
+        os.close(fd)
+    # once the launcher is gone without a trace, the run was never started: it is queued again
+    assert sweep.requeue_unlaunched(runs_dir, sweep.read_state(runs_dir, sweep_id)) == [alive.paths.id]
