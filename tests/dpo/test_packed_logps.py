@@ -91,3 +91,29 @@ def test_a_short_dpo_run_has_the_same_losses_packed_or_not(tok):
     plain, packed = run(False), run(True)
     assert plain[-1] < plain[0] - 1e-3  # it trains: later steps compare moved weights
     assert packed == pytest.approx(plain, abs=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_lm_head_scores_only_the_scored_positions(tok, lora):
+    """The forward's logits are [K, V], one row a scored token, not [rows, columns, V]: the head never
+    sees prompt or padding columns, packed or in two rows a pair. Through peft's LoRA wrapper too, with
+    the same log-probs."""
+    from engine.config import LoraConfig, ModelSection
+    from engine.models import add_lora
+
+    lm = tiny_lm(tok)
+    if lora:
+        lm = add_lora(lm, ModelSection(name="tiny", lora=LoraConfig(r=4, alpha=8)), "CAUSAL_LM")
+    batch = collate_pairs(PairDataset(PAIRS, tok, 64).items, tok.pad_token_id)
+    packed = pack_pairs(batch, tok.pad_token_id)
+    shapes = []
+    handle = lm.get_output_embeddings().register_forward_hook(lambda _m, _a, out: shapes.append(tuple(out.shape)))
+    try:
+        logps, count, _ = packed_response_logps(lm, packed)
+        plain, count_plain, _ = response_logps(lm, batch["input_ids"], batch["attention_mask"], batch["prompt_len"])
+    finally:
+        handle.remove()
+    k = int(count.sum())
+    assert int(count_plain.sum()) == k and shapes == [(k, len(tok))] * 2  # one head call a forward, K rows
+    assert k < packed["input_ids"].numel() / 2  # the prompts and pads were skipped
+    torch.testing.assert_close(logps, plain, atol=1e-5, rtol=1e-6)
