@@ -248,8 +248,10 @@ def convergence_report(root: Path, ref: str, eval_set: str = "id") -> tuple[dict
 # ---------------------------------------------------------------------------- keeping a sweep
 
 # what a run's record is without its weights: checkpoints and the tokenizer copy are rebuilt by the run,
-# the locks and heartbeat belong to the machine that held them
-NOT_KEPT = ("checkpoints", "tokenizer", ".manifest.lock", ".alive.lock", "heartbeat", "scheduler.lock")
+# the locks and heartbeat belong to the machine that held them, and the hard pairs are the data's own
+# text (the shared data is read where it lies, never copied into the repository)
+NOT_KEPT = ("checkpoints", "tokenizer", "hard_pairs.jsonl", ".manifest.lock", ".alive.lock", "heartbeat",
+            "scheduler.lock")
 
 
 def keep(root: Path, ref: str, dest: Path = KEPT) -> list[str]:

@@ -240,6 +240,7 @@ def test_a_kept_sweep_carries_its_record_without_weights_and_resumes_its_queue(t
     (root / done / "checkpoints" / "step-10").mkdir(parents=True)
     (root / done / "checkpoints" / "step-10" / "model.safetensors").write_bytes(b"weights")
     (root / done / "heartbeat").write_text("1")
+    (root / done / "hard_pairs.jsonl").write_text('{"prompt": "the data\'s own text"}\n')
     folder = sweep.sweep_dir(root, sweep_id)
     folder.mkdir(parents=True)
     (folder / sweep.STATE).write_text(tomli_w.dumps({"id": sweep_id, "name": "study", "runs": [done, waiting]}))
@@ -253,6 +254,7 @@ def test_a_kept_sweep_carries_its_record_without_weights_and_resumes_its_queue(t
     mf.update(mf.RunPaths(root / waiting), status=S.QUEUED)
     assert RA.keep(root, "study", dest) == [done, waiting]
     assert not (dest / done / "checkpoints").exists() and not (dest / done / "heartbeat").exists()
+    assert not (dest / done / "hard_pairs.jsonl").exists()
     assert not (sweep.sweep_dir(dest, sweep_id) / sweep.LOCK).exists()
     assert (dest / done / "predictions").is_dir()
     assert (dest / done / "metrics.jsonl").read_bytes() == (root / done / "metrics.jsonl").read_bytes()
