@@ -74,8 +74,9 @@ def packed_response_logps(model, packed: dict, with_hidden: bool = False
 @contextlib.contextmanager
 def scored_logits(model, rows: torch.Tensor, cols: torch.Tensor):
     """While open, the LM head sees only the hidden states at (rows, cols): logits [K, V] instead of
-    [B, L, V]. A packed batch scores a fraction of its columns, and the full logits of a 49k-word head
-    over 32 rows of 512 are ~3 GB in fp32 (an HH eval ran out of memory on them). A pre-hook on the
+    [B, L, V]. A batch scores only its answers' tokens, never the prompts or the padding, and the full
+    logits of a 49k-word head over 32 rows of 512 are ~3 GB in fp32 (an HH eval ran out of memory on
+    them; bench/dpo_eval_memory.py: 0.62× the peak). A pre-hook on the
     output embedding keeps the call inside the model's own forward, so a DDP/FSDP wrapper, LoRA and any
     logit scaling or soft-capping after the head still apply. Yields whether it took hold (a model
     without an output embedding gives full logits)."""
