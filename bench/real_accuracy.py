@@ -247,11 +247,16 @@ def convergence_report(root: Path, ref: str, eval_set: str = "id") -> tuple[dict
 
 # ---------------------------------------------------------------------------- keeping a sweep
 
-# what a run's record is without its weights: checkpoints and the tokenizer copy are rebuilt by the run,
-# the locks and heartbeat belong to the machine that held them, and the hard pairs are the data's own
-# text (the shared data is read where it lies, never copied into the repository)
-NOT_KEPT = ("checkpoints", "tokenizer", "hard_pairs.jsonl", ".manifest.lock", ".alive.lock", "heartbeat",
-            "scheduler.lock")
+def not_kept() -> tuple[str, ...]:
+    """What a run's record is without: its weights (checkpoints, and the tokenizer copy a run rebuilds);
+    the locks and heartbeat of the machine that held them; the hard pairs, the data's own text (the
+    shared data is read where it lies, never copied into the repository)."""
+    from engine.runs import liveness
+    from engine.runs import store as mf
+    from engine.runs import sweeps as sweep
+
+    return (mf.CHECKPOINTS, "tokenizer", mf.HARD_PAIRS, mf.RunPaths(Path()).lock.name, liveness.ALIVE_LOCK,
+            liveness.HEARTBEAT, sweep.LOCK)
 
 
 def keep(root: Path, ref: str, dest: Path = KEPT) -> list[str]:
@@ -271,10 +276,10 @@ def keep(root: Path, ref: str, dest: Path = KEPT) -> list[str]:
         if s.status in S.GOING:
             raise SystemExit(f"{s.paths.id}: {s.status}; stop the queue with `aplot sweep stop {ref} --drain` "
                              "and keep the sweep once its running runs have finished")
-        if s.status != S.QUEUED and s.status not in (S.COMPLETED, S.FAILED):
+        if s.status not in (S.QUEUED, S.COMPLETED, S.FAILED):
             raise SystemExit(f"{s.paths.id}: {s.status} part-way and its checkpoint would not be kept; "
                              f"`aplot sweep resume {ref}` it to the end first")
-    ignore = shutil.ignore_patterns(*NOT_KEPT)
+    ignore = shutil.ignore_patterns(*not_kept())
     for src, name in ((sweep.sweep_dir(root, sweep_id), Path("sweeps") / sweep_id),
                       *((s.paths.dir, Path(s.paths.id)) for s in states)):
         target = dest / name

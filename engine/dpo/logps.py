@@ -32,8 +32,7 @@ def response_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     with scored_logits(model, rows, cols) as scored:
         out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=with_hidden,
                     use_cache=False)
-    logits = out.logits if scored() else out.logits[rows, cols]  # [K, V]
-    token_logp = logprobs_from_logits(logits, input_ids[rows, cols + 1])  # [K]
+    token_logp = logprobs_from_logits(scored(out.logits), input_ids[rows, cols + 1])  # [K]
     logps = torch.zeros(len(input_ids), device=input_ids.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
     hidden = None
     if with_hidden:
@@ -63,7 +62,7 @@ def packed_response_logps(model, packed: dict, with_hidden: bool = False
     with scored_logits(model, rows, prev) as scored:
         out = model(input_ids=ids, attention_mask=attention_bias(packed["attention_mask"], impl, device),
                     position_ids=pos, output_hidden_states=with_hidden, use_cache=False)
-    token_logp = logprobs_from_logits(out.logits if scored() else out.logits[rows, prev], ids[rows, cols])  # [K]
+    token_logp = logprobs_from_logits(scored(out.logits), ids[rows, cols])  # [K]
     seq = pair[rows, cols] + n * (seg[rows, cols] == REJECTED).long()  # [K] index in chosen-then-rejected order
     logps = torch.zeros(2 * n, device=device, dtype=token_logp.dtype).index_add(0, seq, token_logp)
     count = torch.bincount(seq, minlength=2 * n)
@@ -76,10 +75,10 @@ def scored_logits(model, rows: torch.Tensor, cols: torch.Tensor):
     """While open, the LM head sees only the hidden states at (rows, cols): logits [K, V] instead of
     [B, L, V]. A batch scores only its answers' tokens, never the prompts or the padding, and the full
     logits of a 49k-word head over 32 rows of 512 are ~3 GB in fp32 (an HH eval ran out of memory on
-    them; bench/dpo_eval_memory.py: 0.62× the peak). A pre-hook on the
-    output embedding keeps the call inside the model's own forward, so a DDP/FSDP wrapper, LoRA and any
-    logit scaling or soft-capping after the head still apply. Yields whether it took hold (a model
-    without an output embedding gives full logits)."""
+    them; bench/dpo_eval_memory.py: 0.62× the peak). A pre-hook on the output embedding keeps the call
+    inside the model's own forward, so a DDP/FSDP wrapper, LoRA and any logit scaling or soft-capping
+    after the head still apply. Yields `pick(logits) -> [K, V]`: the forward's logits as they are, or
+    picked at (rows, cols) where the hook never fired (a model without an output embedding module)."""
     head = unwrap(model)
     head = head.get_output_embeddings() if hasattr(head, "get_output_embeddings") else None
     calls = []
@@ -90,7 +89,7 @@ def scored_logits(model, rows: torch.Tensor, cols: torch.Tensor):
 
     handle = head.register_forward_pre_hook(keep) if isinstance(head, torch.nn.Module) else None
     try:
-        yield lambda: bool(calls)
+        yield lambda logits: logits if calls else logits[rows, cols]
     finally:
         if handle is not None:
             handle.remove()

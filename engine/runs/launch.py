@@ -167,7 +167,7 @@ def default_threads(processes_here: int) -> int:
 
 def slow_bf16(cpuinfo: str | None = None) -> str:
     """Why bf16 autocast will be slow on this CPU, or "" when it has bf16 instructions or cannot tell.
-    Without them every bf16 matmul is emulated: a SmolLM2 RM step took ~180 s against ~8 s in fp32 on
+    Without them every bf16 matmul is emulated: a SmolLM2 RM step took ~180 s against 12.5 s in fp32 on
     an AVX2-only EPYC, a slowdown no one would guess from a setting meant to speed things up.
     `cpuinfo` is /proc/cpuinfo's text (Linux; elsewhere nothing is said)."""
     if cpuinfo is None:
