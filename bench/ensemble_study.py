@@ -89,6 +89,12 @@ def sweep_members(store: Path, name: str, file: Path) -> tuple[str, list[mf.RunP
     return sweep_id, [s.paths for s in runs]
 
 
+def both_sweeps(store: Path) -> tuple[tuple[str, list[mf.RunPaths]], tuple[str, list[mf.RunPaths]]]:
+    """The diverse members' sweep and the shared-start members' sweep: (id, runs) each, every run completed."""
+    return (sweep_members(store, MEMBERS, EXAMPLES / "ensemble-members.toml"),
+            sweep_members(store, SHARED, shared_init_file(store)))
+
+
 def settle(store: Path, name: str) -> None:
     """Wait while a run called `name` is still going (one an interrupted invocation left running), so the
     `ensure` after this reuses it instead of starting a twin."""
@@ -132,6 +138,11 @@ def objectives(members: str, shared: str, single: str, lambdas: list[float]) -> 
     return {SINGLE: [f'ppo.reward_model_run="{single}"'], "mean": ens(members, "mean"),
             "worst": ens(members, "worst"), **{f"uwo λ={lam:g}": ens(members, "uwo", lam) for lam in lambdas},
             "mean, shared init": ens(shared, "mean")}
+
+
+def run_tag(name: str) -> str:
+    """An objective's part of its runs' names: `es-<tag>-s<seed>`, and `es-bon-<tag>-s<seed>`."""
+    return name.replace(" ", "").replace("λ=", "").replace(",", "-")
 
 
 def figures(paths: mf.RunPaths, fall: float) -> dict:
@@ -188,29 +199,33 @@ def speed(store: Path, members: list[mf.RunPaths]) -> dict:
     return {"samples_per_s_k1": k1, "samples_per_s_k3": k3, "rollouts": SPEED_STEPS - 1, "slowdown": k1 / k3}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def study_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments that name the study's runs (their config) and its store: ensemble_bon's too."""
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--kl-coef", type=float, default=0.01, help="GRPO's β (the preset's 0.1 held gold level: no fall)")
     ap.add_argument("--every", type=int, default=10, help="steps between gold win-rate evals")
     ap.add_argument("--bon", type=int, default=256, help="best-of-n up to this n (a power of two)")
-    ap.add_argument("--bon-seeds", type=int, nargs="+", default=[0],
-                    help="seeds whose runs draw the best-of-n curve (256 samples × 256 prompts is most of a run)")
     ap.add_argument("--lambdas", type=float, nargs=2, default=[0.5, 2.0], help="uwo's two λ")
-    ap.add_argument("--fall", type=float, default=0.05, help="gold 'fell' where its end is this far below its peak")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--store", type=Path, default=ROOT / "bench" / ".cache" / "ensemble_study")
+    return ap
+
+
+def main() -> None:
+    ap = study_arguments(argparse.ArgumentParser())
+    ap.add_argument("--bon-seeds", type=int, nargs="+", default=[0],
+                    help="seeds whose runs draw the best-of-n curve (256 samples × 256 prompts is most of a run)")
+    ap.add_argument("--fall", type=float, default=0.05, help="gold 'fell' where its end is this far below its peak")
     args = ap.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    members_id, members = sweep_members(args.store, MEMBERS, EXAMPLES / "ensemble-members.toml")
-    shared_id, shared = sweep_members(args.store, SHARED, shared_init_file(args.store))
+    (members_id, members), (shared_id, shared) = both_sweeps(args.store)
     accuracy = {name: [mf.read(p)["summary"].get(M.metric_key(M.eval_split(M.HELDOUT), M.ACCURACY)) for p in runs]
                 for name, runs in ((MEMBERS, members), (SHARED, shared))}
     objs = objectives(members_id, shared_id, members[0].id, args.lambdas)
     common = [f"optim.max_steps={args.steps}", f"ppo.kl_coef={args.kl_coef}", f"ppo.win_rate_every={args.every}"]
-    tag = {name: name.replace(" ", "").replace("λ=", "").replace(",", "-") for name in objs}
+    tag = {name: run_tag(name) for name in objs}
     jobs = [(name, seed) for seed in args.seeds for name in objs]
 
     def one(job: tuple[str, int]) -> dict:
