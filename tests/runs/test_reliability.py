@@ -468,16 +468,22 @@ def test_ls_reads_twenty_live_runs_with_the_right_statuses_in_under_a_second(run
         listed = store.list_rows(runs_dir)  # what `ls` and the runs screen do on every refresh
         # a generous bound for a loaded machine; the listing's speed is bench/load_runs.py's to measure
         assert time.perf_counter() - t0 < 5.0 and {r.id: r.status for r in listed} == expected
-        times = []
-        for _ in range(3):
+        empty = runs_dir.parent / "empty"
+        empty.mkdir()
+        times, bare = [], []
+        for _ in range(3):  # side by side with `ls` of an empty store, so both see the same machine load
+            t0 = time.perf_counter()
+            aplot("ls", "--json", runs_dir=empty, timeout=30)
+            bare.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             out = aplot("ls", "--json", runs_dir=runs_dir, timeout=30)
             times.append(time.perf_counter() - t0)
             rows = [json.loads(line) for line in out.stdout.splitlines()]
             assert {r["id"]: r["status"] for r in rows} == expected
             assert all(r["step"] == 7 and r["metrics"]["loss"] == 0.5 for r in rows)
-        # the whole command, interpreter start-up (~0.4 s idle) included, on a shared 2-core machine
-        assert min(times) < 2.0, times
+        # what the 20 runs add to the command (idle: ~0.2 s over a ~0.4 s start-up). A bound on the whole
+        # command's wall time failed at 2.02 s on this 2-core machine at load 7, start-up and all
+        assert min(times) - min(bare) < 1.0, (times, bare)
     finally:
         for proc in procs:
             proc.stdin.close()
