@@ -29,6 +29,8 @@ came from); its lead time is gold's peak step minus the step it fired, over runs
 
 Runs already completed in the store are reused (it can be interrupted and run again). Prints the tables,
 then one JSON line.
+
+Best-of-n over many seeds is `bench/ensemble_bon.py`'s: it draws each seed's samples once for every objective.
 """
 
 from __future__ import annotations
