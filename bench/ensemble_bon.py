@@ -17,8 +17,8 @@ not 0.
         [--store bench/.cache/ensemble_study]
 
 Same store, members and objectives as ensemble_study (its defaults: 150 steps, β 0.01, an eval every 10).
-Each seed's member scores are kept in the store (`bon-scores-s<seed>.npz`), so a second invocation only
-reports. Prints the tables, then one JSON line.
+Each seed's member scores are kept in the store (`bon-scores-n<n>-s<seed>.npz`), so a second invocation
+only reports. Prints the tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def one(job: tuple) -> tuple[int, dict[str, str], dict]:
         runs[name] = ensure(store, run_name, "demo-grpo", f"seed={seed}", *overrides, "optim.max_steps=1",
                             f"ppo.bon_samples={n}")
     first = next(iter(runs.values()))
-    return seed, {name: run.id for name, run in runs.items()}, draw(first, folders, store / f"bon-scores-s{seed}.npz")
+    return seed, {name: run.id for name, run in runs.items()}, draw(first, folders, store / f"bon-scores-n{n}-s{seed}.npz")
 
 
 def curves(drawn: dict, aggs: dict) -> dict[str, dict]:
@@ -128,11 +128,11 @@ def main() -> None:
     common = [f"optim.max_steps={args.steps}", f"ppo.kl_coef={args.kl_coef}", f"ppo.win_rate_every={args.every}"]
     aggs = aggregations(members, shared, args.lambdas)
 
-    # one process a seed: sample_texts seeds torch's global generator, which threads would share
     # every seed checks the single member's curve against its trainer's, the first seed the five members' mean too
     checks = [[SINGLE, "mean"] if i == 0 else [SINGLE] for i in range(len(args.seeds))]
     jobs = [(args.store, seed, {name: [*common, *objs[name]] for name in names}, args.bon, folders)
             for seed, names in zip(args.seeds, checks, strict=True)]
+    # one process a seed: sample_texts seeds torch's global generator, which threads would share
     with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         drawn = list(pool.map(one, jobs))
     rows, worst_gap = [], 0.0
