@@ -114,10 +114,12 @@ def report_end(paths: mf.RunPaths, status: str) -> int:
 
 def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: bool,
                        links: dict | None = None) -> tuple[mf.RunPaths, str]:
-    from engine.runs import lifecycle
+    from engine.runs import launch, lifecycle
 
     paths, proc = lifecycle.launch_run(cfg, root, links=links)
     typer.echo(f"run {paths.id}  ({paths.dir})", err=True)
+    for why in launch.launch_warnings(config_mod.from_dict(mf.read(paths)["config"])):
+        err(f"warning: {why}")
     if detach:
         return paths, S.RUNNING
     return paths, follow(paths, proc, quiet=quiet)

@@ -192,6 +192,19 @@ def slow_bf16(cpuinfo: str | None = None) -> str:
     return ""
 
 
+def launch_warnings(cfg: Config, cpuinfo: str | None = None, gpu: bool | None = None) -> list[str]:
+    """What this launch will do that no one would guess from its config, said before it starts (the
+    trainer says it again in train.log, which `--detach` never shows): bf16 autocast on a local CPU
+    without bf16 instructions. A local run is on the CPU when `launch.cpu` says so or this machine has
+    no NVIDIA device (`gpu`, read from /dev without importing torch); a Slurm run's node is not this one."""
+    if cfg.launch.mixed_precision != "bf16" or cfg.launch.scheduler == "slurm":
+        return []
+    if gpu is None:
+        gpu = any(Path("/dev").glob("nvidia[0-9]*"))
+    why = slow_bf16(cpuinfo) if cfg.launch.cpu or not gpu else ""
+    return [why] if why else []
+
+
 def env_for_tree() -> dict[str, str]:
     """This environment, offline, with the tree this module is in first on the path: a process the
     run service starts imports the same engine as its parent, installed or not."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,37 @@ def test_bf16_autocast_is_called_slow_only_on_a_cpu_without_bf16_instructions(cp
     assert bool(why) is slow
     if slow:
         assert why.endswith('set launch.mixed_precision = "no"') and "/proc/cpuinfo" in why
+
+
+@pytest.mark.parametrize(("launch_cfg", "gpu", "warned"), [
+    ({"cpu": True, "mixed_precision": "bf16"}, True, True),    # forced onto the CPU beside a GPU
+    ({"mixed_precision": "bf16"}, False, True),                # no GPU here: accelerate runs it on the CPU
+    ({"mixed_precision": "bf16"}, True, False),                # the GPU takes it
+    ({"cpu": True, "mixed_precision": "no"}, False, False),
+    ({"cpu": True, "mixed_precision": "bf16", "scheduler": "slurm"}, False, False),  # another node's CPU
+])
+def test_the_launch_warns_of_slow_bf16_only_where_the_run_lands_on_such_a_cpu(launch_cfg, gpu, warned):
+    from engine import config as C
+    from engine.runs import launch
+
+    cfg = C.Config(kind="rm", name="t")
+    cfg.launch = C.LaunchSection(**launch_cfg)
+    slow = X86.format(extra="")
+    assert launch.launch_warnings(cfg, slow, gpu=gpu) == ([launch.slow_bf16(slow)] if warned else [])
+    assert launch.launch_warnings(cfg, X86.format(extra="avx512_bf16"), gpu=gpu) == []
+
+
+def test_aplot_run_says_the_bf16_warning_before_the_run_where_this_cpu_would_emulate_it(runs_dir):
+    """`aplot run --detach` never shows train.log, so the warning is the CLI's own line, said at launch
+    (followed here, so the run has ended when the test does). On a CPU with bf16 instructions, or beside
+    a GPU, the same run says nothing."""
+    from _cli import aplot
+
+    from engine.runs import launch
+
+    proc = aplot("run", "--preset", "demo-rm", "optim.max_steps=1", "launch.mixed_precision=bf16", "--quiet",
+                 runs_dir=runs_dir, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    why = "" if any(Path("/dev").glob("nvidia[0-9]*")) else launch.slow_bf16()
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("aplot: warning: ")]
+    assert warned == ([f"aplot: warning: {why}"] if why else [])
