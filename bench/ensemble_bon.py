@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from downstream import ensure, report
-from ensemble_study import SINGLE, both_sweeps, objectives, run_tag, settle, study_arguments
+from ensemble_study import SINGLE, both_sweeps, objectives, run_tag, settle, specs, study_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -42,14 +42,12 @@ if str(ROOT) not in sys.path:
 from engine import metrics as M  # noqa: E402
 from engine.runs import store as mf  # noqa: E402
 
-BON_SEED_OFFSET = 15485863  # engine.rl.train.best_of_n_eval's sampling seed is the run's seed plus this
-
 
 def aggregations(members: list[mf.RunPaths], shared: list[mf.RunPaths], lambdas: list[float]) -> dict:
     """Each objective of ensemble_study as (member indices into members + shared, aggregate, λ)."""
-    diverse, same = list(range(len(members))), list(range(len(members), len(members) + len(shared)))
-    return {SINGLE: ([0], "mean", 0.0), "mean": (diverse, "mean", 0.0), "worst": (diverse, "worst", 0.0),
-            **{f"uwo λ={lam:g}": (diverse, "uwo", lam) for lam in lambdas}, "mean, shared init": (same, "mean", 0.0)}
+    who = {"single": [0], "diverse": list(range(len(members))),
+           "shared": list(range(len(members), len(members) + len(shared)))}
+    return {name: (who[w], how, lam or 0.0) for name, (w, how, lam) in specs(lambdas).items()}
 
 
 def draw(run: mf.RunPaths, folders: list[Path], out: Path) -> dict:
@@ -72,12 +70,13 @@ def draw(run: mf.RunPaths, folders: list[Path], out: Path) -> dict:
     ref = P.frozen_copy(P.load_causal_lm(run.checkpoints / T.REFERENCE))
     _, prompts, _ = T.load_prompts(cfg)
     repeated = [q for q in prompts for _ in range(cfg.ppo.bon_samples)]
-    texts = T.sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + BON_SEED_OFFSET)
+    texts = T.sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + T.BON_SEED_OFFSET)
     scores = np.stack([E.Ensemble.load([f], torch.device("cpu")).member_scores(repeated, texts)[0].numpy()
                        for f in folders])  # float32, as the trainer aggregates them
     gold = np.array([synthetic.gold_reward(p, t) for p, t in zip(repeated, texts, strict=True)], dtype=np.float64)
-    np.savez(out, scores=scores, gold=gold, prompts=np.array(len(prompts)))
-    return {"scores": scores, "gold": gold, "prompts": np.array(len(prompts))}
+    drawn = {"scores": scores, "gold": gold, "prompts": np.array(len(prompts))}
+    np.savez(out, **drawn)
+    return drawn
 
 
 def one(job: tuple) -> tuple[int, dict[str, str], dict]:

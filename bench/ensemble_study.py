@@ -131,15 +131,21 @@ def shared_init_file(store: Path) -> Path:
     return out
 
 
+def specs(lambdas: list[float]) -> dict[str, tuple[str, str, float | None]]:
+    """Each objective: (its members: "single" (member s0), "diverse" or "shared", aggregate, uwo's λ)."""
+    return {SINGLE: ("single", "mean", None), "mean": ("diverse", "mean", None), "worst": ("diverse", "worst", None),
+            **{f"uwo λ={lam:g}": ("diverse", "uwo", lam) for lam in lambdas}, "mean, shared init": ("shared", "mean", None)}
+
+
 def objectives(members: str, shared: str, single: str, lambdas: list[float]) -> dict[str, list[str]]:
     """Each objective's overrides of the GRPO run."""
-    def ens(sweep_id: str, how: str, lam: float | None = None) -> list[str]:
-        return [f'ppo.ensemble.members=["sweep:{sweep_id}"]', f'ppo.ensemble.aggregate="{how}"',
-                *([f"ppo.ensemble.uwo_lambda={lam}"] if lam is not None else [])]
+    def overrides(who: str, how: str, lam: float | None) -> list[str]:
+        if who == "single":
+            return [f'ppo.reward_model_run="{single}"']
+        return [f'ppo.ensemble.members=["sweep:{members if who == "diverse" else shared}"]',
+                f'ppo.ensemble.aggregate="{how}"', *([f"ppo.ensemble.uwo_lambda={lam}"] if lam is not None else [])]
 
-    return {SINGLE: [f'ppo.reward_model_run="{single}"'], "mean": ens(members, "mean"),
-            "worst": ens(members, "worst"), **{f"uwo λ={lam:g}": ens(members, "uwo", lam) for lam in lambdas},
-            "mean, shared init": ens(shared, "mean")}
+    return {name: overrides(*spec) for name, spec in specs(lambdas).items()}
 
 
 def run_tag(name: str) -> str:

@@ -118,7 +118,7 @@ def _launch_and_follow(cfg: config_mod.Config, root: Path, detach: bool, quiet: 
 
     paths, proc = lifecycle.launch_run(cfg, root, links=links)
     typer.echo(f"run {paths.id}  ({paths.dir})", err=True)
-    for why in launch.launch_warnings(config_mod.from_dict(mf.read(paths)["config"])):
+    for why in launch.launch_warnings(cfg):  # cfg as planned: the preflight merged [launch] into it
         err(f"warning: {why}")
     if detach:
         return paths, S.RUNNING

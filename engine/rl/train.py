@@ -53,6 +53,7 @@ SYNTHETIC_POOL = 8192  # training prompts drawn for prompts = "synthetic"
 # as it did for seed 0; synthetic training prompts now give way to the held-out ones, not the reverse.
 HELDOUT_SEED_SYNTHETIC, HELDOUT_SEED_FILE = 1, 0
 REFERENCE = "reference"  # checkpoints/reference: the SFT-fitted start, kept for resume
+BON_SEED_OFFSET = 15485863  # best-of-n samples from the run's seed plus this: their own stream, as evals have
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -219,7 +220,7 @@ def best_of_n_eval(ctx, ref, tok, prompts, judge, proxy) -> dict:
     share), each scored by the run's RM (the proxy that picks) and by the judge; gathered, logged."""
     cfg, n = ctx.cfg, ctx.cfg.ppo.bon_samples
     repeated = [q for q in prompts for _ in range(n)]  # each prompt's n samples side by side
-    texts = sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + 15485863)
+    texts = sample_texts(ref, tok, repeated, cfg, seed=cfg.seed + BON_SEED_OFFSET)
     picked = proxy.score(repeated, texts).tolist()
     judged = judge.scores(repeated, texts)
     rows = gather_object([(picked[i * n:(i + 1) * n], judged[i * n:(i + 1) * n]) for i in range(len(prompts))])
